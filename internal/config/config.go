@@ -1,0 +1,119 @@
+// Package config is Sluice's configuration: one file (YAML) describing the
+// nodes and the topology, overridden by SLUICE_* environment variables and
+// command-line flags, validated as a whole before anything starts.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sluicebus/sluice/broker"
+	"github.com/sluicebus/sluice/gateway"
+	"github.com/sluicebus/sluice/internal/topology"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	Log     Log                       `mapstructure:"log"`
+	Bus     Bus                       `mapstructure:"bus"`
+	Broker  broker.Config             `mapstructure:"broker"`
+	Gateway gateway.Config            `mapstructure:"gateway"`
+	Demo    Demo                      `mapstructure:"demo"`
+	Topics  map[string]topology.Topic `mapstructure:"-"`
+}
+
+// Log configures zap.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `mapstructure:"level"`
+	// Format is console, json, or auto (console for `sluice dev`, json otherwise).
+	Format string `mapstructure:"format"`
+}
+
+// Bus is how gateways and workers reach the brokers.
+type Bus struct {
+	// URLs of every broker; clients fail over between them.
+	URLs []string `mapstructure:"urls"`
+	// ConnectTimeout bounds the first connection.
+	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
+}
+
+// Demo is the built-in demo worker that serves families in `sluice dev` and
+// `sluice worker`: it sleeps Delay per message and fails FailureRate of them.
+type Demo struct {
+	// Enabled starts a demo worker for every family in `sluice dev`.
+	Enabled     bool          `mapstructure:"enabled"`
+	Delay       time.Duration `mapstructure:"delay"`
+	FailureRate float64       `mapstructure:"failure_rate"`
+	// Credit is how many messages one demo worker holds and handles at once.
+	Credit int `mapstructure:"credit"`
+}
+
+// DefaultConfig is the complete single-node development setup; configs/dev.yaml
+// holds the same values (a test keeps them equal).
+func DefaultConfig() Config {
+	orders := topology.DefaultTopic()
+	orders.Name = "orders"
+	orders.Families = map[string]topology.Family{}
+	for _, name := range []string{"billing", "shipping"} {
+		f := topology.DefaultFamily()
+		f.Name = name
+		orders.Families[name] = f
+	}
+	return Config{
+		Log:     Log{Level: "info", Format: "auto"},
+		Bus:     Bus{URLs: []string{"nats://127.0.0.1:4222"}, ConnectTimeout: 5 * time.Second},
+		Broker:  broker.DefaultConfig(),
+		Gateway: gateway.DefaultConfig(),
+		Demo:    Demo{Enabled: true, Delay: 10 * time.Millisecond, FailureRate: 0, Credit: 16},
+		Topics:  map[string]topology.Topic{"orders": orders},
+	}
+}
+
+// share copies the topology into the node configs that need it.
+func (c *Config) share() {
+	c.Broker.Topics = c.Topics
+	c.Gateway.Topics = c.Topics
+}
+
+// Validate reports every problem, each naming its key.
+func (c *Config) Validate() error {
+	c.share()
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, &topology.KeyError{Key: key, Msg: fmt.Sprintf(format, args...)})
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "auto", "console", "json":
+	default:
+		bad("log.format", "must be auto, console or json, got %q", c.Log.Format)
+	}
+	if len(c.Bus.URLs) == 0 {
+		bad("bus.urls", "at least one broker URL is needed")
+	}
+	if c.Bus.ConnectTimeout <= 0 {
+		bad("bus.connect_timeout", "must be positive")
+	}
+	if c.Demo.Delay < 0 {
+		bad("demo.delay", "must not be negative")
+	}
+	if c.Demo.FailureRate < 0 || c.Demo.FailureRate > 1 {
+		bad("demo.failure_rate", "must be between 0 and 1, got %v", c.Demo.FailureRate)
+	}
+	if c.Demo.Credit < 1 {
+		bad("demo.credit", "must be at least 1, got %d", c.Demo.Credit)
+	}
+	if err := c.Broker.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Gateway.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

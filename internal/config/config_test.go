@@ -1,0 +1,163 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "sluice.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestDevYAMLEqualsDefaults(t *testing.T) {
+	got, err := Load("../../configs/dev.yaml", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := DefaultConfig()
+	if err := want.Validate(); err != nil {
+		t.Fatalf("defaults invalid: %v", err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("configs/dev.yaml differs from DefaultConfig():\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func TestNoFileGivesDefaults(t *testing.T) {
+	got, err := Load("", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := DefaultConfig()
+	_ = want.Validate()
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %+v", got)
+	}
+}
+
+func TestEnvAndFlagsOverride(t *testing.T) {
+	t.Setenv("SLUICE_GATEWAY_LISTEN", "127.0.0.1:9999")
+	t.Setenv("SLUICE_GATEWAY_PUBLISH_TIMEOUT", "750ms")
+	t.Setenv("SLUICE_BUS_URLS", "nats://a:4222,nats://b:4222")
+	t.Setenv("SLUICE_TOPICS_ORDERS_MAX_MESSAGES", "42")
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	fs.Duration("demo-delay", 0, "")
+	fs.Float64("demo-failure-rate", 0, "")
+	if err := fs.Parse([]string{"--demo-delay=250ms"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load("../../configs/dev.yaml", fs, map[string]string{
+		"demo-delay": "demo.delay", "demo-failure-rate": "demo.failure_rate",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Gateway.Listen != "127.0.0.1:9999" || cfg.Gateway.PublishTimeout != 750*time.Millisecond {
+		t.Errorf("env not applied: %+v", cfg.Gateway)
+	}
+	if !reflect.DeepEqual(cfg.Bus.URLs, []string{"nats://a:4222", "nats://b:4222"}) {
+		t.Errorf("bus urls = %v", cfg.Bus.URLs)
+	}
+	if cfg.Topics["orders"].MaxMessages != 42 {
+		t.Errorf("topic env override not applied: %d", cfg.Topics["orders"].MaxMessages)
+	}
+	if cfg.Demo.Delay != 250*time.Millisecond {
+		t.Errorf("changed flag not applied: %v", cfg.Demo.Delay)
+	}
+	if cfg.Demo.FailureRate != 0 {
+		t.Errorf("unchanged flag overrode the file: %v", cfg.Demo.FailureRate)
+	}
+	if cfg.Broker.Topics["orders"].MaxMessages != 42 || cfg.Gateway.Topics["orders"].MaxMessages != 42 {
+		t.Errorf("topology not shared with node configs")
+	}
+}
+
+func TestPartialTopicGetsDefaults(t *testing.T) {
+	p := writeFile(t, `
+topics:
+  payments:
+    max_messages: 10
+    families:
+      audit:
+        backoff: [2s]
+`)
+	cfg, err := Load(p, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := cfg.Topics["orders"]; ok {
+		t.Error("file topics must replace the default topology, not merge into it")
+	}
+	tp := cfg.Topics["payments"]
+	if tp.MaxMessages != 10 || tp.MaxMessageSize != 1<<20 || tp.Name != "payments" {
+		t.Errorf("topic defaults not applied: %+v", tp)
+	}
+	f := tp.Families["audit"]
+	if f.Name != "audit" || f.MaxAttempts != 5 || !reflect.DeepEqual(f.Backoff, []time.Duration{2 * time.Second}) {
+		t.Errorf("family: %+v (a shorter list must replace the default list)", f)
+	}
+}
+
+func TestConfigErrorsNameKeyAndFile(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"unknown top key", "gatewya:\n  listen: x\n", []string{"gatewya", "unknown key"}},
+		{"unknown nested key", "gateway:\n  listne: 127.0.0.1:1\n", []string{"gateway.listne", "unknown key"}},
+		{"unknown topic key", "topics:\n  t1:\n    max_mesages: 3\n    families: {f: {}}\n", []string{"topics.t1.max_mesages", "unknown key"}},
+		{"unknown family key", "topics:\n  t1:\n    families:\n      f:\n        credits: 3\n", []string{"topics.t1.families.f.credits", "unknown key"}},
+		{"bad duration", "gateway:\n  read_timeout: soon\n", []string{"read_timeout", "soon"}},
+		{"duration without unit", "topics:\n  t1:\n    families:\n      f:\n        ack_wait: 30\n", []string{"ack_wait", "needs a unit"}},
+		{"bad size", "topics:\n  t1:\n    max_bytes: lots\n    families: {f: {}}\n", []string{"max_bytes", "lots"}},
+		{"bad topic name", "topics:\n  Bad.Name:\n    families: {f: {}}\n", []string{"topics.bad.name"}},
+		{"topic without family", "topics:\n  t1:\n    max_messages: 3\n", []string{"topics.t1.families", "at least one family"}},
+		{"bad family value", "topics:\n  t1:\n    families:\n      f:\n        max_attempts: 0\n", []string{"topics.t1.families.f.max_attempts"}},
+		{"failure rate", "demo:\n  failure_rate: 2\n", []string{"demo.failure_rate"}},
+		{"bad yaml", "topics: [\n", []string{"sluice.yaml"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := writeFile(t, tc.yaml)
+			_, err := Load(p, nil, nil)
+			if err == nil {
+				t.Fatal("loaded a bad config")
+			}
+			msg := err.Error()
+			for _, w := range append(tc.want, p) {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error %q does not mention %q", msg, w)
+				}
+			}
+		})
+	}
+}
+
+func TestMissingFile(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"), nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "nope.yaml") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestEmptyFamilyIsKept(t *testing.T) {
+	p := writeFile(t, "topics:\n  t1:\n    families:\n      audit: {}\n      ledger:\n")
+	cfg, err := Load(p, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fams := cfg.Topics["t1"].Families
+	if len(fams) != 2 || fams["audit"].MaxAttempts != 5 || fams["ledger"].Name != "ledger" {
+		t.Fatalf("families = %+v", fams)
+	}
+}

@@ -1,0 +1,76 @@
+package sluice
+
+import (
+	"fmt"
+	"regexp"
+)
+
+// Names of the JetStream objects behind topics and families. They are part of
+// the public contract: brokers provision them, gateways publish to them and
+// workers consume from them, so every node derives them from these functions.
+
+// MaxNameLen is the longest topic or family name.
+const MaxNameLen = 64
+
+// nameRE is the grammar for topic and family names: lowercase letters and
+// digits in runs joined by single '-' or '_'. It keeps names safe inside NATS
+// subjects and stream names (no '.', '*', '>', whitespace or control
+// characters) and makes the "__" separator in dead-letter stream names
+// unambiguous.
+var nameRE = regexp.MustCompile(`^[a-z0-9]+([_-][a-z0-9]+)*$`)
+
+// ValidateName reports whether s is a valid topic or family name.
+func ValidateName(s string) error {
+	if len(s) == 0 || len(s) > MaxNameLen {
+		return fmt.Errorf("name %q: length must be 1..%d", s, MaxNameLen)
+	}
+	if !nameRE.MatchString(s) {
+		return fmt.Errorf("name %q: only lowercase letters, digits and single '-' or '_' between them are allowed", s)
+	}
+	return nil
+}
+
+// StreamName is the JetStream stream that stores a topic.
+func StreamName(topic string) string { return "SLUICE_" + topic }
+
+// Subject is the NATS subject a topic's messages are published on.
+func Subject(topic string) string { return "sluice.topic." + topic }
+
+// DeadLetterStream is the stream holding a family's dead letters.
+func DeadLetterStream(topic, family string) string { return "SLUICE_DLQ_" + topic + "__" + family }
+
+// DeadLetterSubject is the subject a family's dead letters are published on.
+func DeadLetterSubject(topic, family string) string { return "sluice.dlq." + topic + "." + family }
+
+// Header names Sluice sets on messages.
+const (
+	// HeaderMetaPrefix prefixes user metadata headers, over HTTP and on the bus.
+	HeaderMetaPrefix = "Sluice-Meta-"
+	// HeaderIdempotencyKey is the HTTP header carrying a message's idempotency key.
+	HeaderIdempotencyKey = "Idempotency-Key"
+	// HeaderContentType is kept from the HTTP request on the stored message.
+	HeaderContentType = "Content-Type"
+	// HeaderMsgID is JetStream's deduplication header; it carries the idempotency key.
+	HeaderMsgID = "Nats-Msg-Id"
+
+	// Headers added when a message moves to a dead-letter stream. The
+	// original headers are kept, except Nats-Msg-Id which moves to
+	// HeaderOriginalID (the dead-letter stream deduplicates on its own id).
+	HeaderDeadReason    = "Sluice-Dead-Reason"
+	HeaderDeadAttempts  = "Sluice-Dead-Attempts"
+	HeaderDeadError     = "Sluice-Dead-Error"
+	HeaderDeadAt        = "Sluice-Dead-At"
+	HeaderDeadFamily    = "Sluice-Dead-Family"
+	HeaderOriginalTopic = "Sluice-Original-Topic"
+	HeaderOriginalSeq   = "Sluice-Original-Seq"
+	HeaderOriginalID    = "Sluice-Original-Id"
+)
+
+// Consumer metadata keys under which brokers publish a family's retry policy,
+// so that workers read it from the bus instead of from a config of their own.
+const (
+	MetadataTopic       = "sluice.topic"
+	MetadataFamily      = "sluice.family"
+	MetadataMaxAttempts = "sluice.max_attempts"
+	MetadataBackoff     = "sluice.backoff"
+)

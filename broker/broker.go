@@ -1,0 +1,189 @@
+// Package broker is Sluice's service node: an embedded nats-server with
+// JetStream on a file store (fsync before every ack), provisioning the
+// declared topics and families and exporting their state as metrics.
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/sluicebus/sluice/internal/topology"
+)
+
+// ErrNotReady means the server or JetStream did not become ready in time.
+var ErrNotReady = errors.New("broker not ready")
+
+// Broker is a running broker node. It is ready when New returns.
+type Broker struct {
+	cfg Config
+	log *zap.Logger
+	srv *server.Server
+	nc  *nats.Conn // in-process connection for provisioning and metrics
+	js  jetstream.JetStream
+
+	stopOnce sync.Once
+}
+
+// New starts an embedded nats-server with JetStream under cfg.DataDir, waits
+// until JetStream answers, provisions the topology and registers metrics on
+// reg (nil: none). The caller must call Shutdown.
+func New(cfg Config, logger *zap.Logger, reg prometheus.Registerer) (*Broker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := logger.Named("broker")
+	opts, err := serverOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	srv.SetLoggerV2(natsLogger{log: log.Named("nats").Sugar()}, log.Core().Enabled(zap.DebugLevel), false, false)
+	srv.Start()
+	b := &Broker{cfg: cfg, log: log, srv: srv}
+	if err := b.waitReady(); err != nil {
+		b.shutdownServer()
+		return nil, err
+	}
+	if reg != nil {
+		if err := reg.Register(newCollector(b.js, cfg.Topics, log)); err != nil {
+			b.shutdownServer()
+			return nil, fmt.Errorf("broker metrics: %w", err)
+		}
+	}
+	log.Info("broker ready", zap.String("name", cfg.Name), zap.String("client_url", b.ClientURL()),
+		zap.String("store", opts.StoreDir), zap.Bool("sync_always", opts.SyncAlways))
+	return b, nil
+}
+
+func serverOptions(cfg Config) (*server.Options, error) {
+	storeDir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("broker.data_dir: %w", err)
+	}
+	opts := &server.Options{
+		ServerName: cfg.Name,
+		JetStream:  true,
+		StoreDir:   storeDir,
+		// Reliability default, not negotiable: fsync every write before the
+		// publish is acknowledged.
+		SyncAlways: true,
+		NoSigs:     true,
+		// Room for the largest topic's messages plus headers.
+		MaxPayload: int32(topology.MaxMessageSize(cfg.Topics)) + 64<<10,
+	}
+	if cfg.Listen == "" {
+		opts.DontListen = true
+	} else {
+		host, port, err := splitHostPort(cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("broker.listen: %w", err)
+		}
+		opts.Host, opts.Port = host, port
+	}
+	return opts, nil
+}
+
+func (b *Broker) waitReady() error {
+	deadline := time.Now().Add(b.cfg.ReadyTimeout)
+	if !b.srv.ReadyForConnections(b.cfg.ReadyTimeout) {
+		return fmt.Errorf("%w: server did not accept connections within %v", ErrNotReady, b.cfg.ReadyTimeout)
+	}
+	if !b.srv.JetStreamEnabled() {
+		return fmt.Errorf("%w: JetStream is not enabled", ErrNotReady)
+	}
+	nc, err := nats.Connect("", nats.InProcessServer(b.srv), nats.Name("sluice-broker-internal"),
+		nats.MaxReconnects(-1))
+	if err != nil {
+		return fmt.Errorf("%w: internal connection: %w", ErrNotReady, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return err
+	}
+	b.nc, b.js = nc, js
+	ctx, cancel := context.WithDeadline(context.Background(), deadline.Add(provisionTimeout))
+	defer cancel()
+	for {
+		_, err := js.AccountInfo(ctx)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return fmt.Errorf("%w: JetStream did not answer: %w", ErrNotReady, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := Provision(ctx, js, b.cfg.Topics, b.log); err != nil {
+		return fmt.Errorf("broker: provisioning topology: %w", err)
+	}
+	return nil
+}
+
+// ClientURL is where NATS clients connect, empty when the broker listens for
+// in-process clients only.
+func (b *Broker) ClientURL() string {
+	if b.cfg.Listen == "" {
+		return ""
+	}
+	return b.srv.ClientURL()
+}
+
+// Connect opens an in-process client connection (no network hop), for nodes
+// that share the broker's process in `sluice dev`.
+func (b *Broker) Connect(name string, opts ...nats.Option) (*nats.Conn, error) {
+	opts = append([]nats.Option{nats.InProcessServer(b.srv), nats.Name(name), nats.MaxReconnects(-1)}, opts...)
+	return nats.Connect("", opts...)
+}
+
+// Ready reports whether the server runs with JetStream enabled.
+func (b *Broker) Ready() bool {
+	return b.srv.Running() && b.srv.JetStreamEnabled() && b.nc.IsConnected()
+}
+
+// Run blocks until ctx is done, then shuts the broker down.
+func (b *Broker) Run(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+	case <-b.stopped():
+		return errors.New("broker: server stopped")
+	}
+	b.Shutdown()
+	return nil
+}
+
+func (b *Broker) stopped() <-chan struct{} {
+	ch := make(chan struct{})
+	go func() {
+		b.srv.WaitForShutdown()
+		close(ch)
+	}()
+	return ch
+}
+
+// Shutdown stops the server after flushing JetStream to disk. Idempotent.
+func (b *Broker) Shutdown() {
+	b.stopOnce.Do(b.shutdownServer)
+}
+
+func (b *Broker) shutdownServer() {
+	if b.nc != nil {
+		b.nc.Close()
+	}
+	b.srv.Shutdown()
+	b.srv.WaitForShutdown()
+	b.log.Info("broker stopped")
+}

@@ -1,0 +1,204 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"mime"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluicebus/sluice/internal/topology"
+	"github.com/sluicebus/sluice/pkg/sluice"
+)
+
+// batchItem is one NDJSON line of a batch request.
+type batchItem struct {
+	ID         string            `json:"id"`
+	Data       json.RawMessage   `json:"data"`
+	DataBase64 *string           `json:"data_base64"`
+	Meta       map[string]string `json:"meta"`
+}
+
+// batchReceipt and batchProblem are the lines of a batch answer, each with
+// the 1-based line number of the item it answers.
+type batchReceipt struct {
+	Line int `json:"line"`
+	Receipt
+}
+
+// pending is a validated line on its way to the bus.
+type pending struct {
+	line int
+	id   string
+	msg  *nats.Msg
+	fut  jetstream.PubAckFuture
+	ack  *jetstream.PubAck
+	err  error
+}
+
+// publishBatch handles POST /v1/topics/{topic}/messages:batch. The whole body
+// is read and every line validated before anything is published, so a
+// request-level refusal never follows a partial acceptance. Each line then
+// succeeds or fails alone; the answer has one result per non-blank line.
+func (g *Gateway) publishBatch(w http.ResponseWriter, r *http.Request) error {
+	t, err := g.topic(r)
+	if err != nil {
+		return err
+	}
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || (mt != "application/x-ndjson" && mt != "application/jsonl") {
+		return fmt.Errorf("%w: a batch must be application/x-ndjson (one JSON object per line), got %q", errMediaType, r.Header.Get("Content-Type"))
+	}
+	if err := checkEncoding(r); err != nil {
+		return err
+	}
+	body, err := readBody(w, r, int64(g.cfg.MaxBatchBytes))
+	if err != nil {
+		return err
+	}
+	items, err := g.parseBatch(body, t)
+	if err != nil {
+		return err
+	}
+	g.publishAll(r.Context(), t.Name, items)
+
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	for _, it := range items {
+		var res any
+		if it.err != nil {
+			p, _ := problemFor(it.err)
+			p.ID, p.Line = it.id, it.line
+			res = p
+		} else {
+			res = batchReceipt{Line: it.line, Receipt: Receipt{Topic: t.Name, Seq: it.ack.Sequence, ID: it.id, Duplicate: it.ack.Duplicate}}
+		}
+		if err := enc.Encode(res); err != nil {
+			return nil // the client went away; nothing more to tell it
+		}
+	}
+	return nil
+}
+
+// parseBatch splits body into lines and validates each; blank lines are
+// skipped. A bad line gets its own error; too many lines refuse the batch.
+func (g *Gateway) parseBatch(body []byte, t topology.Topic) ([]*pending, error) {
+	var items []*pending
+	lineNo := 0
+	for len(body) > 0 {
+		lineNo++
+		var line []byte
+		if i := bytes.IndexByte(body, '\n'); i >= 0 {
+			line, body = body[:i], body[i+1:]
+		} else {
+			line, body = body, nil
+		}
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 {
+			continue
+		}
+		if len(items) == g.cfg.MaxBatchLines {
+			return nil, fmt.Errorf("%w: a batch holds at most %d messages", errTooLarge, g.cfg.MaxBatchLines)
+		}
+		it := &pending{line: lineNo}
+		it.id, it.msg, it.err = parseItem(line, t)
+		items = append(items, it)
+	}
+	if len(items) == 0 {
+		return nil, fmt.Errorf("%w: the batch is empty", errMalformed)
+	}
+	return items, nil
+}
+
+func parseItem(line []byte, t topology.Topic) (string, *nats.Msg, error) {
+	var it batchItem
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&it); err != nil {
+		return "", nil, fmt.Errorf("%w: line is not a batch item {\"id\",\"data\"|\"data_base64\",\"meta\"}: %v", errMalformed, err)
+	}
+	if dec.More() {
+		return it.ID, nil, fmt.Errorf("%w: more than one JSON value on the line", errMalformed)
+	}
+	id := it.ID
+	if id == "" {
+		id = newID()
+	} else if err := validateID(id); err != nil {
+		return id, nil, err
+	}
+	msg := nats.NewMsg(sluice.Subject(t.Name))
+	switch {
+	case it.Data != nil && it.DataBase64 != nil:
+		return id, nil, fmt.Errorf("%w: give either data or data_base64, not both", errMalformed)
+	case it.DataBase64 != nil:
+		b, err := base64.StdEncoding.DecodeString(*it.DataBase64)
+		if err != nil {
+			return id, nil, fmt.Errorf("%w: data_base64: %v", errMalformed, err)
+		}
+		msg.Data = b
+		msg.Header.Set(sluice.HeaderContentType, "application/octet-stream")
+	case it.Data != nil:
+		msg.Data = []byte(it.Data)
+		msg.Header.Set(sluice.HeaderContentType, "application/json")
+	default:
+		return id, nil, fmt.Errorf("%w: the item has neither data nor data_base64", errMalformed)
+	}
+	if int64(len(msg.Data)) > int64(t.MaxMessageSize) {
+		return id, nil, fmt.Errorf("%w: payload of %d bytes exceeds the topic's limit of %d bytes", errTooLarge, len(msg.Data), t.MaxMessageSize)
+	}
+	for name, v := range it.Meta {
+		if err := setMeta(msg.Header, name, v); err != nil {
+			return id, nil, err
+		}
+	}
+	return id, msg, nil
+}
+
+// publishAll publishes every valid item asynchronously (the bus acks them in
+// a pipeline) and waits for every ack or the publish timeout.
+func (g *Gateway) publishAll(ctx context.Context, topic string, items []*pending) {
+	if !g.nc.IsConnected() {
+		for _, it := range items {
+			if it.err == nil {
+				it.err = fmt.Errorf("%w: not connected to any broker (%s)", errBusUnavailable, g.nc.Status())
+			}
+		}
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.PublishTimeout)
+	defer cancel()
+	start := time.Now()
+	stream := sluice.StreamName(topic)
+	for _, it := range items {
+		if it.err != nil {
+			continue
+		}
+		it.fut, it.err = g.js.PublishMsgAsync(it.msg, jetstream.WithMsgID(it.id), jetstream.WithExpectStream(stream))
+		if it.err != nil {
+			it.err = classifyPublish(it.err)
+		}
+	}
+	for _, it := range items {
+		if it.fut == nil {
+			g.record(topic, nil, it.err)
+			continue
+		}
+		select {
+		case ack := <-it.fut.Ok():
+			it.ack = ack
+		case err := <-it.fut.Err():
+			it.err = classifyPublish(err)
+		case <-ctx.Done():
+			it.err = classifyPublish(ctx.Err())
+		}
+		g.record(topic, it.ack, it.err)
+	}
+	g.metrics.publishDuration.WithLabelValues(topic).Observe(time.Since(start).Seconds())
+}

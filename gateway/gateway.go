@@ -1,0 +1,119 @@
+// Package gateway is Sluice's stateless HTTP ingest node: it validates a
+// request, publishes it to the topic's stream and answers 202 only once the
+// bus has stored it durably. It never imports the broker: it talks to the bus.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+)
+
+// Gateway is an HTTP ingest node.
+type Gateway struct {
+	cfg     Config
+	log     *zap.Logger
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	metrics *metrics
+	handler http.Handler
+
+	mu sync.Mutex
+	ln net.Listener
+}
+
+// New builds a gateway publishing over nc. Metrics are registered on reg
+// (nil: none); /metrics serves gatherer (nil: no /metrics endpoint).
+func New(cfg Config, nc *nats.Conn, logger *zap.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer) (*Gateway, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("gateway metrics: %w", err)
+	}
+	g := &Gateway{cfg: cfg, log: logger.Named("gateway"), nc: nc, js: js, metrics: m}
+	g.handler = g.routes(gatherer)
+	return g, nil
+}
+
+// Handler is the gateway's HTTP API, for tests and for embedding.
+func (g *Gateway) Handler() http.Handler { return g.handler }
+
+// Listen binds cfg.Listen; Run calls it if it was not called before.
+func (g *Gateway) Listen() (net.Addr, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.ln == nil {
+		ln, err := net.Listen("tcp", g.cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("gateway.listen: %w", err)
+		}
+		g.ln = ln
+	}
+	return g.ln.Addr(), nil
+}
+
+// Run serves HTTP until ctx is done, then stops taking connections and lets
+// in-flight requests finish within cfg.ShutdownTimeout.
+func (g *Gateway) Run(ctx context.Context) error {
+	addr, err := g.Listen()
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           g.handler,
+		ReadHeaderTimeout: g.cfg.ReadHeaderTimeout,
+		ReadTimeout:       g.cfg.ReadTimeout,
+		WriteTimeout:      g.cfg.WriteTimeout,
+		IdleTimeout:       g.cfg.IdleTimeout,
+		MaxHeaderBytes:    int(g.cfg.MaxHeaderBytes),
+		ErrorLog:          zap.NewStdLog(g.log.Named("http")),
+	}
+	g.log.Info("gateway listening", zap.String("addr", addr.String()))
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(g.ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("gateway: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), g.cfg.ShutdownTimeout)
+	defer cancel()
+	err = srv.Shutdown(sctx)
+	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) && err == nil {
+		err = serr
+	}
+	g.log.Info("gateway stopped")
+	return err
+}
+
+func (g *Gateway) routes(gatherer prometheus.Gatherer) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/v1/topics/{topic}/messages", g.methods(map[string]handlerFunc{http.MethodPost: g.publish}))
+	mux.Handle("/v1/topics/{topic}/messages:batch", g.methods(map[string]handlerFunc{http.MethodPost: g.publishBatch}))
+	mux.Handle("/v1/topics", g.methods(map[string]handlerFunc{http.MethodGet: g.listTopics}))
+	mux.Handle("/v1/topics/{topic}", g.methods(map[string]handlerFunc{http.MethodGet: g.getTopic}))
+	mux.Handle("/healthz", g.methods(map[string]handlerFunc{http.MethodGet: g.healthz}))
+	mux.Handle("/readyz", g.methods(map[string]handlerFunc{http.MethodGet: g.readyz}))
+	if gatherer != nil {
+		mux.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, fmt.Errorf("%w: %s %s", errRouteNotFound, r.Method, r.URL.Path), 0)
+	})
+	return g.instrument(mux)
+}

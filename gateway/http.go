@@ -1,0 +1,115 @@
+package gateway
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// handlerFunc is a handler that returns its refusal instead of writing it.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// route dispatches on the request method and answers 405 with a problem
+// and an Allow header otherwise (ServeMux's own 405 is plain text).
+type route struct {
+	m          map[string]handlerFunc
+	retryAfter time.Duration
+}
+
+func (g *Gateway) methods(m map[string]handlerFunc) http.Handler {
+	return route{m: m, retryAfter: g.cfg.RetryAfter}
+}
+
+func (rt route) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	m := rt.m
+	h, ok := m[r.Method]
+	if !ok {
+		allow := make([]string, 0, len(m))
+		for k := range m {
+			allow = append(allow, k)
+		}
+		slices.Sort(allow)
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		writeError(w, fmt.Errorf("%w: %s %s (allowed: %s)", errMethodNotAllowed, r.Method, r.URL.Path, strings.Join(allow, ", ")), 0)
+		return
+	}
+	if err := h(w, r); err != nil {
+		writeError(w, err, rt.retryAfter)
+	}
+}
+
+// writeError answers with the error's problem (RFC 9457).
+func writeError(w http.ResponseWriter, err error, retryAfter time.Duration) {
+	p, kind := problemFor(err)
+	if kind.retry && retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(retryAfter.Seconds()))))
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(p.Status)
+	_ = json.NewEncoder(w).Encode(p)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// statusWriter records the status for metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// instrument counts requests by route and status, times them, and turns a
+// panic into a logged 500 problem (a 500 is always a bug).
+func (g *Gateway) instrument(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		g.metrics.inFlight.Inc()
+		defer func() {
+			g.metrics.inFlight.Dec()
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				g.log.Error("handler panic", zap.Any("panic", v), zap.String("path", r.URL.Path), zap.Stack("stack"))
+				if sw.status == 0 {
+					writeError(sw, fmt.Errorf("panic: %v", v), 0)
+				}
+			}
+			route := r.Pattern
+			if route == "" || route == "/" {
+				route = "unmatched"
+			}
+			g.metrics.requests.WithLabelValues(route, r.Method, strconv.Itoa(sw.status)).Inc()
+			g.metrics.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+		}()
+		next.ServeHTTP(sw, r)
+	})
+}

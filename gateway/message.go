@@ -1,0 +1,86 @@
+package gateway
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
+
+	"github.com/sluicebus/sluice/pkg/sluice"
+)
+
+const (
+	// maxIDLen bounds idempotency keys.
+	maxIDLen = 200
+	// maxMetaHeaders bounds user metadata entries per message.
+	maxMetaHeaders = 64
+	// maxMetaValueLen bounds one metadata value.
+	maxMetaValueLen = 4 << 10
+	// maxMetaNameLen bounds one metadata name (after the prefix).
+	maxMetaNameLen = 128
+)
+
+// Receipt is the answer for a stored message.
+type Receipt struct {
+	Topic     string `json:"topic"`
+	Seq       uint64 `json:"seq"`
+	ID        string `json:"id"`
+	Duplicate bool   `json:"duplicate"`
+}
+
+// validateID checks an idempotency key: 1..200 visible ASCII characters.
+func validateID(id string) error {
+	if id == "" || len(id) > maxIDLen {
+		return fmt.Errorf("%w: idempotency key must be 1..%d characters", errMalformed, maxIDLen)
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c < 0x21 || c > 0x7e {
+			return fmt.Errorf("%w: idempotency key may hold only visible ASCII characters (byte %d is 0x%02x)", errMalformed, i, c)
+		}
+	}
+	return nil
+}
+
+// newID generates an idempotency key for a message that came without one.
+func newID() string { return nuid.Next() }
+
+// validMetaName: an HTTP token made of letters, digits and '-'.
+func validMetaName(name string) bool {
+	if name == "" || len(name) > maxMetaNameLen {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// setMeta validates one metadata entry and adds it to h as Sluice-Meta-<Name>.
+func setMeta(h nats.Header, name string, values ...string) error {
+	if !validMetaName(name) {
+		return fmt.Errorf("%w: metadata name %q must be 1..%d letters, digits or '-'", errMalformed, name, maxMetaNameLen)
+	}
+	key := sluice.HeaderMetaPrefix + http.CanonicalHeaderKey(name)
+	for _, v := range values {
+		if len(v) > maxMetaValueLen {
+			return fmt.Errorf("%w: metadata %s is longer than %d bytes", errMalformed, name, maxMetaValueLen)
+		}
+		if !utf8.ValidString(v) {
+			return fmt.Errorf("%w: metadata %s is not valid UTF-8", errMalformed, name)
+		}
+		if strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 && r != '\t' || r == 0x7f }) {
+			return fmt.Errorf("%w: metadata %s holds control characters", errMalformed, name)
+		}
+		h.Add(key, v)
+	}
+	if len(h) > maxMetaHeaders+2 {
+		return fmt.Errorf("%w: more than %d metadata entries", errMalformed, maxMetaHeaders)
+	}
+	return nil
+}

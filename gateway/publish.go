@@ -1,0 +1,155 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/sluicebus/sluice/internal/topology"
+	"github.com/sluicebus/sluice/pkg/sluice"
+)
+
+// publish handles POST /v1/topics/{topic}/messages: the body is the payload.
+func (g *Gateway) publish(w http.ResponseWriter, r *http.Request) error {
+	t, err := g.topic(r)
+	if err != nil {
+		return err
+	}
+	if err := checkEncoding(r); err != nil {
+		return err
+	}
+	id := r.Header.Get(sluice.HeaderIdempotencyKey)
+	if id == "" {
+		id = newID()
+	} else if err := validateID(id); err != nil {
+		return err
+	}
+	msg := nats.NewMsg(sluice.Subject(t.Name))
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if _, _, err := mime.ParseMediaType(ct); err != nil {
+			return fmt.Errorf("%w: Content-Type %q: %v", errMalformed, ct, err)
+		}
+		msg.Header.Set(sluice.HeaderContentType, ct)
+	}
+	for name, values := range r.Header {
+		if meta, ok := strings.CutPrefix(name, sluice.HeaderMetaPrefix); ok {
+			if err := setMeta(msg.Header, meta, values...); err != nil {
+				return err
+			}
+		}
+	}
+	body, err := readBody(w, r, int64(t.MaxMessageSize))
+	if err != nil {
+		return err
+	}
+	msg.Data = body
+	receipt, err := g.store(r.Context(), t.Name, id, msg)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusAccepted, receipt)
+	return nil
+}
+
+// topic resolves the {topic} path value to a declared topic.
+func (g *Gateway) topic(r *http.Request) (topology.Topic, error) {
+	name := r.PathValue("topic")
+	t, ok := g.cfg.Topics[name]
+	if !ok {
+		if len(name) > sluice.MaxNameLen {
+			name = name[:sluice.MaxNameLen] + "..."
+		}
+		return topology.Topic{}, fmt.Errorf("%w: %q", errTopicNotFound, name)
+	}
+	return t, nil
+}
+
+// checkEncoding refuses compressed bodies: the payload is stored as sent and
+// the size limit applies to what is stored.
+func checkEncoding(r *http.Request) error {
+	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		return fmt.Errorf("%w: Content-Encoding %q is not supported; send the payload uncompressed", errMediaType, ce)
+	}
+	return nil
+}
+
+// readBody reads at most limit bytes; a larger body is refused as soon as its
+// declared length or its bytes read pass the limit, never buffered whole.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	if r.ContentLength > limit {
+		return nil, fmt.Errorf("%w: body of %d bytes exceeds the limit of %d bytes", errTooLarge, r.ContentLength, limit)
+	}
+	var buf bytes.Buffer
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength))
+	}
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit))
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		return nil, fmt.Errorf("%w: body exceeds the limit of %d bytes", errTooLarge, limit)
+	case err != nil && !errors.Is(err, io.EOF):
+		return nil, fmt.Errorf("%w: reading body: %v", errMalformed, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// store publishes msg with id as its deduplication key and waits for the
+// durable ack, bounded by the publish timeout.
+func (g *Gateway) store(ctx context.Context, topic, id string, msg *nats.Msg) (Receipt, error) {
+	if !g.nc.IsConnected() {
+		return Receipt{}, fmt.Errorf("%w: not connected to any broker (%s)", errBusUnavailable, g.nc.Status())
+	}
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.PublishTimeout)
+	defer cancel()
+	start := time.Now()
+	ack, err := g.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(sluice.StreamName(topic)))
+	g.metrics.publishDuration.WithLabelValues(topic).Observe(time.Since(start).Seconds())
+	if err != nil {
+		err = classifyPublish(err)
+		if errors.Is(err, errOutcomeUnknown) {
+			g.log.Warn("publish outcome unknown", zap.String("topic", topic), zap.String("id", id), zap.Error(err))
+		}
+	}
+	g.record(topic, ack, err)
+	if err != nil {
+		return Receipt{}, err
+	}
+	return Receipt{Topic: topic, Seq: ack.Sequence, ID: id, Duplicate: ack.Duplicate}, nil
+}
+
+// record counts one message's outcome.
+func (g *Gateway) record(topic string, ack *jetstream.PubAck, err error) {
+	g.metrics.messages.WithLabelValues(topic, outcomeOf(ack, err)).Inc()
+}
+
+func outcomeOf(ack *jetstream.PubAck, err error) string {
+	if err == nil {
+		if ack.Duplicate {
+			return "duplicate"
+		}
+		return "accepted"
+	}
+	p, _ := problemFor(err)
+	switch p.Status {
+	case http.StatusTooManyRequests:
+		return "refused_full"
+	case http.StatusServiceUnavailable:
+		if p.Type == sluice.ProblemOutcomeUnknown {
+			return "unknown"
+		}
+		return "unavailable"
+	default:
+		return "rejected"
+	}
+}

@@ -1,0 +1,97 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/sluicebus/sluice/internal/busstats"
+	"github.com/sluicebus/sluice/internal/topology"
+	"github.com/sluicebus/sluice/pkg/sluice"
+)
+
+// statsTimeout bounds the bus reads behind one stats or readiness request.
+const statsTimeout = 2 * time.Second
+
+// listTopics handles GET /v1/topics.
+func (g *Gateway) listTopics(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithTimeout(r.Context(), statsTimeout)
+	defer cancel()
+	out := struct {
+		Topics []busstats.Topic `json:"topics"`
+	}{Topics: []busstats.Topic{}}
+	for _, name := range topology.Names(g.cfg.Topics) {
+		st, err := g.readStats(ctx, g.cfg.Topics[name])
+		if err != nil {
+			return err
+		}
+		out.Topics = append(out.Topics, st)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// getTopic handles GET /v1/topics/{topic}.
+func (g *Gateway) getTopic(w http.ResponseWriter, r *http.Request) error {
+	t, err := g.topic(r)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), statsTimeout)
+	defer cancel()
+	st, err := g.readStats(ctx, t)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, st)
+	return nil
+}
+
+func (g *Gateway) readStats(ctx context.Context, t topology.Topic) (busstats.Topic, error) {
+	if !g.nc.IsConnected() {
+		return busstats.Topic{}, fmt.Errorf("%w: not connected to any broker", errBusUnavailable)
+	}
+	st, err := busstats.Read(ctx, g.js, t)
+	if err != nil {
+		if errors.Is(err, busstats.ErrTopicMissing) {
+			return busstats.Topic{}, fmt.Errorf("%w: %v (has a broker provisioned the topology?)", errBusUnavailable, err)
+		}
+		return busstats.Topic{}, fmt.Errorf("%w: reading topic state: %v", errBusUnavailable, err)
+	}
+	return st, nil
+}
+
+// healthz: the process is alive and serving.
+func (g *Gateway) healthz(w http.ResponseWriter, _ *http.Request) error {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+// readyz: connected to the bus and every declared topic exists there.
+func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithTimeout(r.Context(), statsTimeout)
+	defer cancel()
+	checks := map[string]string{"bus": "ok"}
+	ready := true
+	if !g.nc.IsConnected() {
+		checks["bus"] = "not connected: " + g.nc.Status().String()
+		ready = false
+	} else {
+		for _, name := range topology.Names(g.cfg.Topics) {
+			if _, err := g.js.Stream(ctx, sluice.StreamName(name)); err != nil {
+				checks["topic "+name] = err.Error()
+				ready = false
+			} else {
+				checks["topic "+name] = "ok"
+			}
+		}
+	}
+	status := http.StatusOK
+	if !ready {
+		status = http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, map[string]any{"ready": ready, "checks": checks})
+	return nil
+}

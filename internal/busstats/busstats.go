@@ -1,0 +1,100 @@
+// Package busstats reads the live state of topics and families from
+// JetStream: depth, pending, in flight, redelivered, dead letters. Brokers
+// export it as metrics at scrape time; gateways serve it at /v1/topics.
+package busstats
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluicebus/sluice/internal/topology"
+	"github.com/sluicebus/sluice/pkg/sluice"
+)
+
+// Topic is one topic's limits and live state.
+type Topic struct {
+	Name     string   `json:"name"`
+	Limits   Limits   `json:"limits"`
+	Depth    Depth    `json:"depth"`
+	Families []Family `json:"families"`
+}
+
+// Limits are the topic's bounds as stored on the bus.
+type Limits struct {
+	MaxMessages     int64  `json:"max_messages"`
+	MaxBytes        int64  `json:"max_bytes"`
+	MaxMessageSize  int32  `json:"max_message_size"`
+	MaxAge          string `json:"max_age"`
+	Replicas        int    `json:"replicas"`
+	DuplicateWindow string `json:"duplicate_window"`
+}
+
+// Depth is what the topic stream holds now: messages not yet acked by every family.
+type Depth struct {
+	Messages uint64 `json:"messages"`
+	Bytes    uint64 `json:"bytes"`
+}
+
+// Family is one consumer group's state.
+type Family struct {
+	Name string `json:"name"`
+	// Credit is the family's max ack pending.
+	Credit int `json:"credit"`
+	// Pending: stored, not yet delivered to this family.
+	Pending uint64 `json:"pending"`
+	// InFlight: delivered, not yet acked.
+	InFlight int `json:"in_flight"`
+	// Redelivered: in flight and delivered more than once.
+	Redelivered int `json:"redelivered"`
+	// DeadLetters: messages in the family's dead-letter stream.
+	DeadLetters uint64 `json:"dead_letters"`
+}
+
+// ErrTopicMissing means the topic's stream does not exist on the bus.
+var ErrTopicMissing = errors.New("topic stream missing on the bus")
+
+// Read returns the live state of one declared topic.
+func Read(ctx context.Context, js jetstream.JetStream, t topology.Topic) (Topic, error) {
+	s, err := js.Stream(ctx, sluice.StreamName(t.Name))
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return Topic{}, fmt.Errorf("topic %s: %w", t.Name, ErrTopicMissing)
+	}
+	if err != nil {
+		return Topic{}, fmt.Errorf("topic %s: %w", t.Name, err)
+	}
+	si := s.CachedInfo() // js.Stream has just fetched it
+	out := Topic{
+		Name: t.Name,
+		Limits: Limits{
+			MaxMessages:     si.Config.MaxMsgs,
+			MaxBytes:        si.Config.MaxBytes,
+			MaxMessageSize:  si.Config.MaxMsgSize,
+			MaxAge:          si.Config.MaxAge.String(),
+			Replicas:        si.Config.Replicas,
+			DuplicateWindow: si.Config.Duplicates.String(),
+		},
+		Depth: Depth{Messages: si.State.Msgs, Bytes: si.State.Bytes},
+	}
+	for _, name := range t.FamilyNames() {
+		f := Family{Name: name}
+		ci, err := s.Consumer(ctx, name)
+		if err != nil {
+			return Topic{}, fmt.Errorf("topic %s family %s: %w", t.Name, name, err)
+		}
+		info := ci.CachedInfo()
+		f.Credit = info.Config.MaxAckPending
+		f.Pending = info.NumPending
+		f.InFlight = info.NumAckPending
+		f.Redelivered = info.NumRedelivered
+		dlq, err := js.Stream(ctx, sluice.DeadLetterStream(t.Name, name))
+		if err != nil {
+			return Topic{}, fmt.Errorf("topic %s family %s dead letters: %w", t.Name, name, err)
+		}
+		f.DeadLetters = dlq.CachedInfo().State.Msgs
+		out.Families = append(out.Families, f)
+	}
+	return out, nil
+}

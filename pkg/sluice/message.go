@@ -1,0 +1,51 @@
+package sluice
+
+import (
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Message is one delivery of a stored message to a worker.
+type Message struct {
+	Topic  string
+	Family string
+	// ID is the message's idempotency key; stable across redeliveries, so a
+	// handler can use it to make its own effects idempotent.
+	ID string
+	// Seq is the message's sequence in its topic.
+	Seq uint64
+	// Attempt is 1 on the first delivery to this family, 2 on the first retry, ...
+	Attempt int
+	// Published is when the bus stored the message.
+	Published time.Time
+	Data      []byte
+	// Header holds every header: Content-Type, Sluice-Meta-*, and the bus's own.
+	Header nats.Header
+}
+
+// ContentType is the Content-Type the producer sent, if any.
+func (m *Message) ContentType() string { return m.Header.Get(HeaderContentType) }
+
+// Meta returns the metadata value the producer set under name
+// (the Sluice-Meta-<Name> header).
+func (m *Message) Meta(name string) string {
+	return m.Header.Get(HeaderMetaPrefix + canonicalName(name))
+}
+
+// canonicalName capitalises like HTTP header canonicalisation, which the
+// gateway applies to metadata names.
+func canonicalName(s string) string {
+	b := []byte(s)
+	upper := true
+	for i, c := range b {
+		switch {
+		case upper && 'a' <= c && c <= 'z':
+			b[i] = c - 'a' + 'A'
+		case !upper && 'A' <= c && c <= 'Z':
+			b[i] = c - 'A' + 'a'
+		}
+		upper = c == '-'
+	}
+	return string(b)
+}

@@ -1,0 +1,411 @@
+package sluice
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nuid"
+	"go.uber.org/zap"
+)
+
+// Receipt is the gateway's proof that the bus stored a message durably.
+type Receipt struct {
+	Topic string `json:"topic"`
+	Seq   uint64 `json:"seq"`
+	ID    string `json:"id"`
+	// Duplicate: the id was already stored within the duplicate window;
+	// Seq is the original message's.
+	Duplicate bool `json:"duplicate"`
+}
+
+// Producer publishes messages to gateways over HTTP. Each logical message
+// gets one idempotency key, reused on every retry, so retries after an
+// unknown outcome are stored once. It retries 429, 503 and network errors
+// with jittered exponential backoff, honouring Retry-After, moving to the
+// next gateway after a failure, within the context's deadline and a
+// bounded number of attempts. Safe for concurrent use.
+type Producer struct {
+	urls        []string
+	client      *http.Client
+	backoff     backoff
+	maxAttempts int
+	log         *zap.Logger
+	next        atomic.Uint32
+}
+
+// ProducerOption configures a Producer.
+type ProducerOption func(*Producer) error
+
+// WithHTTPClient sets the HTTP client (default: a client with a 30 s timeout).
+func WithHTTPClient(c *http.Client) ProducerOption {
+	return func(p *Producer) error {
+		if c == nil {
+			return fmt.Errorf("%w: nil HTTP client", ErrInvalidOption)
+		}
+		p.client = c
+		return nil
+	}
+}
+
+// WithRetry sets the attempts per message (at least 1) and the backoff's
+// initial and maximum wait.
+func WithRetry(maxAttempts int, initial, maxWait time.Duration) ProducerOption {
+	return func(p *Producer) error {
+		if maxAttempts < 1 || initial <= 0 || maxWait < initial {
+			return fmt.Errorf("%w: retry needs attempts >= 1 and 0 < initial <= max", ErrInvalidOption)
+		}
+		p.maxAttempts, p.backoff = maxAttempts, backoff{initial: initial, max: maxWait}
+		return nil
+	}
+}
+
+// WithProducerLogger sets the logger (default: none).
+func WithProducerLogger(l *zap.Logger) ProducerOption {
+	return func(p *Producer) error {
+		if l == nil {
+			return fmt.Errorf("%w: nil logger", ErrInvalidOption)
+		}
+		p.log = l
+		return nil
+	}
+}
+
+// NewProducer returns a producer for the gateways at urls (e.g.
+// "http://127.0.0.1:8080"); it fails over between them.
+func NewProducer(urls []string, opts ...ProducerOption) (*Producer, error) {
+	if len(urls) == 0 {
+		return nil, fmt.Errorf("%w: no gateway URL", ErrInvalidOption)
+	}
+	p := &Producer{
+		client:      &http.Client{Timeout: 30 * time.Second},
+		backoff:     backoff{initial: 100 * time.Millisecond, max: 5 * time.Second},
+		maxAttempts: 10,
+		log:         zap.NewNop(),
+	}
+	for _, u := range urls {
+		pu, err := url.Parse(u)
+		if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			return nil, fmt.Errorf("%w: gateway URL %q", ErrInvalidOption, u)
+		}
+		p.urls = append(p.urls, strings.TrimRight(u, "/"))
+	}
+	for _, o := range opts {
+		if err := o(p); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// PublishOption sets a property of one published message.
+type PublishOption func(*publishOptions)
+
+type publishOptions struct {
+	id          string
+	contentType string
+	meta        map[string]string
+}
+
+// WithID sets the idempotency key (default: a generated one). Use a key
+// derived from your data (an order id) to deduplicate across processes.
+func WithID(id string) PublishOption { return func(o *publishOptions) { o.id = id } }
+
+// WithContentType sets the stored Content-Type.
+func WithContentType(ct string) PublishOption { return func(o *publishOptions) { o.contentType = ct } }
+
+// WithMeta adds a metadata entry (delivered as Message.Meta(name)).
+func WithMeta(name, value string) PublishOption {
+	return func(o *publishOptions) {
+		if o.meta == nil {
+			o.meta = map[string]string{}
+		}
+		o.meta[name] = value
+	}
+}
+
+// Publish stores data in topic and returns its receipt. On failure the error
+// wraps a sentinel (ErrTopicNotFound, ErrMessageTooLarge, ErrThrottled,
+// ErrUnavailable, ErrOutcomeUnknown, ...). When any attempt may have stored
+// the message and none confirmed it, the error also matches
+// ErrOutcomeUnknown: publish again with the same WithID to be sure.
+func (p *Producer) Publish(ctx context.Context, topic string, data []byte, opts ...PublishOption) (Receipt, error) {
+	o := publishOptions{}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.id == "" {
+		o.id = nuid.Next()
+	}
+	header := http.Header{}
+	header.Set(HeaderIdempotencyKey, o.id)
+	if o.contentType != "" {
+		header.Set("Content-Type", o.contentType)
+	}
+	for k, v := range o.meta {
+		header.Set(HeaderMetaPrefix+k, v)
+	}
+	var rc Receipt
+	path := "/v1/topics/" + url.PathEscape(topic) + "/messages"
+	err := p.retry(ctx, func(ctx context.Context, base string) error {
+		resp, err := p.do(ctx, base+path, header, data)
+		if err != nil {
+			return err
+		}
+		defer drain(resp)
+		if resp.StatusCode != http.StatusAccepted {
+			return problemOf(resp)
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&rc); err != nil {
+			return &transportError{err: fmt.Errorf("decoding receipt: %w", err), maybeStored: true}
+		}
+		return nil
+	})
+	if err != nil {
+		return Receipt{}, fmt.Errorf("sluice: publish %s id %s: %w", topic, o.id, err)
+	}
+	return rc, nil
+}
+
+// BatchMessage is one message of PublishBatch. Set JSON to store a JSON
+// document (Content-Type application/json), or Data for any bytes.
+type BatchMessage struct {
+	ID   string
+	JSON json.RawMessage
+	Data []byte
+	Meta map[string]string
+}
+
+// BatchResult is the outcome of one BatchMessage: a receipt, or Err.
+type BatchResult struct {
+	Receipt
+	Err error
+}
+
+type wireItem struct {
+	ID         string            `json:"id"`
+	Data       json.RawMessage   `json:"data,omitempty"`
+	DataBase64 *string           `json:"data_base64,omitempty"`
+	Meta       map[string]string `json:"meta,omitempty"`
+}
+
+type wireResult struct {
+	Line int `json:"line"`
+	Receipt
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail"`
+}
+
+// PublishBatch stores many messages in one request per attempt; results are
+// in the order of msgs. Messages refused for a temporary reason are retried
+// (with their ids) within the same budget as Publish; the others keep their
+// error. The returned error is for the batch as a whole (nothing stored).
+func (p *Producer) PublishBatch(ctx context.Context, topic string, msgs []BatchMessage) ([]BatchResult, error) {
+	results := make([]BatchResult, len(msgs))
+	todo := make([]int, 0, len(msgs))
+	for i := range msgs {
+		if msgs[i].ID == "" {
+			msgs[i].ID = nuid.Next()
+		}
+		todo = append(todo, i)
+	}
+	header := http.Header{}
+	header.Set("Content-Type", "application/x-ndjson")
+	path := "/v1/topics/" + url.PathEscape(topic) + "/messages:batch"
+	answered := false
+	err := p.retry(ctx, func(ctx context.Context, base string) error {
+		var body bytes.Buffer
+		enc := json.NewEncoder(&body)
+		for _, i := range todo {
+			m := msgs[i]
+			w := wireItem{ID: m.ID, Meta: m.Meta}
+			if m.JSON != nil {
+				w.Data = m.JSON
+			} else {
+				s := base64.StdEncoding.EncodeToString(m.Data)
+				w.DataBase64 = &s
+			}
+			if err := enc.Encode(w); err != nil {
+				return fmt.Errorf("%w: message %d: %v", ErrBadRequest, i, err)
+			}
+		}
+		resp, err := p.do(ctx, base+path, header, body.Bytes())
+		if err != nil {
+			return err
+		}
+		defer drain(resp)
+		if resp.StatusCode != http.StatusOK {
+			return problemOf(resp)
+		}
+		answered = true
+		var again []int
+		var lastTemp error
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for k := 0; sc.Scan(); k++ {
+			if k >= len(todo) {
+				break
+			}
+			var r wireResult
+			if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+				return &transportError{err: fmt.Errorf("decoding batch result: %w", err), maybeStored: true}
+			}
+			i := todo[k]
+			if r.Status == 0 {
+				results[i] = BatchResult{Receipt: r.Receipt}
+				continue
+			}
+			e := &Error{Problem: Problem{Type: r.Type, Title: r.Title, Status: r.Status, Detail: r.Detail, Line: r.Line, ID: r.ID}}
+			results[i] = BatchResult{Err: e}
+			if e.Temporary() {
+				again = append(again, i)
+				lastTemp = e
+			}
+		}
+		if err := sc.Err(); err != nil {
+			return &transportError{err: fmt.Errorf("reading batch results: %w", err), maybeStored: true}
+		}
+		todo = again
+		if len(todo) > 0 {
+			return lastTemp
+		}
+		return nil
+	})
+	if err == nil {
+		return results, nil
+	}
+	if !answered {
+		return nil, fmt.Errorf("sluice: publish batch to %s: %w", topic, err)
+	}
+	// Some lines were answered; those still to do ran out of retries.
+	for _, i := range todo {
+		results[i] = BatchResult{Err: fmt.Errorf("sluice: publish %s id %s: %w", topic, msgs[i].ID, err)}
+	}
+	return results, nil
+}
+
+// transportError is a failure to get an answer at all.
+type transportError struct {
+	err         error
+	maybeStored bool // the request may have reached the gateway
+}
+
+func (e *transportError) Error() string { return e.err.Error() }
+func (e *transportError) Unwrap() error { return e.err }
+
+// retry runs attempt against gateways in turn until it succeeds, fails for
+// good, runs out of attempts or ctx ends.
+func (p *Producer) retry(ctx context.Context, attempt func(ctx context.Context, base string) error) error {
+	var last error
+	maybeStored := false
+	for n := 0; n < p.maxAttempts; n++ {
+		idx := int(p.next.Load()) % len(p.urls)
+		err := attempt(ctx, p.urls[idx])
+		if err == nil {
+			return nil
+		}
+		last = err
+		var wait time.Duration
+		var se *Error
+		var te *transportError
+		switch {
+		case errors.As(err, &se):
+			if !se.Temporary() {
+				return err
+			}
+			maybeStored = maybeStored || errors.Is(se, ErrOutcomeUnknown)
+			wait = max(se.RetryAfter, p.backoff.wait(n))
+			if se.Status != http.StatusTooManyRequests {
+				p.next.CompareAndSwap(uint32(idx), uint32(idx+1)) // try another gateway
+			}
+		case errors.As(err, &te):
+			maybeStored = maybeStored || te.maybeStored
+			wait = p.backoff.wait(n)
+			p.next.CompareAndSwap(uint32(idx), uint32(idx+1))
+		default:
+			return err
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+			break // the next attempt could not start before the deadline
+		}
+		p.log.Debug("retrying", zap.Int("attempt", n+1), zap.Duration("wait", wait), zap.Error(err))
+		if !sleep(ctx.Done(), wait) {
+			break
+		}
+	}
+	if ctx.Err() != nil {
+		last = fmt.Errorf("%w (last: %w)", ctx.Err(), last)
+	}
+	if maybeStored && !errors.Is(last, ErrOutcomeUnknown) {
+		return fmt.Errorf("%w: %w", ErrOutcomeUnknown, last)
+	}
+	return last
+}
+
+// do sends one request; a failure to get a response is a transportError.
+func (p *Producer) do(ctx context.Context, u string, header http.Header, body []byte) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return nil, &transportError{err: fmt.Errorf("%w: %w", ErrUnavailable, err), maybeStored: sentMaybe(err)}
+	}
+	return resp, nil
+}
+
+// sentMaybe: unless the connection was refused or the name did not
+// resolve, the request may have reached the gateway.
+func sentMaybe(err error) bool {
+	var dnsErr *net.DNSError
+	return !errors.Is(err, syscall.ECONNREFUSED) && !errors.As(err, &dnsErr)
+}
+
+// problemOf reads an error answer into an *Error.
+func problemOf(resp *http.Response) error {
+	e := &Error{Problem: Problem{Status: resp.StatusCode, Title: http.StatusText(resp.StatusCode)}}
+	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt == "application/problem+json" {
+		var p Problem
+		if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&p); err == nil {
+			e.Problem = p
+			e.Status = resp.StatusCode
+		}
+	}
+	if ra := resp.Header.Get("Retry-After"); ra != "" {
+		if secs, err := strconv.Atoi(ra); err == nil && secs >= 0 {
+			e.RetryAfter = time.Duration(secs) * time.Second
+		} else if t, err := http.ParseTime(ra); err == nil {
+			e.RetryAfter = max(0, time.Until(t))
+		}
+	}
+	return e
+}
+
+// drain reads what is left of a body so the connection can be reused.
+func drain(resp *http.Response) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+}

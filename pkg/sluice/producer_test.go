@@ -1,0 +1,156 @@
+package sluice_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/pkg/sluice"
+)
+
+func TestProducerTypedErrorsAreNotRetried(t *testing.T) {
+	topic := testharness.Topic("orders", "billing")
+	topic.MaxMessageSize = 100
+	s := startStack(t, topic)
+	p := s.producer(t)
+	ctx := context.Background()
+	_, err := p.Publish(ctx, "nope", []byte("x"))
+	if !errors.Is(err, sluice.ErrTopicNotFound) {
+		t.Errorf("unknown topic: %v", err)
+	}
+	var se *sluice.Error
+	if !errors.As(err, &se) || se.Status != 404 || se.Type != sluice.ProblemTopicNotFound {
+		t.Errorf("error detail: %#v", se)
+	}
+	if _, err := p.Publish(ctx, "orders", make([]byte, 101)); !errors.Is(err, sluice.ErrMessageTooLarge) {
+		t.Errorf("too large: %v", err)
+	}
+	if _, err := p.Publish(ctx, "orders", []byte("x"), sluice.WithID("bad key")); !errors.Is(err, sluice.ErrBadRequest) {
+		t.Errorf("bad key: %v", err)
+	}
+	if _, err := sluice.NewProducer(nil); !errors.Is(err, sluice.ErrInvalidOption) {
+		t.Errorf("no urls: %v", err)
+	}
+	if _, err := sluice.NewProducer([]string{"ftp://x"}); !errors.Is(err, sluice.ErrInvalidOption) {
+		t.Errorf("bad url: %v", err)
+	}
+}
+
+// deadURL is an address where nothing listens.
+func deadURL(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return "http://" + addr
+}
+
+func TestProducerFailsOverAndKeepsItsKey(t *testing.T) {
+	tm := testharness.Topics(testharness.Topic("orders", "billing"))
+	b := testharness.StartBroker(t, tm)
+	nc := testharness.Connect(t, b)
+	cfg := testharness.GatewayConfig(tm)
+	cfg.PublishTimeout = time.Nanosecond // always an unknown outcome
+	_, hurried := testharness.StartGateway(t, cfg, nc)
+	_, good := testharness.StartGateway(t, testharness.GatewayConfig(tm), nc)
+
+	// Dead gateway, then one whose outcome is always unknown, then a good one.
+	p, err := sluice.NewProducer([]string{deadURL(t), hurried.URL, good.URL},
+		sluice.WithRetry(6, time.Millisecond, 20*time.Millisecond), sluice.WithProducerLogger(testharness.Logger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := p.Publish(context.Background(), "orders", []byte("x"), sluice.WithID("k-1"))
+	if err != nil {
+		t.Fatalf("publish through failover: %v", err)
+	}
+	if rc.ID != "k-1" || rc.Seq != 1 {
+		t.Fatalf("receipt %+v", rc)
+	}
+	// Whatever the unknown-outcome attempt did, one message is stored.
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := stack{nc: nc, js: js}
+	testharness.Eventually(t, 5*time.Second, func() bool { return s.streamMsgs(t, sluice.StreamName("orders")) == 1 }, "exactly one stored")
+
+	// Only the unknown-outcome gateway: the caller is told the outcome is unknown.
+	only, _ := sluice.NewProducer([]string{hurried.URL}, sluice.WithRetry(2, time.Millisecond, 2*time.Millisecond))
+	_, err = only.Publish(context.Background(), "orders", []byte("y"))
+	if !errors.Is(err, sluice.ErrOutcomeUnknown) {
+		t.Fatalf("want ErrOutcomeUnknown, got %v", err)
+	}
+	// Only a dead gateway: nothing can have been stored.
+	dead, _ := sluice.NewProducer([]string{deadURL(t)}, sluice.WithRetry(2, time.Millisecond, 2*time.Millisecond))
+	_, err = dead.Publish(context.Background(), "orders", []byte("z"))
+	if !errors.Is(err, sluice.ErrUnavailable) || errors.Is(err, sluice.ErrOutcomeUnknown) {
+		t.Fatalf("want ErrUnavailable only, got %v", err)
+	}
+}
+
+func TestProducerWaitsOutAFullTopic(t *testing.T) {
+	topic := testharness.Topic("orders", "billing")
+	topic.MaxMessages = 1
+	s := startStack(t, topic)
+	p := s.producer(t)
+	if _, err := p.Publish(context.Background(), "orders", []byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	// Full: a short deadline ends in ErrThrottled (Retry-After is 1s).
+	short, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := p.Publish(short, "orders", []byte("second")); !errors.Is(err, sluice.ErrThrottled) {
+		t.Fatalf("want ErrThrottled, got %v", err)
+	}
+	// A worker drains the topic; the producer's retry gets in.
+	w, _ := sluice.NewWorker(s.nc, "orders", "billing", sluice.HandlerFunc(func(context.Context, *sluice.Message) error { return nil }))
+	run(t, w)
+	ctx, cancel2 := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel2()
+	if _, err := p.Publish(ctx, "orders", []byte("second")); err != nil {
+		t.Fatalf("publish after drain: %v", err)
+	}
+}
+
+func TestPublishBatch(t *testing.T) {
+	s := startStack(t, testharness.Topic("orders", "billing"))
+	p := s.producer(t)
+	res, err := p.PublishBatch(context.Background(), "orders", []sluice.BatchMessage{
+		{ID: "a", JSON: json.RawMessage(`{"n":1}`)},
+		{ID: "bad id", Data: []byte("x")},
+		{Data: []byte{0, 1, 2}, Meta: map[string]string{"source": "test"}},
+		{ID: "a", JSON: json.RawMessage(`{"n":1}`)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 4 {
+		t.Fatalf("%d results", len(res))
+	}
+	if res[0].Err != nil || res[0].Seq != 1 || res[0].ID != "a" {
+		t.Errorf("0: %+v", res[0])
+	}
+	if !errors.Is(res[1].Err, sluice.ErrBadRequest) {
+		t.Errorf("1: %+v", res[1])
+	}
+	if res[2].Err != nil || res[2].Seq != 2 || res[2].ID == "" {
+		t.Errorf("2: %+v", res[2])
+	}
+	if res[3].Err != nil || !res[3].Duplicate || res[3].Seq != 1 {
+		t.Errorf("3: %+v", res[3])
+	}
+	_, err = p.PublishBatch(context.Background(), "nope", []sluice.BatchMessage{{Data: []byte("x")}})
+	if !errors.Is(err, sluice.ErrTopicNotFound) || !strings.Contains(err.Error(), "nope") {
+		t.Errorf("unknown topic: %v", err)
+	}
+}

@@ -1,0 +1,95 @@
+package sluice_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/topology"
+	"github.com/sluicebus/sluice/pkg/sluice"
+)
+
+// stack is a broker, a client connection and a gateway for SDK tests.
+type stack struct {
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	gateway string
+}
+
+func startStack(t *testing.T, topics ...topology.Topic) stack {
+	t.Helper()
+	tm := testharness.Topics(topics...)
+	b := testharness.StartBroker(t, tm)
+	nc := testharness.Connect(t, b)
+	_, srv := testharness.StartGateway(t, testharness.GatewayConfig(tm), nc)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return stack{nc: nc, js: js, gateway: srv.URL}
+}
+
+func (s stack) producer(t *testing.T) *sluice.Producer {
+	t.Helper()
+	p, err := sluice.NewProducer([]string{s.gateway}, sluice.WithProducerLogger(testharness.Logger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// run starts w and returns a function that stops it and checks Run's error.
+func run(t *testing.T, w *sluice.Worker) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- w.Run(ctx) }()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-errc:
+			if err != nil {
+				t.Errorf("worker Run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("worker did not stop")
+		}
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func (s stack) streamMsgs(t *testing.T, stream string) uint64 {
+	t.Helper()
+	st, err := s.js.Stream(context.Background(), stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+func (s stack) deadLetter(t *testing.T, topic, family string, seq uint64) *jetstream.RawStreamMsg {
+	t.Helper()
+	st, err := s.js.Stream(context.Background(), sluice.DeadLetterStream(topic, family))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := st.GetMsg(context.Background(), seq)
+	if err != nil {
+		t.Fatalf("dead letter %d: %v", seq, err)
+	}
+	return m
+}

@@ -1,0 +1,302 @@
+package sluice
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/sluicebus/sluice/pkg/credit"
+)
+
+// ErrFamilyNotFound means the family's durable consumer does not exist.
+var ErrFamilyNotFound = errors.New("sluice: family not found")
+
+// Worker is one member of a family: it pulls the family's messages with
+// credit (it never holds more than WithCredit messages, pulled or being
+// handled), runs the handler on each, and acks, retries or dead-letters it.
+// Several workers of one family, in one process or many, share the work.
+type Worker struct {
+	js      jetstream.JetStream
+	topic   string
+	family  string
+	handler Handler
+
+	credit     int
+	pullExpiry time.Duration
+	log        *zap.Logger
+	reg        prometheus.Registerer
+
+	started   atomic.Bool
+	drainOnce sync.Once
+	draining  chan struct{} // closed by Drain
+	done      chan struct{} // closed when Run returns
+}
+
+// WorkerOption configures a Worker.
+type WorkerOption func(*Worker) error
+
+// WithCredit sets how many messages the worker may hold at once, counting
+// those asked for and those being handled (default 16). Each is handled in
+// its own goroutine, so this is also the worker's concurrency.
+func WithCredit(n int) WorkerOption {
+	return func(w *Worker) error {
+		if n < 1 {
+			return fmt.Errorf("%w: credit must be at least 1", ErrInvalidOption)
+		}
+		w.credit = n
+		return nil
+	}
+}
+
+// WithMiddleware wraps the handler; the first middleware is the outermost.
+func WithMiddleware(mw ...Middleware) WorkerOption {
+	return func(w *Worker) error {
+		w.handler = Chain(w.handler, mw...)
+		return nil
+	}
+}
+
+// WithWorkerLogger sets the logger (default: none).
+func WithWorkerLogger(l *zap.Logger) WorkerOption {
+	return func(w *Worker) error {
+		if l == nil {
+			return fmt.Errorf("%w: nil logger", ErrInvalidOption)
+		}
+		w.log = l
+		return nil
+	}
+}
+
+// WithRegisterer registers the worker's metrics on reg (default: none).
+// Workers sharing a registerer share the metrics.
+func WithRegisterer(reg prometheus.Registerer) WorkerOption {
+	return func(w *Worker) error {
+		w.reg = reg
+		return nil
+	}
+}
+
+// WithPullExpiry sets how long one pull request waits on the broker for
+// messages (default 5 s); Drain waits at most this long for open pulls.
+func WithPullExpiry(d time.Duration) WorkerOption {
+	return func(w *Worker) error {
+		if d < 100*time.Millisecond {
+			return fmt.Errorf("%w: pull expiry must be at least 100ms", ErrInvalidOption)
+		}
+		w.pullExpiry = d
+		return nil
+	}
+}
+
+// NewWorker returns a worker of family on topic over conn. It does no I/O;
+// Run looks the family up and starts pulling.
+func NewWorker(conn *nats.Conn, topic, family string, h Handler, opts ...WorkerOption) (*Worker, error) {
+	if conn == nil || h == nil {
+		return nil, fmt.Errorf("%w: a connection and a handler are required", ErrInvalidOption)
+	}
+	if err := ValidateName(topic); err != nil {
+		return nil, fmt.Errorf("%w: topic: %v", ErrInvalidOption, err)
+	}
+	if err := ValidateName(family); err != nil {
+		return nil, fmt.Errorf("%w: family: %v", ErrInvalidOption, err)
+	}
+	js, err := jetstream.New(conn)
+	if err != nil {
+		return nil, err
+	}
+	w := &Worker{
+		js: js, topic: topic, family: family, handler: h,
+		credit: 16, pullExpiry: 5 * time.Second, log: zap.NewNop(),
+		draining: make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+	for _, o := range opts {
+		if err := o(w); err != nil {
+			return nil, err
+		}
+	}
+	w.log = w.log.With(zap.String("topic", topic), zap.String("family", family))
+	return w, nil
+}
+
+// policy is the family's retry policy, read from its consumer's metadata.
+type policy struct {
+	maxAttempts int
+	backoff     []time.Duration
+	ackWait     time.Duration
+}
+
+// delay is the wait before the attempt after `attempt`.
+func (p policy) delay(attempt int) time.Duration {
+	if len(p.backoff) == 0 {
+		return 0
+	}
+	return p.backoff[min(attempt-1, len(p.backoff)-1)]
+}
+
+func readPolicy(cfg jetstream.ConsumerConfig) (policy, error) {
+	p := policy{ackWait: cfg.AckWait}
+	ma, ok := cfg.Metadata[MetadataMaxAttempts]
+	if !ok {
+		return p, fmt.Errorf("consumer %s has no %s metadata: not provisioned by a Sluice broker", cfg.Durable, MetadataMaxAttempts)
+	}
+	n, err := strconv.Atoi(ma)
+	if err != nil || n < 1 {
+		return p, fmt.Errorf("consumer %s: bad %s %q", cfg.Durable, MetadataMaxAttempts, ma)
+	}
+	p.maxAttempts = n
+	if bo := cfg.Metadata[MetadataBackoff]; bo != "" {
+		for _, s := range strings.Split(bo, ",") {
+			d, err := time.ParseDuration(s)
+			if err != nil {
+				return p, fmt.Errorf("consumer %s: bad %s %q", cfg.Durable, MetadataBackoff, bo)
+			}
+			p.backoff = append(p.backoff, d)
+		}
+	}
+	return p, nil
+}
+
+// event is what pulls and handlers report to the owner loop.
+type event struct {
+	pullEnded bool
+	unused    int   // with pullEnded
+	err       error // with pullEnded
+}
+
+// Run pulls and handles messages until ctx is done (messages being handled
+// see their context cancelled and are handed back to the family) or Drain
+// completes. It returns nil after a drain or cancellation, an error if the
+// family cannot be found.
+func (w *Worker) Run(ctx context.Context) error {
+	if !w.started.CompareAndSwap(false, true) {
+		return fmt.Errorf("%w: Run called twice", ErrInvalidOption)
+	}
+	defer close(w.done)
+	cons, err := w.js.Consumer(ctx, StreamName(w.topic), w.family)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return fmt.Errorf("%w: %s", ErrTopicNotFound, w.topic)
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		return fmt.Errorf("%w: %s/%s", ErrFamilyNotFound, w.topic, w.family)
+	case err != nil:
+		return fmt.Errorf("sluice: worker %s/%s: %w", w.topic, w.family, err)
+	}
+	pol, err := readPolicy(cons.CachedInfo().Config)
+	if err != nil {
+		return fmt.Errorf("sluice: worker %s/%s: %w", w.topic, w.family, err)
+	}
+	m := newWorkerMetrics(w.reg, w.topic, w.family)
+	m.creditLimit.Add(float64(w.credit))
+	defer m.creditLimit.Sub(float64(w.credit))
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+
+	win := credit.NewWindow(w.credit)
+	events := make(chan event, w.credit+1)
+	drainReq := w.draining
+	draining := false
+	failures := 0
+	var retryTimer <-chan time.Time
+	w.log.Info("worker started", zap.Int("credit", w.credit), zap.Int("max_attempts", pol.maxAttempts))
+
+	for {
+		if draining && win.Used() == 0 {
+			w.log.Info("worker drained")
+			return nil
+		}
+		if !draining && retryTimer == nil {
+			if n := win.NextPull(); n > 0 {
+				win.StartPull(n)
+				m.creditUsed.Add(float64(n))
+				wg.Go(func() { w.pull(runCtx, &wg, cons, n, pol, m, events) })
+			}
+		}
+		select {
+		case <-ctx.Done():
+			// Stop: cancel pulls and handlers, wait for them, return.
+			cancel()
+			for win.Used() > 0 {
+				w.account(win, m, <-events)
+			}
+			w.log.Info("worker stopped")
+			return nil
+		case <-drainReq:
+			draining, drainReq = true, nil // stop pulling; finish what is held
+		case <-retryTimer:
+			retryTimer = nil
+		case ev := <-events:
+			w.account(win, m, ev)
+			if ev.pullEnded && ev.err != nil {
+				failures++
+				wait := backoff{initial: 100 * time.Millisecond, max: 5 * time.Second}.wait(failures)
+				w.log.Warn("pull failed", zap.Error(ev.err), zap.Duration("retry_in", wait))
+				retryTimer = time.After(wait)
+			} else if ev.pullEnded {
+				failures = 0
+			}
+		}
+	}
+}
+
+func (w *Worker) account(win *credit.Window, m *workerMetrics, ev event) {
+	if ev.pullEnded {
+		win.EndPull(ev.unused)
+		m.creditUsed.Sub(float64(ev.unused))
+		return
+	}
+	win.Finish()
+	m.creditUsed.Dec()
+}
+
+// pull asks for n messages and starts a handler goroutine for each; it
+// reports one event per message handled and one when the pull ends.
+func (w *Worker) pull(ctx context.Context, wg *sync.WaitGroup, cons jetstream.Consumer, n int, pol policy, m *workerMetrics, events chan<- event) {
+	pctx, cancel := context.WithTimeout(ctx, w.pullExpiry)
+	defer cancel()
+	batch, err := cons.Fetch(n, jetstream.FetchContext(pctx))
+	got := 0
+	if err == nil {
+		for msg := range batch.Messages() {
+			got++
+			wg.Go(func() {
+				w.handle(ctx, msg, pol, m)
+				events <- event{}
+			})
+		}
+		err = batch.Error()
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, nats.ErrTimeout) {
+		err = nil // an expired or stopped pull is not a failure
+	}
+	events <- event{pullEnded: true, unused: n - got, err: err}
+}
+
+// Drain stops pulling, lets open pulls expire, waits until every held
+// message is handled and Run has returned, or until ctx ends (then cancel
+// Run's context to stop at once). Safe to call more than once.
+func (w *Worker) Drain(ctx context.Context) error {
+	w.drainOnce.Do(func() { close(w.draining) })
+	if !w.started.Load() {
+		return nil
+	}
+	select {
+	case <-w.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,69 @@
+package sluice
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// workerMetrics are one worker's view of the shared worker metrics.
+type workerMetrics struct {
+	messages       *prometheus.CounterVec // curried with topic, family
+	redeliveries   prometheus.Counter
+	handlerSeconds prometheus.Observer
+	creditLimit    prometheus.Gauge
+	creditUsed     prometheus.Gauge
+}
+
+func (m *workerMetrics) outcome(o string) { m.messages.WithLabelValues(o).Inc() }
+
+// newWorkerMetrics registers the worker metrics on reg, or reuses those a
+// worker registered before; reg nil gives unregistered metrics.
+func newWorkerMetrics(reg prometheus.Registerer, topic, family string) *workerMetrics {
+	labels := []string{"topic", "family"}
+	messages := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_worker_messages_total",
+		Help: "Messages handled by topic, family and outcome: acked, retried, dead_lettered, dead_letter_failed, handed_back.",
+	}, append(labels, "outcome")))
+	redeliveries := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_worker_redeliveries_total",
+		Help: "Deliveries that were not a message's first attempt.",
+	}, labels))
+	handler := register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "sluice_worker_handler_duration_seconds",
+		Help:    "Handler run time.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+	}, labels))
+	limit := register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sluice_worker_credit_limit",
+		Help: "Credit of the running workers: messages they may hold at once.",
+	}, labels))
+	used := register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sluice_worker_credit_used",
+		Help: "Credit in use: messages asked for or being handled.",
+	}, labels))
+	l := prometheus.Labels{"topic": topic, "family": family}
+	return &workerMetrics{
+		messages:       messages.MustCurryWith(l),
+		redeliveries:   redeliveries.With(l),
+		handlerSeconds: handler.With(l),
+		creditLimit:    limit.With(l),
+		creditUsed:     used.With(l),
+	}
+}
+
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if reg == nil {
+		return c
+	}
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+		panic(err) // a different collector under a Sluice metric name: a programming error
+	}
+	return c
+}

@@ -87,7 +87,9 @@ func WithRegisterer(reg prometheus.Registerer) WorkerOption {
 }
 
 // WithPullExpiry sets how long one pull request waits on the broker for
-// messages (default 5 s); Drain waits at most this long for open pulls.
+// messages (default 1 s). Drain waits at most this long for open pulls: a
+// draining worker never cancels a pull, because a message the broker has just sent to a
+// cancelled pull would wait a whole ack wait before redelivery.
 func WithPullExpiry(d time.Duration) WorkerOption {
 	return func(w *Worker) error {
 		if d < 100*time.Millisecond {
@@ -116,7 +118,7 @@ func NewWorker(conn *nats.Conn, topic, family string, h Handler, opts ...WorkerO
 	}
 	w := &Worker{
 		js: js, topic: topic, family: family, handler: h,
-		credit: 16, pullExpiry: 5 * time.Second, log: zap.NewNop(),
+		credit: 16, pullExpiry: time.Second, log: zap.NewNop(),
 		draining: make(chan struct{}),
 		done:     make(chan struct{}),
 	}

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/sluicebus/sluice/internal/config"
+	"github.com/sluicebus/sluice/internal/logging"
+)
+
+const configHelp = `
+Configuration: a YAML file (--config; without one, the built-in defaults, which
+equal configs/dev.yaml), then SLUICE_* environment variables (SLUICE_GATEWAY_LISTEN
+sets gateway.listen), then flags. Unknown keys and bad values stop the start with
+an error naming the key and the file. See README.md, "Configuration".`
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "sluice",
+		Short: "Sluice: a service-bus message broker with back-pressure from workers to HTTP clients",
+		Long: `Sluice accepts messages over HTTP (202 only once they are durably stored),
+keeps them in replicated JetStream streams, and hands them to families of
+workers that pull with credits.` + configHelp,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().String("config", "", "configuration file (YAML)")
+	root.PersistentFlags().String("log-level", "", "log level: debug, info, warn, error (key log.level)")
+	root.PersistentFlags().String("log-format", "", "log format: auto, console, json (key log.format)")
+	root.AddCommand(newDevCmd(), newBrokerCmd(), newGatewayCmd(), newWorkerCmd(), newVersionCmd())
+	return root
+}
+
+// commonFlags binds the root's flags to their config keys.
+var commonFlags = map[string]string{"log-level": "log.level", "log-format": "log.format"}
+
+// load reads the configuration for cmd, with its own flag bindings.
+func load(cmd *cobra.Command, flagKeys map[string]string) (config.Config, error) {
+	path, _ := cmd.Flags().GetString("config")
+	keys := map[string]string{}
+	for k, v := range commonFlags {
+		keys[k] = v
+	}
+	for k, v := range flagKeys {
+		keys[k] = v
+	}
+	return config.Load(path, cmd.Flags(), keys)
+}
+
+// setup builds the logger and a registry with Go and process metrics.
+func setup(cfg config.Config, dev bool) (*zap.Logger, *prometheus.Registry, error) {
+	log, err := logging.New(cfg.Log.Level, cfg.Log.Format, dev)
+	if err != nil {
+		return nil, nil, err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return log, reg, nil
+}

@@ -1,0 +1,37 @@
+// Package bus connects gateways and workers to the brokers: every broker URL,
+// endless reconnects, and logged connection changes.
+package bus
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+)
+
+// Connect dials the brokers at urls (failing over between them) as name.
+func Connect(urls []string, timeout time.Duration, name string, log *zap.Logger) (*nats.Conn, error) {
+	nc, err := nats.Connect(strings.Join(urls, ","),
+		nats.Name(name),
+		nats.Timeout(timeout),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.ReconnectJitter(100*time.Millisecond, time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("disconnected from the bus", zap.Error(err))
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			log.Info("reconnected to the bus", zap.String("url", c.ConnectedUrlRedacted()))
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			log.Warn("bus error", zap.Error(err))
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to the bus at %s: %w", strings.Join(urls, ","), err)
+	}
+	log.Info("connected to the bus", zap.String("url", nc.ConnectedUrlRedacted()))
+	return nc, nil
+}

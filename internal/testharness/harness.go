@@ -19,8 +19,11 @@ import (
 )
 
 // Logger is a test logger at info level (the embedded server's debug log
-// drowns a failure otherwise).
+// drowns a failure otherwise); benchmarks get none, their output is figures.
 func Logger(t testing.TB) *zap.Logger {
+	if _, ok := t.(*testing.B); ok {
+		return zap.NewNop()
+	}
 	return zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))
 }
 

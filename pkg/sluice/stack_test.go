@@ -20,7 +20,7 @@ type stack struct {
 	gateway string
 }
 
-func startStack(t *testing.T, topics ...topology.Topic) stack {
+func startStack(t testing.TB, topics ...topology.Topic) stack {
 	t.Helper()
 	tm := testharness.Topics(topics...)
 	b := testharness.StartBroker(t, tm)

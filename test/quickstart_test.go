@@ -1,0 +1,175 @@
+package test
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// readmeCurls returns the curl command lines of README's Quickstart section.
+func readmeCurls(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile(repoRoot + "/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(b), "\n## Quickstart\n")
+	if !ok {
+		t.Fatal("README has no Quickstart section")
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	var curls []string
+	for _, line := range strings.Split(section, "\n") {
+		if strings.HasPrefix(line, "curl ") {
+			curls = append(curls, line)
+		}
+	}
+	if len(curls) < 2 {
+		t.Fatalf("README quickstart shows %d curl commands, want the post and the topic view", len(curls))
+	}
+	return curls
+}
+
+// logBuffer collects a process's output for assertions.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) add(s string) { l.mu.Lock(); l.b.WriteString(s + "\n"); l.mu.Unlock() }
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestQuickstart runs `sluice dev --config configs/dev.yaml` as `make run`
+// does (on free ports and a temporary store) and runs README's curl lines.
+func TestQuickstart(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Fatal("the quickstart test needs curl, as README does")
+	}
+	curls := readmeCurls(t)
+	cmd := command(t, "dev", "--config", "configs/dev.yaml")
+	cmd.Env = append(cmd.Env, "SLUICE_GATEWAY_LISTEN=127.0.0.1:0", "SLUICE_BROKER_LISTEN=127.0.0.1:-1")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	var logs logBuffer
+	addrc := make(chan string, 1)
+	go func() {
+		re := regexp.MustCompile(`curl -i -X POST http://(127\.0\.0\.1:\d+)/`)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			logs.add(sc.Text())
+			if m := re.FindStringSubmatch(sc.Text()); m != nil {
+				addrc <- m[1]
+			}
+		}
+		exited <- cmd.Wait()
+	}()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+
+	var addr string
+	select {
+	case addr = <-addrc:
+	case err := <-exited:
+		t.Fatalf("sluice dev exited before ready: %v\n%s", err, logs.String())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("sluice dev not ready after 60s\n%s", logs.String())
+	}
+	t.Logf("sluice dev ready %v after exec", time.Since(start).Round(time.Millisecond))
+
+	sh := func(line string) string {
+		line = strings.ReplaceAll(line, "localhost:8080", addr)
+		out, err := exec.Command("sh", "-c", line).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", line, err, out)
+		}
+		return string(out)
+	}
+	posted := time.Now()
+	out := sh(curls[0])
+	if !strings.Contains(out, "HTTP/1.1 202 Accepted") ||
+		!strings.Contains(out, `{"topic":"orders","seq":1,"id":"order-42","duplicate":false}`) {
+		t.Fatalf("README's post answered:\n%s", out)
+	}
+	// Both demo families handle it; the topic empties.
+	var depth struct {
+		Depth    struct{ Messages uint64 }
+		Families []struct{ Name string }
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if err := json.Unmarshal([]byte(sh(curls[1])), &depth); err != nil {
+			t.Fatalf("README's topic view: %v", err)
+		}
+		if depth.Depth.Messages == 0 && strings.Count(logs.String(), `"id": "order-42"`) >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("message not handled by both families\n%s", logs.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("posted to acked by both families (polled) in %v", time.Since(posted).Round(time.Millisecond))
+	for _, fam := range []string{`"family": "billing"`, `"family": "shipping"`} {
+		if !strings.Contains(logs.String(), fam) {
+			t.Errorf("no demo log line for %s", fam)
+		}
+	}
+	if len(depth.Families) != 2 {
+		t.Errorf("topic view shows %d families", len(depth.Families))
+	}
+	// The same key again: the original receipt.
+	if out := sh(curls[0]); !strings.Contains(out, `"seq":1,"id":"order-42","duplicate":true`) {
+		t.Fatalf("repeated post answered:\n%s", out)
+	}
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`sluice_gateway_messages_total{outcome="accepted",topic="orders"} 1`,
+		`sluice_gateway_messages_total{outcome="duplicate",topic="orders"} 1`,
+		`sluice_worker_messages_total{family="billing",outcome="acked",topic="orders"} 1`,
+		`sluice_topic_messages{topic="orders"} 0`,
+		`sluice_gateway_publish_duration_seconds_count{topic="orders"} 2`,
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
+	// SIGTERM: a clean, prompt exit.
+	stopAt := time.Now()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, logs.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no exit 30s after SIGTERM")
+	}
+	t.Logf("stopped %v after SIGTERM", time.Since(stopAt).Round(time.Millisecond))
+}

@@ -1,0 +1,147 @@
+package broker_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/sluicebus/sluice/broker"
+	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/pkg/sluice"
+)
+
+func TestProvisionsSyncAlwaysTopicsFamiliesAndDeadLetters(t *testing.T) {
+	topic := testharness.Topic("orders", "billing", "shipping")
+	b := testharness.StartBroker(t, testharness.Topics(topic))
+	js, _ := jetstream.New(testharness.Connect(t, b))
+	ctx := context.Background()
+	s, err := js.Stream(ctx, sluice.StreamName("orders"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := s.CachedInfo().Config
+	if sc.Retention != jetstream.InterestPolicy || sc.Storage != jetstream.FileStorage || sc.Discard != jetstream.DiscardNew ||
+		sc.MaxMsgs != topic.MaxMessages || sc.MaxMsgSize != int32(topic.MaxMessageSize) || sc.Duplicates != topic.DuplicateWindow {
+		t.Fatalf("stream config %+v", sc)
+	}
+	for _, fam := range []string{"billing", "shipping"} {
+		c, err := s.Consumer(ctx, fam)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc := c.CachedInfo().Config
+		if cc.AckPolicy != jetstream.AckExplicitPolicy || cc.MaxAckPending != 64 || cc.AckWait != 2*time.Second ||
+			cc.Metadata[sluice.MetadataMaxAttempts] != "3" || cc.Metadata[sluice.MetadataBackoff] != "20ms,40ms" {
+			t.Fatalf("%s consumer config %+v", fam, cc)
+		}
+		if _, err := js.Stream(ctx, sluice.DeadLetterStream("orders", fam)); err != nil {
+			t.Fatalf("%s dead letters: %v", fam, err)
+		}
+	}
+}
+
+func TestReconcileUpdatesLimitsAndNeverDeletes(t *testing.T) {
+	dir := t.TempDir()
+	topic := testharness.Topic("orders", "billing", "shipping")
+	b := testharness.StartBrokerIn(t, dir, testharness.Topics(topic))
+	nc := testharness.Connect(t, b)
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	if _, err := js.Publish(ctx, sluice.Subject("orders"), []byte("kept")); err != nil {
+		t.Fatal(err)
+	}
+	b.Shutdown()
+
+	// Restart on the same store with a changed limit and credit, and without
+	// the shipping family: limits are updated, the message and the family stay.
+	topic.MaxMessages = 500
+	fam := topic.Families["billing"]
+	fam.Credit = 7
+	topic.Families["billing"] = fam
+	delete(topic.Families, "shipping")
+	b = testharness.StartBrokerIn(t, dir, testharness.Topics(topic))
+	js, _ = jetstream.New(testharness.Connect(t, b))
+	s, err := js.Stream(ctx, sluice.StreamName("orders"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.CachedInfo().Config.MaxMsgs; got != 500 {
+		t.Errorf("max_messages = %d after reconcile, want 500", got)
+	}
+	if got := s.CachedInfo().State.Msgs; got != 1 {
+		t.Errorf("stream holds %d messages after restart, want 1", got)
+	}
+	c, err := s.Consumer(ctx, "billing")
+	if err != nil || c.CachedInfo().Config.MaxAckPending != 7 {
+		t.Errorf("billing credit not updated: %v", err)
+	}
+	if _, err := s.Consumer(ctx, "shipping"); err != nil {
+		t.Errorf("undeclared family deleted: %v", err)
+	}
+	if _, err := js.Stream(ctx, sluice.DeadLetterStream("orders", "shipping")); err != nil {
+		t.Errorf("undeclared dead letters deleted: %v", err)
+	}
+	// Reconciling the same topology again changes nothing and fails nothing.
+	if err := broker.Provision(ctx, js, testharness.Topics(topic), testharness.Logger(t)); err != nil {
+		t.Fatalf("second reconcile: %v", err)
+	}
+}
+
+func TestIncompatibleChangeIsAClearError(t *testing.T) {
+	b := testharness.StartBroker(t, testharness.Topics(testharness.Topic("orders", "billing")))
+	js, _ := jetstream.New(testharness.Connect(t, b))
+	ctx := context.Background()
+	// Someone made "audit" a limits stream by hand; the config declares a topic of that name.
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: sluice.StreamName("audit"), Subjects: []string{sluice.Subject("audit")}, Storage: jetstream.FileStorage,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	err := broker.Provision(ctx, js, testharness.Topics(testharness.Topic("audit", "f")), testharness.Logger(t))
+	if !errors.Is(err, broker.ErrIncompatible) || !strings.Contains(err.Error(), "topic audit") || !strings.Contains(err.Error(), "retention") {
+		t.Fatalf("want ErrIncompatible naming topic audit and retention, got %v", err)
+	}
+}
+
+func TestNewRefusesBadConfigAndExportsMetrics(t *testing.T) {
+	cfg := testharness.BrokerConfig(t.TempDir(), testharness.Topics(testharness.Topic("orders", "billing")))
+	cfg.Listen = "nonsense"
+	if _, err := broker.New(cfg, testharness.Logger(t), nil); err == nil || !strings.Contains(err.Error(), "broker.listen") {
+		t.Fatalf("bad listen accepted: %v", err)
+	}
+	cfg = testharness.BrokerConfig(t.TempDir(), testharness.Topics(testharness.Topic("orders", "billing")))
+	reg := prometheus.NewRegistry()
+	b, err := broker.New(cfg, testharness.Logger(t), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Shutdown()
+	if !b.Ready() {
+		t.Fatal("not ready after New")
+	}
+	js, _ := jetstream.New(testharness.Connect(t, b))
+	for range 3 {
+		if _, err := js.Publish(context.Background(), sluice.Subject("orders"), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := `
+# HELP sluice_topic_messages Messages stored in the topic (not yet acked by every family).
+# TYPE sluice_topic_messages gauge
+sluice_topic_messages{topic="orders"} 3
+# HELP sluice_family_pending_messages Messages stored and not yet delivered to the family.
+# TYPE sluice_family_pending_messages gauge
+sluice_family_pending_messages{family="billing",topic="orders"} 3
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "sluice_topic_messages", "sluice_family_pending_messages"); err != nil {
+		t.Fatal(err)
+	}
+	b.Shutdown()
+	b.Shutdown() // idempotent
+}

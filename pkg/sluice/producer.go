@@ -315,8 +315,11 @@ func (p *Producer) retry(ctx context.Context, attempt func(ctx context.Context, 
 	var last error
 	maybeStored := false
 	for n := 0; n < p.maxAttempts; n++ {
-		idx := int(p.next.Load()) % len(p.urls)
-		err := attempt(ctx, p.urls[idx])
+		turn := p.next.Load()
+		err := attempt(ctx, p.urls[int(turn%uint32(len(p.urls)))])
+		// After a failure move on to the next gateway, unless a concurrent
+		// publish already did.
+		failover := func() { p.next.CompareAndSwap(turn, turn+1) }
 		if err == nil {
 			return nil
 		}
@@ -331,13 +334,13 @@ func (p *Producer) retry(ctx context.Context, attempt func(ctx context.Context, 
 			}
 			maybeStored = maybeStored || errors.Is(se, ErrOutcomeUnknown)
 			wait = max(se.RetryAfter, p.backoff.wait(n))
-			if se.Status != http.StatusTooManyRequests {
-				p.next.CompareAndSwap(uint32(idx), uint32(idx+1)) // try another gateway
+			if se.Status != http.StatusTooManyRequests { // a full topic is full at every gateway
+				failover()
 			}
 		case errors.As(err, &te):
 			maybeStored = maybeStored || te.maybeStored
 			wait = p.backoff.wait(n)
-			p.next.CompareAndSwap(uint32(idx), uint32(idx+1))
+			failover()
 		default:
 			return err
 		}

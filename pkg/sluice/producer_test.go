@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -152,5 +155,34 @@ func TestPublishBatch(t *testing.T) {
 	_, err = p.PublishBatch(context.Background(), "nope", []sluice.BatchMessage{{Data: []byte("x")}})
 	if !errors.Is(err, sluice.ErrTopicNotFound) || !strings.Contains(err.Error(), "nope") {
 		t.Errorf("unknown topic: %v", err)
+	}
+}
+
+func TestProducerRotatesThroughGatewaysEvenly(t *testing.T) {
+	// Two gateways that are always unavailable: attempts must alternate
+	// between them however many rounds it takes.
+	var hits [2]atomic.Int32
+	var urls []string
+	for i := range hits {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			hits[i].Add(1)
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(`{"type":"urn:sluice:problem:bus-unavailable","title":"Bus unavailable","status":503}`))
+		}))
+		t.Cleanup(srv.Close)
+		urls = append(urls, srv.URL)
+	}
+	p, err := sluice.NewProducer(urls, sluice.WithRetry(8, time.Microsecond, time.Microsecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := p.Publish(context.Background(), "orders", []byte("x")); !errors.Is(err, sluice.ErrUnavailable) {
+			t.Fatalf("want ErrUnavailable, got %v", err)
+		}
+	}
+	if a, b := hits[0].Load(), hits[1].Load(); a != 8 || b != 8 {
+		t.Fatalf("attempts per gateway = %d, %d; want 8, 8", a, b)
 	}
 }

@@ -47,6 +47,19 @@ func TestCLIRefusesBadConfig(t *testing.T) {
 	}
 }
 
+func TestWorkerRefusesUndeclaredTopicOrFamily(t *testing.T) {
+	for _, tc := range []struct{ topic, family, want string }{
+		{"nope", "billing", `--topic "nope": not a topic declared`},
+		{"orders", "nope", `--family "nope": not a family of topic orders`},
+	} {
+		out, err := command(t, "worker", "--topic", tc.topic, "--family", tc.family).CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || !strings.Contains(string(out), tc.want) {
+			t.Errorf("worker %s/%s: %v\n%s", tc.topic, tc.family, err, out)
+		}
+	}
+}
+
 func TestHelpExplainsEveryCommand(t *testing.T) {
 	for _, c := range []string{"dev", "broker", "gateway", "worker", "version"} {
 		out, err := command(t, c, "--help").CombinedOutput()

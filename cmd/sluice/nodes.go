@@ -13,8 +13,10 @@ import (
 	"github.com/sluicebus/sluice/broker"
 	"github.com/sluicebus/sluice/gateway"
 	"github.com/sluicebus/sluice/internal/bus"
+	"github.com/sluicebus/sluice/internal/config"
 	"github.com/sluicebus/sluice/internal/demo"
 	"github.com/sluicebus/sluice/internal/opshttp"
+	"github.com/sluicebus/sluice/internal/topology"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
@@ -116,6 +118,9 @@ failure_rate, credit).` + configHelp,
 			}
 			topic, _ := cmd.Flags().GetString("topic")
 			family, _ := cmd.Flags().GetString("family")
+			if err := declared(cfg, topic, family); err != nil {
+				return err
+			}
 			log, reg, err := setup(cfg, false)
 			if err != nil {
 				return err
@@ -143,6 +148,19 @@ failure_rate, credit).` + configHelp,
 	_ = cmd.MarkFlagRequired("topic")
 	_ = cmd.MarkFlagRequired("family")
 	return cmd
+}
+
+// declared refuses a worker for a topic or family the configuration does
+// not declare.
+func declared(cfg config.Config, topic, family string) error {
+	t, ok := cfg.Topics[topic]
+	if !ok {
+		return fmt.Errorf("--topic %q: not a topic declared under topics (declared: %v)", topic, topology.Names(cfg.Topics))
+	}
+	if _, ok := t.Families[family]; !ok {
+		return fmt.Errorf("--family %q: not a family of topic %s (declared: %v)", family, topic, t.FamilyNames())
+	}
+	return nil
 }
 
 // runDraining runs w until ctx ends, then drains it (bounded) before returning.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -372,4 +373,21 @@ func TestTopicsAndHealth(t *testing.T) {
 	if err := json.NewDecoder(all.Body).Decode(&list); err != nil || len(list.Topics) != 1 {
 		t.Fatalf("list = %+v %v", list, err)
 	}
+}
+
+func TestMetadataBounds(t *testing.T) {
+	topics := testharness.Topics(testharness.Topic("orders", "billing"))
+	b := testharness.StartBroker(t, topics)
+	_, srv := testharness.StartGateway(t, testharness.GatewayConfig(topics), testharness.Connect(t, b))
+	url := srv.URL + "/v1/topics/orders/messages"
+	hdr := map[string]string{"Content-Type": "text/plain"}
+	for i := range 64 {
+		hdr[fmt.Sprintf("Sluice-Meta-K%d", i)] = "v"
+	}
+	if resp := post(t, url, "", strings.NewReader("x"), hdr); resp.StatusCode != 202 {
+		t.Fatalf("64 metadata entries: %d", resp.StatusCode)
+	}
+	hdr["Sluice-Meta-K64"] = "v"
+	wantProblem(t, post(t, url, "", strings.NewReader("x"), hdr), 400, sluice.ProblemBadRequest)
+	wantProblem(t, post(t, url, "", strings.NewReader("x"), map[string]string{"Sluice-Meta-K": strings.Repeat("v", 4097)}), 400, sluice.ProblemBadRequest)
 }

@@ -79,7 +79,13 @@ func setMeta(h nats.Header, name string, values ...string) error {
 		}
 		h.Add(key, v)
 	}
-	if len(h) > maxMetaHeaders+2 {
+	n := 0
+	for k := range h {
+		if strings.HasPrefix(k, sluice.HeaderMetaPrefix) {
+			n++
+		}
+	}
+	if n > maxMetaHeaders {
 		return fmt.Errorf("%w: more than %d metadata entries", errMalformed, maxMetaHeaders)
 	}
 	return nil

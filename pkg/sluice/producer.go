@@ -229,6 +229,16 @@ func (p *Producer) PublishBatch(ctx context.Context, topic string, msgs []BatchM
 	header.Set("Content-Type", "application/x-ndjson")
 	path := "/v1/topics/" + url.PathEscape(topic) + "/messages:batch"
 	answered := false
+	// Per message: the last failure, and whether any attempt may have stored it.
+	lastErr := make([]error, len(msgs))
+	doubt := make([]bool, len(msgs))
+	failAll := func(idx []int, err error) error {
+		for _, i := range idx {
+			lastErr[i] = err
+			doubt[i] = doubt[i] || maybeStored(err)
+		}
+		return err
+	}
 	err := p.retry(ctx, func(ctx context.Context, base string) error {
 		var body bytes.Buffer
 		enc := json.NewEncoder(&body)
@@ -247,45 +257,45 @@ func (p *Producer) PublishBatch(ctx context.Context, topic string, msgs []BatchM
 		}
 		resp, err := p.do(ctx, base+path, header, body.Bytes())
 		if err != nil {
-			return err
+			return failAll(todo, err)
 		}
 		defer drain(resp)
 		if resp.StatusCode != http.StatusOK {
-			return problemOf(resp)
+			return failAll(todo, problemOf(resp))
 		}
 		answered = true
 		var again []int
-		var lastTemp error
+		var retryErr error
 		sc := bufio.NewScanner(resp.Body)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for k := 0; sc.Scan(); k++ {
-			if k >= len(todo) {
-				break
-			}
+		k := 0
+		for ; k < len(todo) && sc.Scan(); k++ {
 			var r wireResult
 			if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-				return &transportError{err: fmt.Errorf("decoding batch result: %w", err), maybeStored: true}
+				break // the rest counts as unanswered
 			}
 			i := todo[k]
 			if r.Status == 0 {
-				results[i] = BatchResult{Receipt: r.Receipt}
+				results[i], lastErr[i] = BatchResult{Receipt: r.Receipt}, nil
 				continue
 			}
 			e := &Error{Problem: Problem{Type: r.Type, Title: r.Title, Status: r.Status, Detail: r.Detail, Line: r.Line, ID: r.ID}}
-			results[i] = BatchResult{Err: e}
+			failAll([]int{i}, e)
 			if e.Temporary() {
 				again = append(again, i)
-				lastTemp = e
+				retryErr = e
+			} else {
+				results[i] = BatchResult{Err: e}
 			}
 		}
-		if err := sc.Err(); err != nil {
-			return &transportError{err: fmt.Errorf("reading batch results: %w", err), maybeStored: true}
+		if k < len(todo) {
+			// A short or broken answer: the unanswered lines may be stored.
+			again = append(again, todo[k:]...)
+			retryErr = failAll(todo[k:], &transportError{
+				err: fmt.Errorf("%w: batch answer ended after %d of %d results", ErrOutcomeUnknown, k, len(todo)), maybeStored: true})
 		}
 		todo = again
-		if len(todo) > 0 {
-			return lastTemp
-		}
-		return nil
+		return retryErr
 	})
 	if err == nil {
 		return results, nil
@@ -295,7 +305,12 @@ func (p *Producer) PublishBatch(ctx context.Context, topic string, msgs []BatchM
 	}
 	// Some lines were answered; those still to do ran out of retries.
 	for _, i := range todo {
-		results[i] = BatchResult{Err: fmt.Errorf("sluice: publish %s id %s: %w", topic, msgs[i].ID, err)}
+		results[i] = BatchResult{Err: fmt.Errorf("sluice: publish %s id %s: %w", topic, msgs[i].ID, withDoubt(lastErr[i], doubt[i]))}
+	}
+	for i, r := range results {
+		if r.Err != nil && doubt[i] {
+			results[i].Err = withDoubt(r.Err, true)
+		}
 	}
 	return results, nil
 }
@@ -309,42 +324,56 @@ type transportError struct {
 func (e *transportError) Error() string { return e.err.Error() }
 func (e *transportError) Unwrap() error { return e.err }
 
+// MaybeStored reports whether a failed request may still have stored its
+// message(s): an unknown publish outcome, a server or proxy error (500, 502,
+// 504, a 503 that is not Sluice's "bus unavailable"), or a request that may
+// have been sent before the connection failed. Answers that prove nothing
+// was stored (4xx, 429, 503 bus-unavailable, connection refused) are not.
+func maybeStored(err error) bool {
+	var se *Error
+	var te *transportError
+	switch {
+	case errors.As(err, &se):
+		return se.Status >= 500 && se.Type != ProblemBusUnavailable
+	case errors.As(err, &te):
+		return te.maybeStored
+	}
+	return false
+}
+
 // retry runs attempt against gateways in turn until it succeeds, fails for
-// good, runs out of attempts or ctx ends.
+// good, runs out of attempts or ctx ends. If any failed attempt may have
+// stored the message, the error matches ErrOutcomeUnknown, whatever came after.
 func (p *Producer) retry(ctx context.Context, attempt func(ctx context.Context, base string) error) error {
 	var last error
-	maybeStored := false
+	doubt := false
 	for n := 0; n < p.maxAttempts; n++ {
 		turn := p.next.Load()
 		err := attempt(ctx, p.urls[int(turn%uint32(len(p.urls)))])
-		// After a failure move on to the next gateway, unless a concurrent
-		// publish already did.
-		failover := func() { p.next.CompareAndSwap(turn, turn+1) }
 		if err == nil {
 			return nil
 		}
+		// After a failure move on to the next gateway, unless a concurrent
+		// publish already did.
+		failover := func() { p.next.CompareAndSwap(turn, turn+1) }
 		last = err
+		doubt = doubt || maybeStored(err)
 		var wait time.Duration
 		var se *Error
 		var te *transportError
 		switch {
-		case errors.As(err, &se):
-			if !se.Temporary() {
-				return err
-			}
-			maybeStored = maybeStored || errors.Is(se, ErrOutcomeUnknown)
+		case errors.As(err, &se) && se.Temporary():
 			wait = max(se.RetryAfter, p.backoff.wait(n))
 			if se.Status != http.StatusTooManyRequests { // a full topic is full at every gateway
 				failover()
 			}
 		case errors.As(err, &te):
-			maybeStored = maybeStored || te.maybeStored
 			wait = p.backoff.wait(n)
 			failover()
 		default:
-			return err
+			return withDoubt(err, doubt)
 		}
-		if ctx.Err() != nil {
+		if n == p.maxAttempts-1 || ctx.Err() != nil {
 			break
 		}
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
@@ -358,13 +387,20 @@ func (p *Producer) retry(ctx context.Context, attempt func(ctx context.Context, 
 	if ctx.Err() != nil {
 		last = fmt.Errorf("%w (last: %w)", ctx.Err(), last)
 	}
-	if maybeStored && !errors.Is(last, ErrOutcomeUnknown) {
-		return fmt.Errorf("%w: %w", ErrOutcomeUnknown, last)
-	}
-	return last
+	return withDoubt(last, doubt)
 }
 
-// do sends one request; a failure to get a response is a transportError.
+// withDoubt makes err match ErrOutcomeUnknown when doubt is set.
+func withDoubt(err error, doubt bool) error {
+	if doubt && !errors.Is(err, ErrOutcomeUnknown) {
+		return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
+	}
+	return err
+}
+
+// do sends one request; a failure to get a response is a transportError,
+// ErrUnavailable when the request cannot have been sent, ErrOutcomeUnknown
+// when it may have been.
 func (p *Producer) do(ctx context.Context, u string, header http.Header, body []byte) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
 	if err != nil {
@@ -375,7 +411,10 @@ func (p *Producer) do(ctx context.Context, u string, header http.Header, body []
 	}
 	resp, err := p.client.Do(req)
 	if err != nil {
-		return nil, &transportError{err: fmt.Errorf("%w: %w", ErrUnavailable, err), maybeStored: sentMaybe(err)}
+		if sentMaybe(err) {
+			return nil, &transportError{err: fmt.Errorf("%w: %w", ErrOutcomeUnknown, err), maybeStored: true}
+		}
+		return nil, &transportError{err: fmt.Errorf("%w: %w", ErrUnavailable, err)}
 	}
 	return resp, nil
 }

@@ -81,8 +81,9 @@ func serverOptions(cfg Config) (*server.Options, error) {
 		// publish is acknowledged.
 		SyncAlways: true,
 		NoSigs:     true,
-		// Room for the largest topic's messages plus headers.
-		MaxPayload: int32(topology.MaxMessageSize(cfg.Topics)) + 64<<10,
+		// Room for the largest topic's dead letters: payload, headers, and
+		// the dead-letter headers.
+		MaxPayload: int32(topology.MaxMessageSize(cfg.Topics)+topology.HeaderAllowance) + DeadLetterHeadroom + 4<<10,
 	}
 	if cfg.Listen == "" {
 		opts.DontListen = true

@@ -13,6 +13,7 @@ import (
 
 	"github.com/sluicebus/sluice/broker"
 	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/topology"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
@@ -27,7 +28,7 @@ func TestProvisionsSyncAlwaysTopicsFamiliesAndDeadLetters(t *testing.T) {
 	}
 	sc := s.CachedInfo().Config
 	if sc.Retention != jetstream.InterestPolicy || sc.Storage != jetstream.FileStorage || sc.Discard != jetstream.DiscardNew ||
-		sc.MaxMsgs != topic.MaxMessages || sc.MaxMsgSize != int32(topic.MaxMessageSize) || sc.Duplicates != topic.DuplicateWindow {
+		sc.MaxMsgs != topic.MaxMessages || sc.MaxMsgSize != int32(topic.MaxMessageSize+topology.HeaderAllowance) || sc.Duplicates != topic.DuplicateWindow {
 		t.Fatalf("stream config %+v", sc)
 	}
 	for _, fam := range []string{"billing", "shipping"} {

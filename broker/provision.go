@@ -20,9 +20,9 @@ import (
 // configuration cannot be changed into the declared one without deleting it.
 var ErrIncompatible = errors.New("incompatible change to an existing topic or family")
 
-// deadLetterHeadroom is what a dead letter may carry beyond the original
+// DeadLetterHeadroom is what a dead letter may carry beyond the original
 // message: the Sluice-Dead-* headers (the error text is truncated to fit).
-const deadLetterHeadroom = 16 << 10
+const DeadLetterHeadroom = 16 << 10
 
 // StreamConfig is the JetStream stream behind a topic.
 func StreamConfig(t topology.Topic) jetstream.StreamConfig {
@@ -35,7 +35,7 @@ func StreamConfig(t topology.Topic) jetstream.StreamConfig {
 		Discard:           jetstream.DiscardNew,
 		MaxMsgs:           t.MaxMessages,
 		MaxBytes:          int64(t.MaxBytes),
-		MaxMsgSize:        int32(t.MaxMessageSize),
+		MaxMsgSize:        int32(t.MaxMessageSize + topology.HeaderAllowance),
 		MaxAge:            t.MaxAge,
 		MaxConsumers:      -1,
 		MaxMsgsPerSubject: -1,
@@ -59,7 +59,7 @@ func DeadLetterStreamConfig(t topology.Topic, f topology.Family) jetstream.Strea
 		Discard:           jetstream.DiscardNew,
 		MaxMsgs:           t.MaxMessages,
 		MaxBytes:          int64(t.MaxBytes),
-		MaxMsgSize:        int32(t.MaxMessageSize) + deadLetterHeadroom,
+		MaxMsgSize:        int32(t.MaxMessageSize+topology.HeaderAllowance) + DeadLetterHeadroom,
 		MaxAge:            f.DeadLetterMaxAge,
 		MaxConsumers:      -1,
 		MaxMsgsPerSubject: -1,

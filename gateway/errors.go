@@ -89,6 +89,9 @@ func classifyPublish(err error) error {
 		default:
 			return fmt.Errorf("%w: bus answered %s", errOutcomeUnknown, apiErr.Error())
 		}
+	case errors.Is(err, nats.ErrMaxPayload):
+		// Refused by the client library before anything was sent.
+		return fmt.Errorf("%w: message with headers exceeds the bus's max payload", errTooLarge)
 	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse),
 		errors.Is(err, jetstream.ErrTooManyStalledMsgs):
 		return fmt.Errorf("%w: %v", errBusUnavailable, err)

@@ -37,7 +37,9 @@ func New(cfg Config, nc *nats.Conn, logger *zap.Logger, reg prometheus.Registere
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	js, err := jetstream.New(nc)
+	// A batch ack that never comes must not hold its slot in the async
+	// publish window forever.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}

@@ -391,3 +391,24 @@ func TestMetadataBounds(t *testing.T) {
 	wantProblem(t, post(t, url, "", strings.NewReader("x"), hdr), 400, sluice.ProblemBadRequest)
 	wantProblem(t, post(t, url, "", strings.NewReader("x"), map[string]string{"Sluice-Meta-K": strings.Repeat("v", 4097)}), 400, sluice.ProblemBadRequest)
 }
+
+func TestPayloadAtTheLimitWithMetadataIsStored(t *testing.T) {
+	orders := testharness.Topic("orders", "billing")
+	orders.MaxMessageSize = 1024
+	topics := testharness.Topics(orders)
+	b := testharness.StartBroker(t, topics)
+	_, srv := testharness.StartGateway(t, testharness.GatewayConfig(topics), testharness.Connect(t, b))
+	// Exactly max_message_size of payload plus near the metadata bound: the
+	// stream's header allowance takes it.
+	hdr := map[string]string{"Idempotency-Key": strings.Repeat("k", 200), "Content-Type": "application/octet-stream"}
+	for i := range 15 {
+		hdr[fmt.Sprintf("Sluice-Meta-K%d", i)] = strings.Repeat("v", 1000)
+	}
+	resp := post(t, srv.URL+"/v1/topics/orders/messages", "", strings.NewReader(strings.Repeat("x", 1024)), hdr)
+	if resp.StatusCode != 202 {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("status %d: %s", resp.StatusCode, b)
+	}
+	hdr["Sluice-Meta-K15"] = strings.Repeat("v", 2000) // past the 16 KiB metadata bound
+	wantProblem(t, post(t, srv.URL+"/v1/topics/orders/messages", "", strings.NewReader("x"), hdr), 400, sluice.ProblemBadRequest)
+}

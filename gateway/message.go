@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
 
+	"github.com/sluicebus/sluice/internal/topology"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
@@ -21,6 +22,8 @@ const (
 	maxMetaValueLen = 4 << 10
 	// maxMetaNameLen bounds one metadata name (after the prefix).
 	maxMetaNameLen = 128
+	// maxContentTypeLen bounds the stored Content-Type.
+	maxContentTypeLen = 256
 )
 
 // Receipt is the answer for a stored message.
@@ -79,14 +82,20 @@ func setMeta(h nats.Header, name string, values ...string) error {
 		}
 		h.Add(key, v)
 	}
-	n := 0
-	for k := range h {
+	n, size := 0, 0
+	for k, vs := range h {
 		if strings.HasPrefix(k, sluice.HeaderMetaPrefix) {
 			n++
+			for _, v := range vs {
+				size += len(k) + len(v)
+			}
 		}
 	}
 	if n > maxMetaHeaders {
 		return fmt.Errorf("%w: more than %d metadata entries", errMalformed, maxMetaHeaders)
+	}
+	if size > topology.MaxMetadataBytes {
+		return fmt.Errorf("%w: metadata of %d bytes exceeds %d bytes", errMalformed, size, topology.MaxMetadataBytes)
 	}
 	return nil
 }

@@ -36,6 +36,9 @@ func (g *Gateway) publish(w http.ResponseWriter, r *http.Request) error {
 	}
 	msg := nats.NewMsg(sluice.Subject(t.Name))
 	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if len(ct) > maxContentTypeLen {
+			return fmt.Errorf("%w: Content-Type longer than %d bytes", errMalformed, maxContentTypeLen)
+		}
 		if _, _, err := mime.ParseMediaType(ct); err != nil {
 			return fmt.Errorf("%w: Content-Type %q: %v", errMalformed, ct, err)
 		}

@@ -69,9 +69,10 @@ func Read(ctx context.Context, js jetstream.JetStream, t topology.Topic) (Topic,
 	out := Topic{
 		Name: t.Name,
 		Limits: Limits{
-			MaxMessages:     si.Config.MaxMsgs,
-			MaxBytes:        si.Config.MaxBytes,
-			MaxMessageSize:  si.Config.MaxMsgSize,
+			MaxMessages: si.Config.MaxMsgs,
+			MaxBytes:    si.Config.MaxBytes,
+			// The stream allows headers on top of the payload limit.
+			MaxMessageSize:  si.Config.MaxMsgSize - topology.HeaderAllowance,
 			MaxAge:          si.Config.MaxAge.String(),
 			Replicas:        si.Config.Replicas,
 			DuplicateWindow: si.Config.Duplicates.String(),

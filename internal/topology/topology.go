@@ -17,6 +17,16 @@ import (
 // the embedded server's max_payload is raised to fit the largest topic.
 const MaxMessageSizeLimit = 32 << 20
 
+// HeaderAllowance is what a message may carry in headers on top of its
+// max_message_size payload: JetStream counts headers against a stream's
+// max_msg_size, so streams get this much more, and gateways bound what they
+// add (metadata, content type, idempotency key) to fit in it.
+const HeaderAllowance = 32 << 10
+
+// MaxMetadataBytes bounds the user metadata of one message (names and
+// values together); it fits in HeaderAllowance with room to spare.
+const MaxMetadataBytes = 16 << 10
+
 // Topic is one stream with its bounds and the families that consume it.
 type Topic struct {
 	Name            string            `mapstructure:"-" json:"name"`

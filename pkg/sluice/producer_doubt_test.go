@@ -32,7 +32,9 @@ func problem(w http.ResponseWriter, status int, ptype string) {
 	fmt.Fprintf(w, `{"type":%q,"title":"t","status":%d,"detail":"d"}`, ptype, status)
 }
 
-func fastRetry(n int) sluice.ProducerOption { return sluice.WithRetry(n, time.Microsecond, time.Millisecond) }
+func fastRetry(n int) sluice.ProducerOption {
+	return sluice.WithRetry(n, time.Microsecond, time.Millisecond)
+}
 
 func TestProducerKeepsDoubtAcrossLaterAnswers(t *testing.T) {
 	for _, tc := range []struct {

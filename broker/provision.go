@@ -53,7 +53,7 @@ func DeadLetterStreamConfig(t topology.Topic, f topology.Family) jetstream.Strea
 	return jetstream.StreamConfig{
 		Name:              sluice.DeadLetterStream(t.Name, f.Name),
 		Description:       "Sluice dead letters of " + t.Name + "/" + f.Name,
-		Subjects:          []string{sluice.DeadLetterSubject(t.Name, f.Name)},
+		Subjects:          []string{sluice.DeadLetterSubjects(t.Name, f.Name)},
 		Retention:         jetstream.LimitsPolicy,
 		Storage:           jetstream.FileStorage,
 		Discard:           jetstream.DiscardNew,

@@ -16,22 +16,30 @@ import (
 )
 
 const (
-	// deadLetterTimeout bounds the durable write of one dead letter.
+	// deadLetterTimeout bounds one try at the durable write of a dead letter.
 	deadLetterTimeout = 10 * time.Second
+	// lookupTimeout bounds the check for an existing dead letter.
+	lookupTimeout = 2 * time.Second
 	// maxErrorHeader bounds the last-error text kept on a dead letter.
 	maxErrorHeader = 1024
 )
 
 // Dead-letter reasons (the Sluice-Dead-Reason header).
 const (
-	ReasonPermanent        = "permanent"
-	ReasonMaxAttempts      = "max_attempts"
-	ReasonAckWaitExhausted = "ack_wait_exhausted"
+	// ReasonPermanent: the handler returned an error wrapped with Permanent.
+	ReasonPermanent = "permanent"
+	// ReasonMaxAttempts: the handler failed on the family's last attempt.
+	ReasonMaxAttempts = "max_attempts"
+	// ReasonDeliveriesExhausted: the message was delivered max-attempts times
+	// without a handler error ending the last one: workers stopped or crashed
+	// while holding it, or the handler outran the ack wait. Attempts count
+	// deliveries, as JetStream does.
+	ReasonDeliveriesExhausted = "deliveries_exhausted"
 )
 
 // handle runs the handler on one delivery and settles it: ack, nak with the
 // family's backoff, or dead-letter.
-func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, pol policy, m *workerMetrics) {
+func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, fam *family, m *workerMetrics) {
 	md, err := msg.Metadata()
 	if err != nil {
 		w.log.Error("delivery without metadata; leaving it to redelivery", zap.Error(err))
@@ -40,12 +48,20 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, pol policy, m *w
 	attempt := int(md.NumDelivered)
 	if attempt > 1 {
 		m.redeliveries.Inc()
+		if fam.deadLettered(ctx, md.Sequence.Stream) {
+			// Copied before, and the Term that should have followed was lost
+			// (or the worker died in between): finish the job only.
+			if err := msg.TermWithReason("already dead-lettered"); err != nil {
+				w.log.Warn("term of a dead-lettered message failed", zap.Error(err))
+			}
+			m.outcome("dead_lettered")
+			return
+		}
 	}
+	pol := fam.policy
 	if attempt > pol.maxAttempts {
-		// The previous attempt was the last and it neither acked nor failed
-		// (the worker died or ran past the ack wait).
-		w.deadLetter(msg, md, ReasonAckWaitExhausted, attempt-1,
-			fmt.Errorf("attempt %d of %d was not acknowledged within the ack wait", attempt-1, pol.maxAttempts), pol, m)
+		w.deadLetter(ctx, msg, md, ReasonDeliveriesExhausted, attempt-1,
+			fmt.Errorf("delivered %d times without an ack or a handler error (workers stopped or crashed holding it, or the handler outran the ack wait)", attempt-1), fam, m)
 		return
 	}
 	message := &Message{
@@ -68,9 +84,9 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, pol policy, m *w
 		_ = msg.Nak()
 		m.outcome("handed_back")
 	case errors.Is(herr, ErrPermanent):
-		w.deadLetter(msg, md, ReasonPermanent, attempt, herr, pol, m)
+		w.deadLetter(ctx, msg, md, ReasonPermanent, attempt, herr, fam, m)
 	case attempt >= pol.maxAttempts:
-		w.deadLetter(msg, md, ReasonMaxAttempts, attempt, herr, pol, m)
+		w.deadLetter(ctx, msg, md, ReasonMaxAttempts, attempt, herr, fam, m)
 	default:
 		delay := pol.delay(attempt)
 		w.log.Debug("handler failed; retrying", zap.Uint64("seq", message.Seq), zap.Int("attempt", attempt),
@@ -114,10 +130,13 @@ func (w *Worker) call(ctx context.Context, msg jetstream.Msg, pol policy, m *Mes
 
 // deadLetter copies the message with why it died into the family's
 // dead-letter stream, durably, and only then terminates it in the topic
-// (which counts as its ack there). If the copy fails the message is naked
-// and comes back, to be dead-lettered on its next delivery.
-func (w *Worker) deadLetter(msg jetstream.Msg, md *jetstream.MsgMetadata, reason string, attempts int, cause error, pol policy, m *workerMetrics) {
-	dl := nats.NewMsg(DeadLetterSubject(w.topic, w.family))
+// (which counts as its ack there). A failed copy (dead letters full, bus
+// unreachable) is retried in place with backoff while the message is kept
+// in progress, so the reason and last error are not lost; only a worker stop
+// hands it back.
+func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, reason string, attempts int, cause error, fam *family, m *workerMetrics) {
+	seq := md.Sequence.Stream
+	dl := nats.NewMsg(DeadLetterSubject(w.topic, w.family, seq))
 	dl.Data = msg.Data()
 	for k, v := range msg.Headers() {
 		if k == HeaderMsgID {
@@ -132,23 +151,32 @@ func (w *Worker) deadLetter(msg jetstream.Msg, md *jetstream.MsgMetadata, reason
 	dl.Header.Set(HeaderDeadAt, time.Now().UTC().Format(time.RFC3339Nano))
 	dl.Header.Set(HeaderDeadFamily, w.family)
 	dl.Header.Set(HeaderOriginalTopic, w.topic)
-	dl.Header.Set(HeaderOriginalSeq, strconv.FormatUint(md.Sequence.Stream, 10))
-
-	ctx, cancel := context.WithTimeout(context.Background(), deadLetterTimeout)
-	defer cancel()
-	// The id makes a repeated copy (after a crash between copy and term) a duplicate.
-	id := fmt.Sprintf("%s.%s.%d", w.topic, w.family, md.Sequence.Stream)
-	if _, err := w.js.PublishMsg(ctx, dl, jetstream.WithMsgID(id), jetstream.WithExpectStream(DeadLetterStream(w.topic, w.family))); err != nil {
-		w.log.Error("dead-lettering failed; the message stays in the topic and comes back",
-			zap.Uint64("seq", md.Sequence.Stream), zap.Error(err))
-		_ = msg.NakWithDelay(pol.delay(attempts))
-		m.outcome("dead_letter_failed")
-		return
+	dl.Header.Set(HeaderOriginalSeq, strconv.FormatUint(seq, 10))
+	// The id also makes a repeated copy a duplicate within the window.
+	id := fmt.Sprintf("%s.%s.%d", w.topic, w.family, seq)
+	bo := backoff{initial: 100 * time.Millisecond, max: 5 * time.Second}
+	for try := 0; ; try++ {
+		pctx, cancel := context.WithTimeout(ctx, deadLetterTimeout)
+		_, err := w.js.PublishMsg(pctx, dl, jetstream.WithMsgID(id), jetstream.WithExpectStream(DeadLetterStream(w.topic, w.family)))
+		cancel()
+		if err == nil {
+			break
+		}
+		if try == 0 {
+			w.log.Error("dead-lettering failed; retrying while holding the message", zap.Uint64("seq", seq), zap.Error(err))
+			m.outcome("dead_letter_failed")
+		}
+		_ = msg.InProgress()
+		if !sleep(ctx.Done(), bo.wait(try)) {
+			_ = msg.Nak()
+			m.outcome("handed_back")
+			return
+		}
 	}
 	if err := msg.TermWithReason(reason); err != nil {
-		w.log.Warn("term after dead-lettering failed; a redelivery will be deduplicated in the dead letters", zap.Error(err))
+		w.log.Warn("term after dead-lettering failed; the redelivery will only be terminated", zap.Error(err))
 	}
-	w.log.Warn("message dead-lettered", zap.Uint64("seq", md.Sequence.Stream), zap.String("reason", reason),
+	w.log.Warn("message dead-lettered", zap.Uint64("seq", seq), zap.String("reason", reason),
 		zap.Int("attempts", attempts), zap.Error(cause))
 	m.outcome("dead_lettered")
 }

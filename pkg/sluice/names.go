@@ -3,6 +3,7 @@ package sluice
 import (
 	"fmt"
 	"regexp"
+	"strconv"
 )
 
 // Names of the JetStream objects behind topics and families. They are part of
@@ -39,8 +40,17 @@ func Subject(topic string) string { return "sluice.topic." + topic }
 // DeadLetterStream is the stream holding a family's dead letters.
 func DeadLetterStream(topic, family string) string { return "SLUICE_DLQ_" + topic + "__" + family }
 
-// DeadLetterSubject is the subject a family's dead letters are published on.
-func DeadLetterSubject(topic, family string) string { return "sluice.dlq." + topic + "." + family }
+// DeadLetterSubjects is the subject filter of a family's dead-letter stream.
+func DeadLetterSubjects(topic, family string) string {
+	return "sluice.dlq." + topic + "." + family + ".>"
+}
+
+// DeadLetterSubject is the subject of the dead letter of the message at seq
+// in topic: one subject per message, so whether a message has already been
+// dead-lettered is one direct read.
+func DeadLetterSubject(topic, family string, seq uint64) string {
+	return "sluice.dlq." + topic + "." + family + "." + strconv.FormatUint(seq, 10)
+}
 
 // Header names Sluice sets on messages.
 const (

@@ -169,6 +169,28 @@ func readPolicy(cfg jetstream.ConsumerConfig) (policy, error) {
 	return p, nil
 }
 
+// family is what a worker knows of its family once running.
+type family struct {
+	topic, name string
+	policy      policy
+	deadLetters jetstream.Stream
+	log         *zap.Logger
+}
+
+// deadLettered reports whether the message at seq is already in the
+// family's dead letters. A failed lookup answers false: the handler then
+// runs again, which at-least-once delivery allows.
+func (f *family) deadLettered(ctx context.Context, seq uint64) bool {
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	subj := DeadLetterSubject(f.topic, f.name, seq)
+	_, err := f.deadLetters.GetLastMsgForSubject(ctx, subj)
+	if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		f.log.Warn("dead-letter lookup failed", zap.String("subject", subj), zap.Error(err))
+	}
+	return err == nil
+}
+
 // event is what pulls and handlers report to the owner loop.
 type event struct {
 	pullEnded bool
@@ -198,6 +220,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("sluice: worker %s/%s: %w", w.topic, w.family, err)
 	}
+	dlq, err := w.js.Stream(ctx, DeadLetterStream(w.topic, w.family))
+	if err != nil {
+		return fmt.Errorf("sluice: worker %s/%s: dead-letter stream: %w", w.topic, w.family, err)
+	}
+	fam := &family{topic: w.topic, name: w.family, policy: pol, deadLetters: dlq, log: w.log}
 	m := newWorkerMetrics(w.reg, w.topic, w.family)
 	m.creditLimit.Add(float64(w.credit))
 	defer m.creditLimit.Sub(float64(w.credit))
@@ -224,7 +251,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			if n := win.NextPull(); n > 0 {
 				win.StartPull(n)
 				m.creditUsed.Add(float64(n))
-				wg.Go(func() { w.pull(runCtx, &wg, cons, n, pol, m, events) })
+				wg.Go(func() { w.pull(runCtx, &wg, cons, n, fam, m, events) })
 			}
 		}
 		select {
@@ -266,7 +293,7 @@ func (w *Worker) account(win *credit.Window, m *workerMetrics, ev event) {
 
 // pull asks for n messages and starts a handler goroutine for each; it
 // reports one event per message handled and one when the pull ends.
-func (w *Worker) pull(ctx context.Context, wg *sync.WaitGroup, cons jetstream.Consumer, n int, pol policy, m *workerMetrics, events chan<- event) {
+func (w *Worker) pull(ctx context.Context, wg *sync.WaitGroup, cons jetstream.Consumer, n int, fam *family, m *workerMetrics, events chan<- event) {
 	pctx, cancel := context.WithTimeout(ctx, w.pullExpiry)
 	defer cancel()
 	batch, err := cons.Fetch(n, jetstream.FetchContext(pctx))
@@ -275,7 +302,7 @@ func (w *Worker) pull(ctx context.Context, wg *sync.WaitGroup, cons jetstream.Co
 		for msg := range batch.Messages() {
 			got++
 			wg.Go(func() {
-				w.handle(ctx, msg, pol, m)
+				w.handle(ctx, msg, fam, m)
 				events <- event{}
 			})
 		}

@@ -180,7 +180,7 @@ func TestAckWaitExhaustedGoesToDeadLetters(t *testing.T) {
 		t.Errorf("handler ran %d times on an exhausted message", calls.Load())
 	}
 	h := s.deadLetter(t, "orders", "billing", 1).Header
-	if h.Get(sluice.HeaderDeadReason) != sluice.ReasonAckWaitExhausted || h.Get(sluice.HeaderDeadAttempts) != "2" {
+	if h.Get(sluice.HeaderDeadReason) != sluice.ReasonDeliveriesExhausted || h.Get(sluice.HeaderDeadAttempts) != "2" {
 		t.Fatalf("headers %v", h)
 	}
 }
@@ -301,5 +301,84 @@ func TestWorkerTypedErrors(t *testing.T) {
 	}
 	if _, err := sluice.NewWorker(s.nc, "orders", "billing", h, sluice.WithCredit(0)); !errors.Is(err, sluice.ErrInvalidOption) {
 		t.Errorf("zero credit: %v", err)
+	}
+}
+
+func TestRedeliveryOfADeadLetteredMessageIsOnlyTerminated(t *testing.T) {
+	topic := testharness.Topic("orders", "billing")
+	fam := topic.Families["billing"]
+	fam.AckWait = 200 * time.Millisecond
+	topic.Families["billing"] = fam
+	s := startStack(t, topic)
+	rc, err := s.producer(t).Publish(context.Background(), "orders", []byte("poison"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A worker copied the message to the dead letters and died before its
+	// Term reached the broker: the copy exists, the message is unacked.
+	if _, err := s.js.Publish(context.Background(), sluice.DeadLetterSubject("orders", "billing", rc.Seq), []byte("poison")); err != nil {
+		t.Fatal(err)
+	}
+	cons, _ := s.js.Consumer(context.Background(), sluice.StreamName("orders"), "billing")
+	b, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range b.Messages() { // taken, never settled
+	}
+	var calls atomic.Int32
+	w, _ := sluice.NewWorker(s.nc, "orders", "billing", sluice.HandlerFunc(func(context.Context, *sluice.Message) error {
+		calls.Add(1)
+		return nil
+	}))
+	run(t, w)
+	testharness.Eventually(t, 10*time.Second, func() bool {
+		return s.streamMsgs(t, sluice.StreamName("orders")) == 0
+	}, "the redelivered message should be terminated")
+	if calls.Load() != 0 {
+		t.Errorf("handler ran %d times on a message already dead-lettered", calls.Load())
+	}
+	if n := s.streamMsgs(t, sluice.DeadLetterStream("orders", "billing")); n != 1 {
+		t.Errorf("%d dead letters, want the one copy", n)
+	}
+}
+
+func TestDeadLetterCopyIsRetriedInPlace(t *testing.T) {
+	topic := testharness.Topic("orders", "billing")
+	topic.MaxMessages = 1 // the dead-letter stream inherits it
+	s := startStack(t, topic)
+	// Fill the dead letters with an older one.
+	if _, err := s.js.Publish(context.Background(), sluice.DeadLetterSubject("orders", "billing", 999), []byte("old")); err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int32
+	w, _ := sluice.NewWorker(s.nc, "orders", "billing", sluice.HandlerFunc(func(context.Context, *sluice.Message) error {
+		calls.Add(1)
+		return sluice.Permanent(errors.New("bad order"))
+	}))
+	run(t, w)
+	if _, err := s.producer(t).Publish(context.Background(), "orders", []byte("new")); err != nil {
+		t.Fatal(err)
+	}
+	// The copy cannot be stored: the message stays held, in progress.
+	cons, _ := s.js.Consumer(context.Background(), sluice.StreamName("orders"), "billing")
+	testharness.Eventually(t, 10*time.Second, func() bool {
+		info, err := cons.Info(context.Background())
+		return err == nil && info.NumAckPending == 1 && calls.Load() == 1
+	}, "the message should be held while its dead letter cannot be written")
+	// Room again: the pending copy lands, the message leaves the topic.
+	dlq, _ := s.js.Stream(context.Background(), sluice.DeadLetterStream("orders", "billing"))
+	if err := dlq.Purge(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	testharness.Eventually(t, 15*time.Second, func() bool {
+		return s.streamMsgs(t, sluice.StreamName("orders")) == 0 &&
+			s.streamMsgs(t, sluice.DeadLetterStream("orders", "billing")) == 1
+	}, "the dead letter should be written once there is room")
+	if calls.Load() != 1 {
+		t.Errorf("handler ran %d times; a permanent failure must not be retried", calls.Load())
+	}
+	if h := s.deadLetter(t, "orders", "billing", 2).Header; h.Get(sluice.HeaderDeadReason) != sluice.ReasonPermanent {
+		t.Errorf("dead letter headers %v", h)
 	}
 }

@@ -59,8 +59,13 @@ func (c Config) Validate() error {
 		errs = append(errs, &topology.KeyError{Key: "broker.ready_timeout", Msg: "must be positive"})
 	}
 	for _, name := range topology.Names(c.Topics) {
-		if err := c.Topics[name].Validate("topics." + name); err != nil {
+		t := c.Topics[name]
+		if err := t.Validate("topics." + name); err != nil {
 			errs = append(errs, err)
+		}
+		if t.Replicas > 1 {
+			errs = append(errs, &topology.KeyError{Key: "topics." + name + ".replicas",
+				Msg: fmt.Sprintf("%d replicas need a cluster of at least %d brokers; this broker runs alone", t.Replicas, t.Replicas)})
 		}
 	}
 	return errors.Join(errs...)

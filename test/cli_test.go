@@ -19,7 +19,7 @@ func TestCLIRefusesBadConfig(t *testing.T) {
 		{"unknown key", "gateway:\n  listne: 127.0.0.1:1\n", nil, nil, []string{"gateway.listne", "unknown key"}},
 		{"bad duration", "gateway:\n  publish_timeout: 5 seconds\n", nil, nil, []string{"gateway.publish_timeout", "5 seconds"}},
 		{"bad size", "topics:\n  t:\n    max_bytes: huge\n    families: {f: {}}\n", nil, nil, []string{"topics.t", "huge"}},
-		{"unknown topic name", "topics:\n  Orders!:\n    families: {f: {}}\n", nil, nil, []string{"topics.orders!"}},
+		{"unknown topic name", "topics:\n  Orders!:\n    families: {f: {}}\n", nil, nil, []string{"topics.Orders!"}},
 		{"bad env override", "", nil, []string{"SLUICE_DEMO_FAILURE_RATE=7"}, []string{"demo.failure_rate"}},
 		{"bad flag", "", []string{"--demo-failure-rate", "-1"}, nil, []string{"demo.failure_rate"}},
 	} {

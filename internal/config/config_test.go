@@ -121,7 +121,17 @@ func TestConfigErrorsNameKeyAndFile(t *testing.T) {
 		{"bad duration", "gateway:\n  read_timeout: soon\n", []string{"read_timeout", "soon"}},
 		{"duration without unit", "topics:\n  t1:\n    families:\n      f:\n        ack_wait: 30\n", []string{"ack_wait", "needs a unit"}},
 		{"bad size", "topics:\n  t1:\n    max_bytes: lots\n    families: {f: {}}\n", []string{"max_bytes", "lots"}},
-		{"bad topic name", "topics:\n  Bad.Name:\n    families: {f: {}}\n", []string{"topics.bad.name"}},
+		{"bad topic name", "topics:\n  Bad.Name:\n    families: {f: {}}\n", []string{"topics.Bad.Name"}},
+		{"uppercase names are not lowercased", "topics:\n  Orders:\n    families: {Billing: {}}\n", []string{"topics.Orders", "lowercase"}},
+		{"uppercase family", "topics:\n  orders:\n    families: {Billing: {}}\n", []string{"topics.orders.families.Billing"}},
+		{"unknown key without value", "gateway:\n  bogus:\n", []string{"gateway.bogus", "unknown key"}},
+		{"unknown topic key without value", "topics:\n  t:\n    bogus:\n    families: {f: {}}\n", []string{"topics.t.bogus", "unknown key"}},
+		{"fraction for an integer", "topics:\n  t:\n    families:\n      f:\n        credit: 1.9\n", []string{"credit", "1.9", "whole number"}},
+		{"boolean for an integer", "topics:\n  t:\n    replicas: true\n    families: {f: {}}\n", []string{"replicas", "not a number"}},
+		{"number for a boolean", "demo:\n  enabled: 1\n", []string{"demo.enabled", "true or false"}},
+		{"short duplicate window", "topics:\n  t:\n    duplicate_window: 50ms\n    families: {f: {}}\n", []string{"topics.t.duplicate_window", "100ms"}},
+		{"dead letters shorter than the window", "topics:\n  t:\n    duplicate_window: 10m\n    families:\n      f:\n        dead_letter_max_age: 1m\n", []string{"topics.t.families.f.dead_letter_max_age"}},
+		{"replicas on a lone broker", "topics:\n  t:\n    replicas: 3\n    families: {f: {}}\n", []string{"topics.t.replicas", "cluster"}},
 		{"topic without family", "topics:\n  t1:\n    max_messages: 3\n", []string{"topics.t1.families", "at least one family"}},
 		{"bad family value", "topics:\n  t1:\n    families:\n      f:\n        max_attempts: 0\n", []string{"topics.t1.families.f.max_attempts"}},
 		{"failure rate", "demo:\n  failure_rate: 2\n", []string{"demo.failure_rate"}},
@@ -140,6 +150,30 @@ func TestConfigErrorsNameKeyAndFile(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestStrictEnvironmentValues(t *testing.T) {
+	for env, want := range map[string]string{
+		"SLUICE_DEMO_CREDIT":         "whole number",
+		"SLUICE_DEMO_ENABLED":        "true or false",
+		"SLUICE_DEMO_FAILURE_RATE":   "not a number",
+		"SLUICE_GATEWAY_RETRY_AFTER": "invalid duration",
+	} {
+		t.Run(env, func(t *testing.T) {
+			t.Setenv(env, "lots")
+			_, err := Load("../../configs/dev.yaml", nil, nil)
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("%s=lots: %v", env, err)
+			}
+		})
+	}
+	t.Setenv("SLUICE_DEMO_CREDIT", "7")
+	t.Setenv("SLUICE_DEMO_ENABLED", "false")
+	t.Setenv("SLUICE_DEMO_FAILURE_RATE", "0.25")
+	cfg, err := Load("../../configs/dev.yaml", nil, nil)
+	if err != nil || cfg.Demo.Credit != 7 || cfg.Demo.Enabled || cfg.Demo.FailureRate != 0.25 {
+		t.Fatalf("valid environment values: %+v %v", cfg.Demo, err)
 	}
 }
 

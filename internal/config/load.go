@@ -57,6 +57,9 @@ func load(path string, flags *pflag.FlagSet, flagKeys map[string]string) (Config
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
 	if path != "" {
+		if err := checkFile(path); err != nil {
+			return Config{}, err
+		}
 		v.SetConfigFile(path)
 		if err := v.ReadInConfig(); err != nil {
 			return Config{}, err
@@ -183,15 +186,15 @@ func asMap(raw any, key string) (map[string]any, error) {
 func decode(input map[string]any, out any, prefix string) error {
 	var md mapstructure.Metadata
 	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
-		Result:           out,
-		Metadata:         &md,
-		WeaklyTypedInput: true, // environment values arrive as strings
-		ZeroFields:       true, // a list in the file replaces the default list
+		Result:     out,
+		Metadata:   &md,
+		ZeroFields: true, // a list in the file replaces the default list
 		DecodeHook: mapstructure.ComposeDecodeHookFunc(
 			durationNeedsUnit,
 			parseDuration,
 			mapstructure.TextUnmarshallerHookFunc(),
-			mapstructure.StringToSliceHookFunc(","),
+			mapstructure.StringToSliceHookFunc(","), // lists from the environment
+			strictScalars,                           // numbers and booleans from the environment
 		),
 	})
 	if err != nil {

@@ -121,8 +121,8 @@ func (t Topic) Validate(prefix string) error {
 	if t.Replicas < 1 || t.Replicas > 5 {
 		bad("replicas", "must be 1..5, got %d", t.Replicas)
 	}
-	if t.DuplicateWindow <= 0 {
-		bad("duplicate_window", "must be positive, got %v", t.DuplicateWindow)
+	if t.DuplicateWindow < 100*time.Millisecond {
+		bad("duplicate_window", "must be at least 100ms, got %v", t.DuplicateWindow)
 	} else if t.MaxAge > 0 && t.DuplicateWindow > t.MaxAge {
 		bad("duplicate_window", "must not exceed max_age (%v)", t.MaxAge)
 	}
@@ -130,8 +130,14 @@ func (t Topic) Validate(prefix string) error {
 		bad("families", "a topic needs at least one family: with interest retention, messages nobody consumes are not kept")
 	}
 	for _, name := range t.FamilyNames() {
-		if err := t.Families[name].Validate(prefix + ".families." + name); err != nil {
+		f := t.Families[name]
+		if err := f.Validate(prefix + ".families." + name); err != nil {
 			errs = append(errs, err)
+		}
+		// The dead-letter stream deduplicates over the topic's window, which
+		// JetStream allows only within its max age.
+		if f.DeadLetterMaxAge > 0 && f.DeadLetterMaxAge < t.DuplicateWindow {
+			bad("families."+name+".dead_letter_max_age", "must be 0 or at least the topic's duplicate_window (%v), got %v", t.DuplicateWindow, f.DeadLetterMaxAge)
 		}
 	}
 	return errors.Join(errs...)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicebus/sluice/internal/testharness"
@@ -270,7 +271,11 @@ func TestErrorStatusesAreProblems(t *testing.T) {
 	})
 }
 
-func TestPublishTimeoutIsUnknownOutcomeThenDeduplicated(t *testing.T) {
+// TestPublishTimeoutIsNeverSuccess: a publish that cannot be acked in time
+// (here it times out before it is even sent) is 503 outcome-unknown, and the
+// retry stores the message once. TestStoredButAckLost covers a timeout after
+// the message was stored.
+func TestPublishTimeoutIsNeverSuccess(t *testing.T) {
 	topics := testharness.Topics(testharness.Topic("orders", "billing"))
 	b := testharness.StartBroker(t, topics)
 	nc := testharness.Connect(t, b)
@@ -411,4 +416,52 @@ func TestPayloadAtTheLimitWithMetadataIsStored(t *testing.T) {
 	}
 	hdr["Sluice-Meta-K15"] = strings.Repeat("v", 2000) // past the 16 KiB metadata bound
 	wantProblem(t, post(t, srv.URL+"/v1/topics/orders/messages", "", strings.NewReader("x"), hdr), 400, sluice.ProblemBadRequest)
+}
+
+// TestStoredButAckLost: the broker stores the message but its ack never
+// reaches the gateway. The answer is 503 outcome-unknown, never 202 and never
+// 500, and the client's retry with the same key is deduplicated.
+func TestStoredButAckLost(t *testing.T) {
+	topics := testharness.Topics(testharness.Topic("orders", "billing"))
+	b := testharness.StartBroker(t, topics)
+	direct := testharness.Connect(t, b)
+	proxy := testharness.StartProxy(t, strings.TrimPrefix(b.ClientURL(), "nats://"))
+	viaProxy, err := nats.Connect(proxy.URL(), nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(viaProxy.Close)
+	cfg := testharness.GatewayConfig(topics)
+	cfg.PublishTimeout = 300 * time.Millisecond
+	_, cut := testharness.StartGateway(t, cfg, viaProxy)
+	_, other := testharness.StartGateway(t, testharness.GatewayConfig(topics), direct)
+
+	proxy.HoldReplies(true)
+	hdr := map[string]string{"Idempotency-Key": "lost-ack-1"}
+	resp := post(t, cut.URL+"/v1/topics/orders/messages", "", strings.NewReader("m"), hdr)
+	wantProblem(t, resp, 503, sluice.ProblemOutcomeUnknown)
+	if resp.Header.Get("Retry-After") == "" {
+		t.Fatal("503 without Retry-After")
+	}
+	// It was stored: the outcome really was unknown, not a failure.
+	js, _ := jetstream.New(direct)
+	if m := streamMsg(t, js, "orders", 1); m.Header.Get("Nats-Msg-Id") != "lost-ack-1" {
+		t.Fatalf("stored message has id %q", m.Header.Get("Nats-Msg-Id"))
+	}
+	// The retry through another gateway is answered with the original receipt.
+	resp = post(t, other.URL+"/v1/topics/orders/messages", "", strings.NewReader("m"), hdr)
+	r := decode[receipt](t, resp)
+	if resp.StatusCode != 202 || r.Seq != 1 || !r.Duplicate {
+		t.Fatalf("retry: %d %+v, want 202 seq 1 duplicate", resp.StatusCode, r)
+	}
+	// Replies flow again: the first gateway agrees too.
+	proxy.HoldReplies(false)
+	resp = post(t, cut.URL+"/v1/topics/orders/messages", "", strings.NewReader("m"), hdr)
+	if r := decode[receipt](t, resp); resp.StatusCode != 202 || r.Seq != 1 || !r.Duplicate {
+		t.Fatalf("retry after the cut: %d %+v", resp.StatusCode, r)
+	}
+	s, _ := js.Stream(context.Background(), sluice.StreamName("orders"))
+	if info, _ := s.Info(context.Background()); info.State.Msgs != 1 {
+		t.Fatalf("stored %d times", info.State.Msgs)
+	}
 }

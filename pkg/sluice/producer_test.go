@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicebus/sluice/internal/testharness"
@@ -61,13 +62,21 @@ func TestProducerFailsOverAndKeepsItsKey(t *testing.T) {
 	tm := testharness.Topics(testharness.Topic("orders", "billing"))
 	b := testharness.StartBroker(t, tm)
 	nc := testharness.Connect(t, b)
+	// A gateway whose broker stores messages but whose acks never arrive.
+	proxy := testharness.StartProxy(t, strings.TrimPrefix(b.ClientURL(), "nats://"))
+	cutNC, err := nats.Connect(proxy.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cutNC.Close)
+	proxy.HoldReplies(true)
 	cfg := testharness.GatewayConfig(tm)
-	cfg.PublishTimeout = time.Nanosecond // always an unknown outcome
-	_, hurried := testharness.StartGateway(t, cfg, nc)
+	cfg.PublishTimeout = 200 * time.Millisecond
+	_, cut := testharness.StartGateway(t, cfg, cutNC)
 	_, good := testharness.StartGateway(t, testharness.GatewayConfig(tm), nc)
 
-	// Dead gateway, then one whose outcome is always unknown, then a good one.
-	p, err := sluice.NewProducer([]string{deadURL(t), hurried.URL, good.URL},
+	// Dead gateway, then the cut one (stores, answers 503 unknown), then a good one.
+	p, err := sluice.NewProducer([]string{deadURL(t), cut.URL, good.URL},
 		sluice.WithRetry(6, time.Millisecond, 20*time.Millisecond), sluice.WithProducerLogger(testharness.Logger(t)))
 	if err != nil {
 		t.Fatal(err)
@@ -76,10 +85,9 @@ func TestProducerFailsOverAndKeepsItsKey(t *testing.T) {
 	if err != nil {
 		t.Fatalf("publish through failover: %v", err)
 	}
-	if rc.ID != "k-1" || rc.Seq != 1 {
-		t.Fatalf("receipt %+v", rc)
+	if rc.ID != "k-1" || rc.Seq != 1 || !rc.Duplicate {
+		t.Fatalf("receipt %+v: the cut gateway stored seq 1, the retry must be its duplicate", rc)
 	}
-	// Whatever the unknown-outcome attempt did, one message is stored.
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -87,8 +95,8 @@ func TestProducerFailsOverAndKeepsItsKey(t *testing.T) {
 	s := stack{nc: nc, js: js}
 	testharness.Eventually(t, 5*time.Second, func() bool { return s.streamMsgs(t, sluice.StreamName("orders")) == 1 }, "exactly one stored")
 
-	// Only the unknown-outcome gateway: the caller is told the outcome is unknown.
-	only, _ := sluice.NewProducer([]string{hurried.URL}, sluice.WithRetry(2, time.Millisecond, 2*time.Millisecond))
+	// Only the cut gateway: the caller is told the outcome is unknown.
+	only, _ := sluice.NewProducer([]string{cut.URL}, sluice.WithRetry(2, time.Millisecond, 2*time.Millisecond))
 	_, err = only.Publish(context.Background(), "orders", []byte("y"))
 	if !errors.Is(err, sluice.ErrOutcomeUnknown) {
 		t.Fatalf("want ErrOutcomeUnknown, got %v", err)

@@ -199,7 +199,8 @@ type event struct {
 }
 
 // Run pulls and handles messages until ctx is done (messages being handled
-// see their context cancelled and are handed back to the family) or Drain
+// see their context cancelled and are handed back to the family, which uses
+// up one of their attempts: stop with Drain to avoid that) or Drain
 // completes. It returns nil after a drain or cancellation, an error if the
 // family cannot be found.
 func (w *Worker) Run(ctx context.Context) error {

@@ -46,12 +46,12 @@ gateway.* (all), demo.* (enabled, delay, failure_rate, credit), topics.*.` + con
 					return fmt.Errorf("--topic-max-messages: %w", err)
 				}
 			}
-			log, reg, err := setup(cfg, true)
+			n, err := newNode(cfg, true)
 			if err != nil {
 				return err
 			}
-			defer func() { _ = log.Sync() }()
-			stack, err := devstack.Start(cfg, log, reg)
+			defer n.sync()
+			stack, err := devstack.Start(cfg, n.log, n.reg)
 			if err != nil {
 				return err
 			}

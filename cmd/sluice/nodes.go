@@ -33,15 +33,12 @@ Config keys used: log.*, broker.* (name, data_dir, listen, ready_timeout,
 ops_listen for /healthz /readyz /metrics), topics.*.` + configHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := load(cmd, nil)
+			n, err := setup(cmd, nil, false)
 			if err != nil {
 				return err
 			}
-			log, reg, err := setup(cfg, false)
-			if err != nil {
-				return err
-			}
-			defer func() { _ = log.Sync() }()
+			defer n.sync()
+			cfg, log, reg := n.cfg, n.log, n.reg
 			b, err := broker.New(cfg.Broker, log, reg)
 			if err != nil {
 				return err
@@ -71,15 +68,12 @@ broker in bus.urls and answers 202 only once the bus has stored a message.
 Config keys used: log.*, bus.* (urls, connect_timeout), gateway.* (all), topics.*.` + configHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := load(cmd, map[string]string{"listen": "gateway.listen"})
+			n, err := setup(cmd, map[string]string{"listen": "gateway.listen"}, false)
 			if err != nil {
 				return err
 			}
-			log, reg, err := setup(cfg, false)
-			if err != nil {
-				return err
-			}
-			defer func() { _ = log.Sync() }()
+			defer n.sync()
+			cfg, log, reg := n.cfg, n.log, n.reg
 			nc, err := bus.Connect(cfg.Bus.URLs, cfg.Bus.ConnectTimeout, "sluice-gateway", log)
 			if err != nil {
 				return err
@@ -110,22 +104,19 @@ Config keys used: log.*, bus.* (urls, connect_timeout), demo.* (delay,
 failure_rate, credit).` + configHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := load(cmd, map[string]string{
+			n, err := setup(cmd, map[string]string{
 				"demo-delay": "demo.delay", "demo-failure-rate": "demo.failure_rate", "credit": "demo.credit",
-			})
+			}, false)
 			if err != nil {
 				return err
 			}
+			defer n.sync()
+			cfg, log, reg := n.cfg, n.log, n.reg
 			topic, _ := cmd.Flags().GetString("topic")
 			family, _ := cmd.Flags().GetString("family")
 			if err := declared(cfg, topic, family); err != nil {
 				return err
 			}
-			log, reg, err := setup(cfg, false)
-			if err != nil {
-				return err
-			}
-			defer func() { _ = log.Sync() }()
 			nc, err := bus.Connect(cfg.Bus.URLs, cfg.Bus.ConnectTimeout, "sluice-worker-"+topic+"-"+family, log)
 			if err != nil {
 				return err

@@ -49,13 +49,32 @@ func load(cmd *cobra.Command, flagKeys map[string]string) (config.Config, error)
 	return config.Load(path, cmd.Flags(), keys)
 }
 
-// setup builds the logger and a registry with Go and process metrics.
-func setup(cfg config.Config, dev bool) (*zap.Logger, *prometheus.Registry, error) {
+// node is what every subcommand starts from: its configuration, a logger
+// (call sync before returning) and a registry with Go and process metrics.
+type node struct {
+	cfg config.Config
+	log *zap.Logger
+	reg *prometheus.Registry
+}
+
+func (n node) sync() { _ = n.log.Sync() }
+
+// setup loads cmd's configuration (with its own flag bindings) and builds
+// the logger (console when dev and log.format is auto) and the registry.
+func setup(cmd *cobra.Command, flagKeys map[string]string, dev bool) (node, error) {
+	cfg, err := load(cmd, flagKeys)
+	if err != nil {
+		return node{}, err
+	}
+	return newNode(cfg, dev)
+}
+
+func newNode(cfg config.Config, dev bool) (node, error) {
 	log, err := logging.New(cfg.Log.Level, cfg.Log.Format, dev)
 	if err != nil {
-		return nil, nil, err
+		return node{}, err
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return log, reg, nil
+	return node{cfg: cfg, log: log, reg: reg}, nil
 }

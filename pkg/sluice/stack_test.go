@@ -2,6 +2,7 @@ package sluice_test
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -79,6 +80,37 @@ func (s stack) streamMsgs(t *testing.T, stream string) uint64 {
 		t.Fatal(err)
 	}
 	return info.State.Msgs
+}
+
+// abandon takes the next delivery of family on topic `times` times and
+// never settles it: a worker that dies holding the message.
+func (s stack) abandon(t *testing.T, topic, family string, times int) {
+	t.Helper()
+	cons, err := s.js.Consumer(context.Background(), sluice.StreamName(topic), family)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range times {
+		b, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for range b.Messages() {
+			n++
+		}
+		if n != 1 {
+			t.Fatalf("delivery %d: got %d messages", i+1, n)
+		}
+	}
+}
+
+// counting is a handler that counts its calls and acks.
+func counting(calls *atomic.Int32) sluice.Handler {
+	return sluice.HandlerFunc(func(context.Context, *sluice.Message) error {
+		calls.Add(1)
+		return nil
+	})
 }
 
 func (s stack) deadLetter(t *testing.T, topic, family string, seq uint64) *jetstream.RawStreamMsg {

@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/sluicebus/sluice/internal/testharness"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
@@ -150,28 +148,9 @@ func TestAckWaitExhaustedGoesToDeadLetters(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A worker that takes the message and dies, twice: nothing acks or naks.
-	cons, err := s.js.Consumer(context.Background(), sluice.StreamName("orders"), "billing")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 2 {
-		b, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := 0
-		for range b.Messages() {
-			n++
-		}
-		if n != 1 {
-			t.Fatalf("fetch %d got %d messages", i, n)
-		}
-	}
+	s.abandon(t, "orders", "billing", 2)
 	var calls atomic.Int32
-	w, _ := sluice.NewWorker(s.nc, "orders", "billing", sluice.HandlerFunc(func(context.Context, *sluice.Message) error {
-		calls.Add(1)
-		return nil
-	}))
+	w, _ := sluice.NewWorker(s.nc, "orders", "billing", counting(&calls))
 	run(t, w)
 	testharness.Eventually(t, 10*time.Second, func() bool {
 		return s.streamMsgs(t, sluice.DeadLetterStream("orders", "billing")) == 1
@@ -319,18 +298,9 @@ func TestRedeliveryOfADeadLetteredMessageIsOnlyTerminated(t *testing.T) {
 	if _, err := s.js.Publish(context.Background(), sluice.DeadLetterSubject("orders", "billing", rc.Seq), []byte("poison")); err != nil {
 		t.Fatal(err)
 	}
-	cons, _ := s.js.Consumer(context.Background(), sluice.StreamName("orders"), "billing")
-	b, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for range b.Messages() { // taken, never settled
-	}
+	s.abandon(t, "orders", "billing", 1)
 	var calls atomic.Int32
-	w, _ := sluice.NewWorker(s.nc, "orders", "billing", sluice.HandlerFunc(func(context.Context, *sluice.Message) error {
-		calls.Add(1)
-		return nil
-	}))
+	w, _ := sluice.NewWorker(s.nc, "orders", "billing", counting(&calls))
 	run(t, w)
 	testharness.Eventually(t, 10*time.Second, func() bool {
 		return s.streamMsgs(t, sluice.StreamName("orders")) == 0

@@ -1,0 +1,92 @@
+package credit
+
+import (
+	"math"
+	"time"
+)
+
+// Admission is one gateway's credit for one topic: how many more messages
+// (and bytes) it may accept before the next refill. Refill sets it to the
+// gateway's share of the topic's free capacity, measured on the bus, so N
+// gateways together never admit more than the topic can hold.
+type Admission struct {
+	msgs, bytes           int64 // credit left
+	shareMsgs, shareBytes int64 // credit at the last refill
+	refilled              bool
+}
+
+// Refill replaces the credit with this gateway's share of the free capacity.
+// Messages admitted since the measurement was taken are already counted
+// against taken (not yet visible on the bus).
+func (a *Admission) Refill(shareMsgs, shareBytes, takenMsgs, takenBytes int64) {
+	a.shareMsgs, a.shareBytes = max(0, shareMsgs), max(0, shareBytes)
+	a.msgs, a.bytes = a.shareMsgs-takenMsgs, a.shareBytes-takenBytes
+	a.refilled = true
+}
+
+// Take admits one message of size bytes if there is credit for it. Before
+// the first refill everything is admitted: the stream's own bound still holds.
+func (a *Admission) Take(size int64) bool {
+	if !a.refilled {
+		return true
+	}
+	if a.msgs < 1 || a.bytes < size {
+		return false
+	}
+	a.msgs--
+	a.bytes -= size
+	return true
+}
+
+// Remaining is the message credit left (0 when exhausted).
+func (a *Admission) Remaining() int64 { return max(0, a.msgs) }
+
+// Share is the message credit of the last refill.
+func (a *Admission) Share() int64 { return a.shareMsgs }
+
+// Refilled reports whether the credit was ever measured.
+func (a *Admission) Refilled() bool { return a.refilled }
+
+// Drain estimates how fast a topic empties: messages leaving it (acked by
+// every family, or dead-lettered) per second, from successive readings of
+// the stream's last sequence and message count.
+type Drain struct {
+	halfLife time.Duration
+	rate     float64
+	lastSeq  uint64
+	msgs     uint64
+	at       time.Time
+	observed bool
+}
+
+// NewDrain returns an estimator whose average halves its memory every halfLife.
+func NewDrain(halfLife time.Duration) *Drain { return &Drain{halfLife: halfLife} }
+
+// Observe records a reading: the stream's last sequence and message count at now.
+func (d *Drain) Observe(now time.Time, lastSeq, msgs uint64) {
+	if d.observed && now.After(d.at) && lastSeq >= d.lastSeq {
+		// In = new sequences; out = in minus the growth of the backlog.
+		in := float64(lastSeq - d.lastSeq)
+		out := max(0, in-(float64(msgs)-float64(d.msgs)))
+		dt := now.Sub(d.at).Seconds()
+		alpha := 1 - math.Exp2(-dt/d.halfLife.Seconds())
+		d.rate += alpha * (out/dt - d.rate)
+	}
+	d.lastSeq, d.msgs, d.at, d.observed = lastSeq, msgs, now, true
+}
+
+// Rate is the estimated drain in messages per second.
+func (d *Drain) Rate() float64 { return d.rate }
+
+// RetryAfter is how long a refused client should wait: the time for the
+// topic to drain deficit messages at rate, stretched by jitter (0..1, e.g.
+// a random draw, up to +50%) so refused clients do not return together,
+// and clamped to [lo, hi]. With no drain at all it is hi.
+func RetryAfter(deficit int64, rate, jitter float64, lo, hi time.Duration) time.Duration {
+	wait := hi
+	if rate > 0 {
+		wait = time.Duration(float64(max(1, deficit)) / rate * float64(time.Second))
+	}
+	wait = time.Duration(float64(wait) * (1 + 0.5*jitter))
+	return min(hi, max(lo, wait))
+}

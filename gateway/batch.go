@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"mime"
 	"net/http"
@@ -40,6 +41,9 @@ type pending struct {
 	fut  jetstream.PubAckFuture
 	ack  *jetstream.PubAck
 	err  error
+	// admitted: it holds admission credit for size bytes.
+	admitted bool
+	size     int64
 }
 
 // publishBatch handles POST /v1/topics/{topic}/messages:batch. The whole body
@@ -58,6 +62,15 @@ func (g *Gateway) publishBatch(w http.ResponseWriter, r *http.Request) error {
 	if err := checkEncoding(r); err != nil {
 		return err
 	}
+	reserve := r.ContentLength
+	if reserve < 0 || reserve > int64(g.cfg.MaxBatchBytes) {
+		reserve = int64(g.cfg.MaxBatchBytes)
+	}
+	if !g.limits.reserveBody(reserve) {
+		return refuse("body_bytes", g.adm.shedRetryAfter(),
+			fmt.Errorf("%w: %v of request bodies held at this gateway", errOverloaded, g.cfg.MaxBodyBytesInFlight))
+	}
+	defer g.limits.releaseBody(reserve)
 	body, err := readBody(w, r, int64(g.cfg.MaxBatchBytes))
 	if err != nil {
 		return err
@@ -66,6 +79,7 @@ func (g *Gateway) publishBatch(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	g.admitAll(r, w, t.Name, items)
 	g.publishAll(r.Context(), t.Name, items)
 
 	w.Header().Set("Content-Type", "application/x-ndjson")
@@ -74,6 +88,7 @@ func (g *Gateway) publishBatch(w http.ResponseWriter, r *http.Request) error {
 	for _, it := range items {
 		var res any
 		if it.err != nil {
+			g.countRefusal(t.Name, it.err)
 			p, _ := problemFor(it.err)
 			p.ID, p.Line = it.id, it.line
 			res = p
@@ -161,6 +176,26 @@ func parseItem(line []byte, t topology.Topic) (string, *nats.Msg, error) {
 	return id, msg, nil
 }
 
+// admitAll applies the client's rate and the topic's admission credit to
+// each valid item; a refused item gets its own 429.
+func (g *Gateway) admitAll(r *http.Request, w http.ResponseWriter, topic string, items []*pending) {
+	for _, it := range items {
+		if it.err != nil {
+			continue
+		}
+		if err := g.admitClient(r, 1); err != nil {
+			it.err = err
+			continue
+		}
+		it.size = int64(len(it.msg.Data))
+		if err := g.admitTopic(w, topic, it.size); err != nil {
+			it.err = err
+			continue
+		}
+		it.admitted = true
+	}
+}
+
 // publishAll publishes every valid item asynchronously (the bus acks them in
 // a pipeline) and waits for every ack or the publish timeout.
 func (g *Gateway) publishAll(ctx context.Context, topic string, items []*pending) {
@@ -176,13 +211,25 @@ func (g *Gateway) publishAll(ctx context.Context, topic string, items []*pending
 	defer cancel()
 	start := time.Now()
 	stream := sluice.StreamName(topic)
+	var window int // publish window slots held
+	defer func() {
+		for range window {
+			g.limits.releasePublish()
+		}
+	}()
 	for _, it := range items {
 		if it.err != nil {
 			continue
 		}
+		if !g.limits.acquirePublish(ctx) {
+			it.err = refuse("publish_window", g.adm.shedRetryAfter(),
+				fmt.Errorf("%w: %d publishes awaiting the bus's ack at this gateway", errOverloaded, g.cfg.PublishWindow))
+			continue
+		}
+		window++
 		it.fut, it.err = g.js.PublishMsgAsync(it.msg, jetstream.WithMsgID(it.id), jetstream.WithExpectStream(stream))
 		if it.err != nil {
-			it.err = classifyPublish(it.err)
+			it.err = g.classify(topic, it.err)
 		}
 	}
 	for _, it := range items {
@@ -194,11 +241,16 @@ func (g *Gateway) publishAll(ctx context.Context, topic string, items []*pending
 		case ack := <-it.fut.Ok():
 			it.ack = ack
 		case err := <-it.fut.Err():
-			it.err = classifyPublish(err)
+			it.err = g.classify(topic, err)
 		case <-ctx.Done():
-			it.err = classifyPublish(ctx.Err())
+			it.err = g.classify(topic, ctx.Err())
 		}
 		g.record(topic, it.ack, it.err)
+	}
+	for _, it := range items {
+		if it.admitted && it.err != nil && !errors.Is(it.err, errOutcomeUnknown) {
+			g.adm.giveBack(topic, it.size) // certainly not stored
+		}
 	}
 	g.metrics.publishDuration.WithLabelValues(topic).Observe(time.Since(start).Seconds())
 }

@@ -25,8 +25,30 @@ type Config struct {
 	PublishTimeout time.Duration `mapstructure:"publish_timeout"`
 	// ShutdownTimeout bounds how long in-flight requests may finish on stop.
 	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
-	// RetryAfter is advertised on 503 and 429 answers.
-	RetryAfter time.Duration `mapstructure:"retry_after"`
+	// RetryAfterMin and RetryAfterMax clamp the computed Retry-After of 429
+	// and 503 answers (computed from the topic's drain rate, jittered).
+	RetryAfterMin time.Duration `mapstructure:"retry_after_min"`
+	RetryAfterMax time.Duration `mapstructure:"retry_after_max"`
+	// MaxInFlight bounds requests being served; beyond it: 503 at once.
+	MaxInFlight int `mapstructure:"max_in_flight"`
+	// MaxBodyBytesInFlight bounds request bodies held at once; beyond: 503.
+	MaxBodyBytesInFlight bytesize.Size `mapstructure:"max_body_bytes_in_flight"`
+	// PublishWindow bounds publishes awaiting the bus's ack; a full window
+	// is waited on for at most PublishWindowWait, then 503.
+	PublishWindow     int           `mapstructure:"publish_window"`
+	PublishWindowWait time.Duration `mapstructure:"publish_window_wait"`
+	// ClientRate (messages/s) and ClientBurst bound each client (by API key,
+	// else by address); 0 turns the per-client limit off. MaxClients bounds
+	// how many clients are tracked.
+	ClientRate  float64 `mapstructure:"client_rate"`
+	ClientBurst int     `mapstructure:"client_burst"`
+	MaxClients  int     `mapstructure:"max_clients"`
+	// AdmissionRefresh is how often the gateway re-reads each topic's free
+	// capacity and refills its share of admission credit.
+	AdmissionRefresh time.Duration `mapstructure:"admission_refresh"`
+	// HeartbeatInterval is how often gateways tell each other they are alive
+	// (credit is shared among the gateways heard from in 3 intervals).
+	HeartbeatInterval time.Duration `mapstructure:"heartbeat_interval"`
 	// MaxBatchBytes and MaxBatchLines bound one NDJSON batch request.
 	MaxBatchBytes bytesize.Size `mapstructure:"max_batch_bytes"`
 	MaxBatchLines int           `mapstructure:"max_batch_lines"`
@@ -38,17 +60,27 @@ type Config struct {
 // DefaultConfig returns the development gateway.
 func DefaultConfig() Config {
 	return Config{
-		Listen:            "127.0.0.1:8080",
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		PublishTimeout:    5 * time.Second,
-		ShutdownTimeout:   10 * time.Second,
-		RetryAfter:        time.Second,
-		MaxBatchBytes:     16 << 20,
-		MaxBatchLines:     1000,
+		Listen:               "127.0.0.1:8080",
+		ReadHeaderTimeout:    5 * time.Second,
+		ReadTimeout:          30 * time.Second,
+		WriteTimeout:         30 * time.Second,
+		IdleTimeout:          2 * time.Minute,
+		MaxHeaderBytes:       64 << 10,
+		PublishTimeout:       5 * time.Second,
+		ShutdownTimeout:      10 * time.Second,
+		RetryAfterMin:        time.Second,
+		RetryAfterMax:        time.Minute,
+		MaxInFlight:          1024,
+		MaxBodyBytesInFlight: 64 << 20,
+		PublishWindow:        1024,
+		PublishWindowWait:    50 * time.Millisecond,
+		ClientRate:           0,
+		ClientBurst:          0,
+		MaxClients:           10000,
+		AdmissionRefresh:     250 * time.Millisecond,
+		HeartbeatInterval:    time.Second,
+		MaxBatchBytes:        16 << 20,
+		MaxBatchLines:        1000,
 	}
 }
 
@@ -65,7 +97,9 @@ func (c Config) Validate() error {
 		"read_header_timeout": c.ReadHeaderTimeout, "read_timeout": c.ReadTimeout,
 		"write_timeout": c.WriteTimeout, "idle_timeout": c.IdleTimeout,
 		"publish_timeout": c.PublishTimeout, "shutdown_timeout": c.ShutdownTimeout,
-		"retry_after": c.RetryAfter,
+		"retry_after_min": c.RetryAfterMin, "retry_after_max": c.RetryAfterMax,
+		"publish_window_wait": c.PublishWindowWait, "admission_refresh": c.AdmissionRefresh,
+		"heartbeat_interval": c.HeartbeatInterval,
 	} {
 		if d <= 0 {
 			bad(key, "must be positive, got %v", d)
@@ -73,6 +107,24 @@ func (c Config) Validate() error {
 	}
 	if c.MaxHeaderBytes < 1<<10 {
 		bad("max_header_bytes", "must be at least 1KiB, got %v", c.MaxHeaderBytes)
+	}
+	if c.RetryAfterMin < time.Second || c.RetryAfterMax < c.RetryAfterMin {
+		bad("retry_after_min", "must be at least 1s (Retry-After counts whole seconds) and at most retry_after_max")
+	}
+	if c.MaxInFlight < 1 {
+		bad("max_in_flight", "must be at least 1, got %d", c.MaxInFlight)
+	}
+	if m := topology.MaxMessageSize(c.Topics); c.MaxBodyBytesInFlight < m {
+		bad("max_body_bytes_in_flight", "must be at least the largest max_message_size (%v), got %v", m, c.MaxBodyBytesInFlight)
+	}
+	if c.PublishWindow < 1 {
+		bad("publish_window", "must be at least 1, got %d", c.PublishWindow)
+	}
+	if c.ClientRate < 0 || (c.ClientRate > 0 && c.ClientBurst < 1) {
+		bad("client_burst", "must be at least 1 when client_rate is set (client_rate 0 turns the limit off)")
+	}
+	if c.MaxClients < 1 {
+		bad("max_clients", "must be at least 1, got %d", c.MaxClients)
 	}
 	if c.MaxBatchLines < 1 {
 		bad("max_batch_lines", "must be at least 1, got %d", c.MaxBatchLines)

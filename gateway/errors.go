@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -23,6 +24,8 @@ var (
 	errTooLarge         = errors.New("too large")
 	errMediaType        = errors.New("unsupported media type")
 	errTopicFull        = errors.New("topic full")
+	errRateLimited      = errors.New("client rate limit")
+	errOverloaded       = errors.New("gateway overloaded")
 	errBusUnavailable   = errors.New("bus unavailable")
 	errOutcomeUnknown   = errors.New("publish outcome unknown")
 )
@@ -46,6 +49,8 @@ var kinds = []struct {
 	{errTooLarge, problemKind{http.StatusRequestEntityTooLarge, sluice.ProblemMessageTooLarge, "Content too large", false}},
 	{errMediaType, problemKind{http.StatusUnsupportedMediaType, sluice.ProblemUnsupportedMediaType, "Unsupported media type", false}},
 	{errTopicFull, problemKind{http.StatusTooManyRequests, sluice.ProblemTopicFull, "Topic full", true}},
+	{errRateLimited, problemKind{http.StatusTooManyRequests, sluice.ProblemRateLimited, "Rate limited", true}},
+	{errOverloaded, problemKind{http.StatusServiceUnavailable, sluice.ProblemOverloaded, "Overloaded", true}},
 	{errBusUnavailable, problemKind{http.StatusServiceUnavailable, sluice.ProblemBusUnavailable, "Bus unavailable", true}},
 	{errOutcomeUnknown, problemKind{http.StatusServiceUnavailable, sluice.ProblemOutcomeUnknown, "Publish outcome unknown", true}},
 }
@@ -62,6 +67,21 @@ func problemFor(err error) (sluice.Problem, problemKind) {
 	}
 	return sluice.Problem{Type: internalKind.ptype, Title: internalKind.title, Status: internalKind.status,
 		Detail: "the gateway failed unexpectedly; this is a bug"}, internalKind
+}
+
+// refusal is a refusal with its own Retry-After and the reason it is
+// counted under in sluice_gateway_refusals_total.
+type refusal struct {
+	err        error
+	retryAfter time.Duration
+	reason     string
+}
+
+func (r *refusal) Error() string { return r.err.Error() }
+func (r *refusal) Unwrap() error { return r.err }
+
+func refuse(reason string, retryAfter time.Duration, err error) error {
+	return &refusal{err: err, retryAfter: retryAfter, reason: reason}
 }
 
 // jsErrCodeStoreFailed is JetStream's JSStreamStoreFailedF (10077): the

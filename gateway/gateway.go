@@ -26,6 +26,9 @@ type Gateway struct {
 	js      jetstream.JetStream
 	metrics *metrics
 	handler http.Handler
+	limits  *limits
+	clients *clients // nil: no per-client limit
+	adm     *admission
 
 	mu sync.Mutex
 	ln net.Listener
@@ -47,7 +50,12 @@ func New(cfg Config, nc *nats.Conn, logger *zap.Logger, reg prometheus.Registere
 	if err != nil {
 		return nil, fmt.Errorf("gateway metrics: %w", err)
 	}
-	g := &Gateway{cfg: cfg, log: logger.Named("gateway"), nc: nc, js: js, metrics: m}
+	g := &Gateway{cfg: cfg, log: logger.Named("gateway"), nc: nc, js: js, metrics: m,
+		limits: newLimits(cfg), clients: newClients(cfg)}
+	g.adm = newAdmission(cfg, nc, js, g.log)
+	if err := m.registerState(reg, g); err != nil {
+		return nil, fmt.Errorf("gateway metrics: %w", err)
+	}
 	g.handler = g.routes(gatherer)
 	return g, nil
 }
@@ -69,13 +77,27 @@ func (g *Gateway) Listen() (net.Addr, error) {
 	return g.ln.Addr(), nil
 }
 
-// Run serves HTTP until ctx is done, then stops taking connections and lets
-// in-flight requests finish within cfg.ShutdownTimeout.
+// RunControl runs the gateway's control loops until ctx ends: heartbeats
+// to the other gateways and the refill of admission credit from the topics'
+// free capacity. Run calls it; call it yourself when serving Handler()
+// elsewhere. Until the first refill, only the topics' own bounds hold.
+func (g *Gateway) RunControl(ctx context.Context) error { return g.adm.run(ctx) }
+
+// Run serves HTTP and runs the control loops until ctx is done, then stops
+// taking connections and lets in-flight requests finish within
+// cfg.ShutdownTimeout.
 func (g *Gateway) Run(ctx context.Context) error {
 	addr, err := g.Listen()
 	if err != nil {
 		return err
 	}
+	ctlCtx, stopControl := context.WithCancel(ctx)
+	ctlDone := make(chan error, 1)
+	go func() { ctlDone <- g.RunControl(ctlCtx) }()
+	defer func() {
+		stopControl()
+		<-ctlDone
+	}()
 	srv := &http.Server{
 		Handler:           g.handler,
 		ReadHeaderTimeout: g.cfg.ReadHeaderTimeout,
@@ -105,10 +127,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 
 func (g *Gateway) routes(gatherer prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/v1/topics/{topic}/messages", g.methods(map[string]handlerFunc{http.MethodPost: g.publish}))
-	mux.Handle("/v1/topics/{topic}/messages:batch", g.methods(map[string]handlerFunc{http.MethodPost: g.publishBatch}))
-	mux.Handle("/v1/topics", g.methods(map[string]handlerFunc{http.MethodGet: g.listTopics}))
-	mux.Handle("/v1/topics/{topic}", g.methods(map[string]handlerFunc{http.MethodGet: g.getTopic}))
+	mux.Handle("/v1/topics/{topic}/messages", g.bounded(map[string]handlerFunc{http.MethodPost: g.publish}))
+	mux.Handle("/v1/topics/{topic}/messages:batch", g.bounded(map[string]handlerFunc{http.MethodPost: g.publishBatch}))
+	mux.Handle("/v1/topics", g.bounded(map[string]handlerFunc{http.MethodGet: g.listTopics}))
+	mux.Handle("/v1/topics/{topic}", g.bounded(map[string]handlerFunc{http.MethodGet: g.getTopic}))
 	mux.Handle("/healthz", g.methods(map[string]handlerFunc{http.MethodGet: g.healthz}))
 	mux.Handle("/readyz", g.methods(map[string]handlerFunc{http.MethodGet: g.readyz}))
 	if gatherer != nil {

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -19,12 +20,16 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 // route dispatches on the request method and answers 405 with a problem
 // and an Allow header otherwise (ServeMux's own 405 is plain text).
 type route struct {
-	m          map[string]handlerFunc
-	retryAfter time.Duration
+	g       *Gateway
+	m       map[string]handlerFunc
+	bounded bool // counts against max_in_flight
 }
 
-func (g *Gateway) methods(m map[string]handlerFunc) http.Handler {
-	return route{m: m, retryAfter: g.cfg.RetryAfter}
+func (g *Gateway) methods(m map[string]handlerFunc) http.Handler { return route{g: g, m: m} }
+
+// bounded is methods for routes that count against max_in_flight.
+func (g *Gateway) bounded(m map[string]handlerFunc) http.Handler {
+	return route{g: g, m: m, bounded: true}
 }
 
 func (rt route) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -40,16 +45,57 @@ func (rt route) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: %s %s (allowed: %s)", errMethodNotAllowed, r.Method, r.URL.Path, strings.Join(allow, ", ")), 0)
 		return
 	}
-	if err := h(w, r); err != nil {
-		writeError(w, err, rt.retryAfter)
+	g := rt.g
+	if rt.bounded {
+		if !g.limits.enter() {
+			err := refuse("in_flight", g.adm.shedRetryAfter(),
+				fmt.Errorf("%w: %d requests in flight at this gateway", errOverloaded, g.cfg.MaxInFlight))
+			g.refused(w, r, err)
+			return
+		}
+		defer g.limits.leave()
 	}
+	if err := h(w, r); err != nil {
+		g.refused(w, r, err)
+	}
+}
+
+// refused writes err as a problem, with the refusal's own Retry-After or
+// the shed default, and counts 429s and 503s by reason.
+func (g *Gateway) refused(w http.ResponseWriter, r *http.Request, err error) {
+	retryAfter := g.adm.shedRetryAfter()
+	var rf *refusal
+	if errors.As(err, &rf) {
+		retryAfter = rf.retryAfter
+	}
+	topic := r.PathValue("topic")
+	if _, ok := g.cfg.Topics[topic]; !ok {
+		topic = ""
+	}
+	g.countRefusal(topic, err)
+	writeError(w, err, retryAfter)
+}
+
+// countRefusal counts a 429 or 503 under its reason.
+func (g *Gateway) countRefusal(topic string, err error) {
+	p, kind := problemFor(err)
+	if !kind.retry {
+		return
+	}
+	reason := strings.TrimPrefix(p.Type, "urn:sluice:problem:")
+	var rf *refusal
+	if errors.As(err, &rf) {
+		reason = rf.reason
+	}
+	g.metrics.refusals.WithLabelValues(topic, reason).Inc()
 }
 
 // writeError answers with the error's problem (RFC 9457).
 func writeError(w http.ResponseWriter, err error, retryAfter time.Duration) {
 	p, kind := problemFor(err)
 	if kind.retry && retryAfter > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(retryAfter.Seconds()))))
+		// Whole seconds, rounded so a jittered 1-2 s spreads over 1 and 2.
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Round(retryAfter.Seconds())))))
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")

@@ -10,6 +10,7 @@ type metrics struct {
 	inFlight        prometheus.Gauge
 	publishDuration *prometheus.HistogramVec
 	messages        *prometheus.CounterVec
+	refusals        *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -36,13 +37,79 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "sluice_gateway_messages_total",
 			Help: "Messages by topic and outcome: accepted, duplicate, rejected (4xx), refused_full (429), unavailable or unknown (503).",
 		}, []string{"topic", "outcome"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_gateway_refusals_total",
+			Help: "429 and 503 answers by topic and reason: in_flight, body_bytes, publish_window, client_rate, admission, topic_full, bus-unavailable, publish-outcome-unknown.",
+		}, []string{"topic", "reason"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.publishDuration, m.messages} {
+		for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.publishDuration, m.messages, m.refusals} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
 		}
 	}
 	return m, nil
+}
+
+// registerState registers gauges read at scrape time for every bound the
+// gateway holds: its use and its limit.
+func (m *metrics) registerState(reg prometheus.Registerer, g *Gateway) error {
+	if reg == nil {
+		return nil
+	}
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	cs := []prometheus.Collector{
+		gauge("sluice_gateway_in_flight_limit", "Requests this gateway serves at once (max_in_flight).",
+			func() float64 { return float64(g.limits.maxInFlight) }),
+		gauge("sluice_gateway_body_bytes_in_flight", "Request body bytes held now.",
+			func() float64 { return float64(g.limits.body.Load()) }),
+		gauge("sluice_gateway_body_bytes_limit", "Request body bytes held at most (max_body_bytes_in_flight).",
+			func() float64 { return float64(g.limits.maxBody) }),
+		gauge("sluice_gateway_publish_window_used", "Publishes awaiting the bus's ack.",
+			func() float64 { return float64(len(g.limits.window)) }),
+		gauge("sluice_gateway_publish_window_limit", "Publishes awaiting the bus's ack at most (publish_window).",
+			func() float64 { return float64(cap(g.limits.window)) }),
+		gauge("sluice_gateway_gateways_alive", "Gateways sharing admission credit, this one included.",
+			func() float64 { return float64(g.adm.gateways.Load()) }),
+		admissionCollector{g.adm},
+	}
+	if g.clients != nil {
+		cs = append(cs, gauge("sluice_gateway_clients_tracked", "Clients with a rate bucket (max_clients at most).",
+			func() float64 { return float64(g.clients.size()) }))
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var (
+	descAdmissionShare = prometheus.NewDesc("sluice_gateway_admission_share",
+		"This gateway's admission credit per refill: its share of the topic's free capacity.", []string{"topic"}, nil)
+	descAdmissionRemaining = prometheus.NewDesc("sluice_gateway_admission_remaining",
+		"Admission credit left until the next refill.", []string{"topic"}, nil)
+	descDrainRate = prometheus.NewDesc("sluice_gateway_topic_drain_rate",
+		"Messages per second leaving the topic (acked by every family), as this gateway measures it.", []string{"topic"}, nil)
+)
+
+type admissionCollector struct{ a *admission }
+
+func (c admissionCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descAdmissionShare
+	ch <- descAdmissionRemaining
+	ch <- descDrainRate
+}
+
+func (c admissionCollector) Collect(ch chan<- prometheus.Metric) {
+	for name := range c.a.topics {
+		st := c.a.state(name)
+		ch <- prometheus.MustNewConstMetric(descAdmissionShare, prometheus.GaugeValue, float64(st.Share), name)
+		ch <- prometheus.MustNewConstMetric(descAdmissionRemaining, prometheus.GaugeValue, float64(st.Remaining), name)
+		ch <- prometheus.MustNewConstMetric(descDrainRate, prometheus.GaugeValue, st.DrainRate, name)
+	}
 }

@@ -51,17 +51,65 @@ func (g *Gateway) publish(w http.ResponseWriter, r *http.Request) error {
 			}
 		}
 	}
+	// Admission, before a byte of the body is read: a refusal is cheap.
+	if err := g.admitClient(r, 1); err != nil {
+		return err
+	}
+	size := max(r.ContentLength, 0)
+	if err := g.admitTopic(w, t.Name, size); err != nil {
+		return err
+	}
+	reserve := r.ContentLength
+	if reserve < 0 || reserve > int64(t.MaxMessageSize) {
+		reserve = int64(t.MaxMessageSize) // chunked: the most it may be
+	}
+	if !g.limits.reserveBody(reserve) {
+		g.adm.giveBack(t.Name, size)
+		return refuse("body_bytes", g.adm.shedRetryAfter(),
+			fmt.Errorf("%w: %v of request bodies held at this gateway", errOverloaded, g.cfg.MaxBodyBytesInFlight))
+	}
+	defer g.limits.releaseBody(reserve)
 	body, err := readBody(w, r, int64(t.MaxMessageSize))
 	if err != nil {
+		g.adm.giveBack(t.Name, size)
 		return err
 	}
 	msg.Data = body
 	receipt, err := g.store(r.Context(), t.Name, id, msg)
 	if err != nil {
+		if !errors.Is(err, errOutcomeUnknown) {
+			g.adm.giveBack(t.Name, size) // certainly not stored
+		}
 		return err
 	}
 	writeJSON(w, http.StatusAccepted, receipt)
 	return nil
+}
+
+// admitClient takes n messages from the caller's rate bucket, if per-client
+// limits are on.
+func (g *Gateway) admitClient(r *http.Request, n int) error {
+	if g.clients == nil {
+		return nil
+	}
+	ok, wait := g.clients.take(clientKey(r), float64(n), time.Now())
+	if ok {
+		return nil
+	}
+	return refuse("client_rate", min(g.cfg.RetryAfterMax, max(g.cfg.RetryAfterMin, wait)),
+		fmt.Errorf("%w: over %v messages/s (burst %d) for this client", errRateLimited, g.cfg.ClientRate, g.cfg.ClientBurst))
+}
+
+// admitTopic takes one message of admission credit for topic and advertises
+// what is left in the RateLimit headers.
+func (g *Gateway) admitTopic(w http.ResponseWriter, topic string, size int64) error {
+	ok, wait := g.adm.take(topic, size)
+	g.adm.setHeaders(w.Header(), topic)
+	if ok {
+		return nil
+	}
+	return refuse("admission", wait, fmt.Errorf("%w: no admission credit left for topic %s at this gateway: "+
+		"its workers have not yet made room; retry after the advertised time", errTopicFull, topic))
 }
 
 // topic resolves the {topic} path value to a declared topic.
@@ -115,11 +163,16 @@ func (g *Gateway) store(ctx context.Context, topic, id string, msg *nats.Msg) (R
 	}
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.PublishTimeout)
 	defer cancel()
+	if !g.limits.acquirePublish(ctx) {
+		return Receipt{}, refuse("publish_window", g.adm.shedRetryAfter(),
+			fmt.Errorf("%w: %d publishes awaiting the bus's ack at this gateway", errOverloaded, g.cfg.PublishWindow))
+	}
+	defer g.limits.releasePublish()
 	start := time.Now()
 	ack, err := g.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(sluice.StreamName(topic)))
 	g.metrics.publishDuration.WithLabelValues(topic).Observe(time.Since(start).Seconds())
 	if err != nil {
-		err = classifyPublish(err)
+		err = g.classify(topic, err)
 		if errors.Is(err, errOutcomeUnknown) {
 			g.log.Warn("publish outcome unknown", zap.String("topic", topic), zap.String("id", id), zap.Error(err))
 		}
@@ -129,6 +182,16 @@ func (g *Gateway) store(ctx context.Context, topic, id string, msg *nats.Msg) (R
 		return Receipt{}, err
 	}
 	return Receipt{Topic: topic, Seq: ack.Sequence, ID: id, Duplicate: ack.Duplicate}, nil
+}
+
+// classify is classifyPublish with the topic's computed Retry-After on a
+// full topic (the stream's own bound, reached despite admission).
+func (g *Gateway) classify(topic string, err error) error {
+	err = classifyPublish(err)
+	if errors.Is(err, errTopicFull) {
+		return refuse("topic_full", g.adm.retryAfter(topic), err)
+	}
+	return err
 }
 
 // record counts one message's outcome.

@@ -20,14 +20,14 @@ func (g *Gateway) listTopics(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), statsTimeout)
 	defer cancel()
 	out := struct {
-		Topics []busstats.Topic `json:"topics"`
-	}{Topics: []busstats.Topic{}}
+		Topics []topicView `json:"topics"`
+	}{Topics: []topicView{}}
 	for _, name := range topology.Names(g.cfg.Topics) {
 		st, err := g.readStats(ctx, g.cfg.Topics[name])
 		if err != nil {
 			return err
 		}
-		out.Topics = append(out.Topics, st)
+		out.Topics = append(out.Topics, topicView{Topic: st, Admission: g.adm.state(name)})
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -45,8 +45,14 @@ func (g *Gateway) getTopic(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, st)
+	writeJSON(w, http.StatusOK, topicView{Topic: st, Admission: g.adm.state(t.Name)})
 	return nil
+}
+
+// topicView is a topic's state on the bus and its admission at this gateway.
+type topicView struct {
+	busstats.Topic
+	Admission AdmissionState `json:"admission"`
 }
 
 func (g *Gateway) readStats(ctx context.Context, t topology.Topic) (busstats.Topic, error) {
@@ -87,6 +93,12 @@ func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) error {
 				checks["topic "+name] = "ok"
 			}
 		}
+	}
+	if g.adm.refreshed.Load() {
+		checks["admission"] = "ok"
+	} else {
+		checks["admission"] = "topics' free capacity not read yet"
+		ready = false
 	}
 	status := http.StatusOK
 	if !ready {

@@ -155,10 +155,10 @@ func TestConfigErrorsNameKeyAndFile(t *testing.T) {
 
 func TestStrictEnvironmentValues(t *testing.T) {
 	for env, want := range map[string]string{
-		"SLUICE_DEMO_CREDIT":         "whole number",
-		"SLUICE_DEMO_ENABLED":        "true or false",
-		"SLUICE_DEMO_FAILURE_RATE":   "not a number",
-		"SLUICE_GATEWAY_RETRY_AFTER": "invalid duration",
+		"SLUICE_DEMO_CREDIT":             "whole number",
+		"SLUICE_DEMO_ENABLED":            "true or false",
+		"SLUICE_DEMO_FAILURE_RATE":       "not a number",
+		"SLUICE_GATEWAY_RETRY_AFTER_MIN": "invalid duration",
 	} {
 		t.Run(env, func(t *testing.T) {
 			t.Setenv(env, "lots")

@@ -4,6 +4,8 @@
 package testharness
 
 import (
+	"context"
+	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -111,7 +113,28 @@ func StartGateway(t testing.TB, cfg gateway.Config, nc *nats.Conn) (*gateway.Gat
 	}
 	srv := httptest.NewServer(g.Handler())
 	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.RunControl(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("gateway control: %v", err)
+		}
+	})
+	if nc.IsConnected() {
+		Eventually(t, 10*time.Second, func() bool { return ready(srv.URL) }, "gateway not ready")
+	}
 	return g, srv
+}
+
+func ready(url string) bool {
+	resp, err := http.Get(url + "/readyz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }
 
 // Eventually polls cond every few milliseconds until it holds or timeout

@@ -38,6 +38,14 @@ func (a *Admission) Take(size int64) bool {
 	return true
 }
 
+// Return gives back the credit of a message taken but not published.
+func (a *Admission) Return(size int64) {
+	if a.refilled {
+		a.msgs++
+		a.bytes += size
+	}
+}
+
 // Remaining is the message credit left (0 when exhausted).
 func (a *Admission) Remaining() int64 { return max(0, a.msgs) }
 
@@ -79,14 +87,15 @@ func (d *Drain) Observe(now time.Time, lastSeq, msgs uint64) {
 func (d *Drain) Rate() float64 { return d.rate }
 
 // RetryAfter is how long a refused client should wait: the time for the
-// topic to drain deficit messages at rate, stretched by jitter (0..1, e.g.
-// a random draw, up to +50%) so refused clients do not return together,
-// and clamped to [lo, hi]. With no drain at all it is hi.
+// topic to drain deficit messages at rate, clamped to [lo, hi], then
+// stretched by jitter (a draw in [0, 1): up to twice as long, still at most
+// hi) so refused clients do not come back together. With no drain at all
+// it is hi.
 func RetryAfter(deficit int64, rate, jitter float64, lo, hi time.Duration) time.Duration {
 	wait := hi
 	if rate > 0 {
 		wait = time.Duration(float64(max(1, deficit)) / rate * float64(time.Second))
 	}
-	wait = time.Duration(float64(wait) * (1 + 0.5*jitter))
-	return min(hi, max(lo, wait))
+	wait = min(hi, max(lo, wait))
+	return min(hi, time.Duration(float64(wait)*(1+jitter)))
 }

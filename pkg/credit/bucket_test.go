@@ -49,6 +49,10 @@ func TestAdmission(t *testing.T) {
 	if !a.Take(10) || a.Take(1) {
 		t.Fatal("message credit not enforced")
 	}
+	a.Return(10)
+	if a.Remaining() != 1 || !a.Take(10) {
+		t.Fatal("returned credit not usable")
+	}
 	a.Refill(-5, -5, 0, 0) // over-full topic: nothing
 	if a.Take(0) || a.Remaining() != 0 {
 		t.Fatal("negative share must admit nothing")
@@ -88,10 +92,11 @@ func TestRetryAfter(t *testing.T) {
 		want    time.Duration
 	}{
 		{1000, 100, 0, 10 * time.Second},
-		{1000, 100, 1, 15 * time.Second}, // +50% jitter
-		{10, 1000, 0, time.Second},       // clamped up
-		{1e6, 1, 0, time.Minute},         // clamped down
-		{10, 0, 0, time.Minute},          // nothing drains
+		{1000, 100, 0.5, 15 * time.Second}, // jitter stretches
+		{10, 1000, 0, time.Second},         // clamped up
+		{10, 1000, 0.5, 1500 * time.Millisecond},
+		{1e6, 1, 0.5, time.Minute}, // clamped down, jitter cannot pass hi
+		{10, 0, 0, time.Minute},    // nothing drains
 	} {
 		if got := RetryAfter(tc.deficit, tc.rate, tc.jitter, lo, hi); got != tc.want {
 			t.Errorf("RetryAfter(%d, %v, %v) = %v, want %v", tc.deficit, tc.rate, tc.jitter, got, tc.want)

@@ -16,6 +16,8 @@ const (
 	ProblemMessageTooLarge      = "urn:sluice:problem:message-too-large"
 	ProblemUnsupportedMediaType = "urn:sluice:problem:unsupported-media-type"
 	ProblemTopicFull            = "urn:sluice:problem:topic-full"
+	ProblemRateLimited          = "urn:sluice:problem:rate-limited"
+	ProblemOverloaded           = "urn:sluice:problem:overloaded"
 	ProblemBusUnavailable       = "urn:sluice:problem:bus-unavailable"
 	ProblemOutcomeUnknown       = "urn:sluice:problem:publish-outcome-unknown"
 	ProblemInternal             = "urn:sluice:problem:internal"
@@ -31,7 +33,8 @@ var (
 	ErrUnsupportedMediaType = errors.New("sluice: unsupported media type")
 	// ErrThrottled: the topic or gateway refused for now (429); retry later.
 	ErrThrottled = errors.New("sluice: throttled")
-	// ErrUnavailable: the bus could not be reached (503); nothing was stored.
+	// ErrUnavailable: the bus could not be reached or the gateway shed the
+	// request (503); nothing was stored.
 	ErrUnavailable = errors.New("sluice: unavailable")
 	// ErrOutcomeUnknown: the publish may or may not have been stored; retry
 	// with the same idempotency key and the duplicate window sorts it out.
@@ -52,6 +55,8 @@ var problemSentinels = map[string]error{
 	ProblemMessageTooLarge:      ErrMessageTooLarge,
 	ProblemUnsupportedMediaType: ErrUnsupportedMediaType,
 	ProblemTopicFull:            ErrThrottled,
+	ProblemRateLimited:          ErrThrottled,
+	ProblemOverloaded:           ErrUnavailable,
 	ProblemBusUnavailable:       ErrUnavailable,
 	ProblemOutcomeUnknown:       ErrOutcomeUnknown,
 	ProblemInternal:             ErrInternal,

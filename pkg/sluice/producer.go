@@ -334,7 +334,7 @@ func maybeStored(err error) bool {
 	var te *transportError
 	switch {
 	case errors.As(err, &se):
-		return se.Status >= 500 && se.Type != ProblemBusUnavailable
+		return se.Status >= 500 && se.Type != ProblemBusUnavailable && se.Type != ProblemOverloaded
 	case errors.As(err, &te):
 		return te.maybeStored
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sluicebus/sluice/gateway"
 	"github.com/sluicebus/sluice/internal/testharness"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
@@ -69,10 +70,10 @@ func TestProducerFailsOverAndKeepsItsKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(cutNC.Close)
-	proxy.HoldReplies(true)
 	cfg := testharness.GatewayConfig(tm)
 	cfg.PublishTimeout = 200 * time.Millisecond
 	_, cut := testharness.StartGateway(t, cfg, cutNC)
+	proxy.HoldReplies(true)
 	_, good := testharness.StartGateway(t, testharness.GatewayConfig(tm), nc)
 
 	// Dead gateway, then the cut one (stores, answers 503 unknown), then a good one.
@@ -112,7 +113,8 @@ func TestProducerFailsOverAndKeepsItsKey(t *testing.T) {
 func TestProducerWaitsOutAFullTopic(t *testing.T) {
 	topic := testharness.Topic("orders", "billing")
 	topic.MaxMessages = 1
-	s := startStack(t, topic)
+	// Nothing drains yet, so the gateway advises the longest wait: keep it short.
+	s := startStackWith(t, func(c *gateway.Config) { c.RetryAfterMax = 2 * time.Second }, topic)
 	p := s.producer(t)
 	if _, err := p.Publish(context.Background(), "orders", []byte("first")); err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sluicebus/sluice/gateway"
 	"github.com/sluicebus/sluice/internal/testharness"
 	"github.com/sluicebus/sluice/internal/topology"
 	"github.com/sluicebus/sluice/pkg/sluice"
@@ -23,10 +24,20 @@ type stack struct {
 
 func startStack(t testing.TB, topics ...topology.Topic) stack {
 	t.Helper()
+	return startStackWith(t, nil, topics...)
+}
+
+// startStackWith lets the test adjust the gateway's configuration.
+func startStackWith(t testing.TB, adjust func(*gateway.Config), topics ...topology.Topic) stack {
+	t.Helper()
 	tm := testharness.Topics(topics...)
 	b := testharness.StartBroker(t, tm)
 	nc := testharness.Connect(t, b)
-	_, srv := testharness.StartGateway(t, testharness.GatewayConfig(tm), nc)
+	cfg := testharness.GatewayConfig(tm)
+	if adjust != nil {
+		adjust(&cfg)
+	}
+	_, srv := testharness.StartGateway(t, cfg, nc)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)

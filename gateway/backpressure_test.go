@@ -1,0 +1,267 @@
+package gateway_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/sluicebus/sluice/gateway"
+	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/pkg/sluice"
+)
+
+// startGatewayReg is StartGateway with the registry exposed.
+func startGatewayReg(t *testing.T, cfg gateway.Config, nc *nats.Conn) (string, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	g, err := gateway.New(cfg, nc, testharness.Logger(t), reg, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.RunControl(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	srv := httptestServer(t, g.Handler())
+	testharness.Eventually(t, 10*time.Second, func() bool {
+		r, err := http.Get(srv + "/readyz")
+		if err != nil {
+			return false
+		}
+		r.Body.Close()
+		return r.StatusCode == 200
+	}, "gateway not ready")
+	return srv, reg
+}
+
+func refusals(t *testing.T, reg *prometheus.Registry, reason string) float64 {
+	t.Helper()
+	n, err := testutil.GatherAndCount(reg, "sluice_gateway_refusals_total")
+	if err != nil || n == 0 {
+		return 0
+	}
+	mfs, _ := reg.Gather()
+	total := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != "sluice_gateway_refusals_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "reason" && l.GetValue() == reason {
+					total += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return total
+}
+
+func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) > 0 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return -1
+}
+
+var rateLimitRE = regexp.MustCompile(`^"topic";r=(\d+);t=(\d+)$`)
+
+func TestTwoGatewaysShareAdmissionAndNeverReachTheHardBound(t *testing.T) {
+	orders := testharness.Topic("orders", "billing")
+	orders.MaxMessages = 20
+	topics := testharness.Topics(orders)
+	b := testharness.StartBroker(t, topics)
+	cfg := testharness.GatewayConfig(topics)
+	cfg.HeartbeatInterval = 50 * time.Millisecond
+	cfg.AdmissionRefresh = 50 * time.Millisecond
+	urlA, regA := startGatewayReg(t, cfg, testharness.Connect(t, b))
+	urlB, regB := startGatewayReg(t, cfg, testharness.Connect(t, b))
+	testharness.Eventually(t, 10*time.Second, func() bool {
+		return gaugeValue(t, regA, "sluice_gateway_gateways_alive") == 2 && gaugeValue(t, regB, "sluice_gateway_gateways_alive") == 2
+	}, "the gateways should hear each other")
+	time.Sleep(2 * cfg.AdmissionRefresh) // a refill with both alive (each holds half)
+
+	accepted, refused := 0, 0
+	for i := range 60 {
+		url := urlA
+		if i%2 == 1 {
+			url = urlB
+		}
+		resp := post(t, url+"/v1/topics/orders/messages", "", strings.NewReader("x"), nil)
+		rl := resp.Header.Get("RateLimit")
+		if resp.Header.Get("RateLimit-Policy") == "" || !rateLimitRE.MatchString(rl) {
+			t.Fatalf("answer %d: RateLimit %q, policy %q", i, rl, resp.Header.Get("RateLimit-Policy"))
+		}
+		switch resp.StatusCode {
+		case 202:
+			accepted++
+		case 429:
+			wantProblem(t, resp, 429, sluice.ProblemTopicFull)
+			if ra, err := strconv.Atoi(resp.Header.Get("Retry-After")); err != nil || ra < 1 || ra > 60 {
+				t.Fatalf("Retry-After %q", resp.Header.Get("Retry-After"))
+			}
+			if m := rateLimitRE.FindStringSubmatch(rl); m[1] != "0" {
+				t.Fatalf("refused with r=%s left", m[1])
+			}
+			refused++
+		default:
+			t.Fatalf("answer %d: status %d", i, resp.StatusCode)
+		}
+	}
+	if accepted != 20 || refused != 40 {
+		t.Fatalf("accepted %d refused %d, want 20 and 40", accepted, refused)
+	}
+	// The gateways' shares kept both below the stream's own bound.
+	if n := refusals(t, regA, "topic_full") + refusals(t, regB, "topic_full"); n != 0 {
+		t.Errorf("%v refusals came from the stream's hard bound, want all from admission", n)
+	}
+	if refusals(t, regA, "admission") == 0 || refusals(t, regB, "admission") == 0 {
+		t.Errorf("each gateway should refuse on its own share")
+	}
+
+	// A worker drains the topic: admission reopens by itself.
+	w, _ := sluice.NewWorker(testharness.Connect(t, b), "orders", "billing",
+		sluice.HandlerFunc(func(context.Context, *sluice.Message) error { return nil }))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = w.Run(ctx) }()
+	testharness.Eventually(t, 10*time.Second, func() bool {
+		resp := post(t, urlA+"/v1/topics/orders/messages", "", strings.NewReader("x"), nil)
+		return resp.StatusCode == 202
+	}, "admission should reopen once the topic drains")
+}
+
+// slowBody starts a request whose body never ends, so it stays in flight.
+func slowBody(t *testing.T, url string, length int) {
+	t.Helper()
+	pr, pw := io.Pipe()
+	t.Cleanup(func() { pw.Close() })
+	req, _ := http.NewRequest(http.MethodPost, url, pr)
+	if length > 0 {
+		req.ContentLength = int64(length)
+	}
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+	}()
+	_, _ = pw.Write([]byte("x"))
+}
+
+func TestShedsBeyondInFlightAndBodyBounds(t *testing.T) {
+	orders := testharness.Topic("orders", "billing")
+	orders.MaxMessageSize = 1024
+	topics := testharness.Topics(orders)
+	b := testharness.StartBroker(t, topics)
+
+	t.Run("in flight", func(t *testing.T) {
+		cfg := testharness.GatewayConfig(topics)
+		cfg.MaxInFlight = 1
+		url, reg := startGatewayReg(t, cfg, testharness.Connect(t, b))
+		slowBody(t, url+"/v1/topics/orders/messages", 10)
+		testharness.Eventually(t, 5*time.Second, func() bool {
+			return gaugeValue(t, reg, "sluice_gateway_requests_in_flight") == 1
+		}, "the slow request should be in flight")
+		resp := post(t, url+"/v1/topics/orders/messages", "", strings.NewReader("x"), nil)
+		wantProblem(t, resp, 503, sluice.ProblemOverloaded)
+		if resp.Header.Get("Retry-After") == "" || refusals(t, reg, "in_flight") != 1 {
+			t.Fatal("shed without Retry-After or uncounted")
+		}
+	})
+	t.Run("body bytes", func(t *testing.T) {
+		cfg := testharness.GatewayConfig(topics)
+		cfg.MaxBodyBytesInFlight = 1024
+		url, reg := startGatewayReg(t, cfg, testharness.Connect(t, b))
+		slowBody(t, url+"/v1/topics/orders/messages", -1) // chunked: reserves the max size
+		testharness.Eventually(t, 5*time.Second, func() bool {
+			return gaugeValue(t, reg, "sluice_gateway_body_bytes_in_flight") == 1024
+		}, "the slow body should hold its reservation")
+		wantProblem(t, post(t, url+"/v1/topics/orders/messages", "", strings.NewReader("x"), nil), 503, sluice.ProblemOverloaded)
+		if refusals(t, reg, "body_bytes") != 1 {
+			t.Fatal("body_bytes refusal uncounted")
+		}
+	})
+}
+
+func TestPublishWindowWaitsBrieflyThen503(t *testing.T) {
+	topics := testharness.Topics(testharness.Topic("orders", "billing"))
+	b := testharness.StartBroker(t, topics)
+	proxy := testharness.StartProxy(t, strings.TrimPrefix(b.ClientURL(), "nats://"))
+	nc, err := nats.Connect(proxy.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	cfg := testharness.GatewayConfig(topics)
+	cfg.PublishWindow = 1
+	cfg.PublishWindowWait = 50 * time.Millisecond
+	cfg.PublishTimeout = 3 * time.Second
+	url, reg := startGatewayReg(t, cfg, nc)
+	proxy.HoldReplies(true) // the first publish waits for its ack, holding the window
+	go func() {
+		resp, err := http.Post(url+"/v1/topics/orders/messages", "", strings.NewReader("first"))
+		if err == nil {
+			resp.Body.Close()
+		}
+	}()
+	testharness.Eventually(t, 5*time.Second, func() bool {
+		return gaugeValue(t, reg, "sluice_gateway_publish_window_used") == 1
+	}, "the first publish should hold the window")
+	resp := post(t, url+"/v1/topics/orders/messages", "", strings.NewReader("second"), nil)
+	wantProblem(t, resp, 503, sluice.ProblemOverloaded)
+	if refusals(t, reg, "publish_window") != 1 {
+		t.Fatal("publish_window refusal uncounted")
+	}
+	proxy.HoldReplies(false)
+}
+
+func TestClientRateLimit(t *testing.T) {
+	topics := testharness.Topics(testharness.Topic("orders", "billing"))
+	b := testharness.StartBroker(t, topics)
+	cfg := testharness.GatewayConfig(topics)
+	cfg.ClientRate, cfg.ClientBurst = 0.5, 2
+	url, reg := startGatewayReg(t, cfg, testharness.Connect(t, b))
+	msgs := url + "/v1/topics/orders/messages"
+	for i := range 2 {
+		if resp := post(t, msgs, "", strings.NewReader("x"), map[string]string{"Authorization": "Bearer a"}); resp.StatusCode != 202 {
+			t.Fatalf("burst %d: %d", i, resp.StatusCode)
+		}
+	}
+	resp := post(t, msgs, "", strings.NewReader("x"), map[string]string{"Authorization": "Bearer a"})
+	wantProblem(t, resp, 429, sluice.ProblemRateLimited)
+	if ra, _ := strconv.Atoi(resp.Header.Get("Retry-After")); ra < 1 || ra > 2 {
+		t.Fatalf("Retry-After %q, want the 2s until the next token", resp.Header.Get("Retry-After"))
+	}
+	// Another client has its own bucket; the refused one cost no publish.
+	if resp := post(t, msgs, "", strings.NewReader("x"), map[string]string{"Authorization": "Bearer b"}); resp.StatusCode != 202 {
+		t.Fatalf("other client: %d", resp.StatusCode)
+	}
+	if refusals(t, reg, "client_rate") != 1 {
+		t.Fatal("client_rate refusal uncounted")
+	}
+}
+
+func httptestServer(t *testing.T, h http.Handler) string {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv.URL
+}

@@ -46,6 +46,7 @@ type Producer struct {
 	maxAttempts int
 	log         *zap.Logger
 	next        atomic.Uint32
+	pace        pacer
 }
 
 // ProducerOption configures a Producer.
@@ -162,11 +163,15 @@ func (p *Producer) Publish(ctx context.Context, topic string, data []byte, opts 
 	var rc Receipt
 	path := "/v1/topics/" + url.PathEscape(topic) + "/messages"
 	err := p.retry(ctx, func(ctx context.Context, base string) error {
+		if err := p.pace.wait(ctx, topic); err != nil {
+			return err
+		}
 		resp, err := p.do(ctx, base+path, header, data)
 		if err != nil {
 			return err
 		}
 		defer drain(resp)
+		p.pace.observe(topic, resp.Header)
 		if resp.StatusCode != http.StatusAccepted {
 			return problemOf(resp)
 		}
@@ -255,11 +260,15 @@ func (p *Producer) PublishBatch(ctx context.Context, topic string, msgs []BatchM
 				return fmt.Errorf("%w: message %d: %v", ErrBadRequest, i, err)
 			}
 		}
+		if err := p.pace.wait(ctx, topic); err != nil {
+			return failAll(todo, err)
+		}
 		resp, err := p.do(ctx, base+path, header, body.Bytes())
 		if err != nil {
 			return failAll(todo, err)
 		}
 		defer drain(resp)
+		p.pace.observe(topic, resp.Header)
 		if resp.StatusCode != http.StatusOK {
 			return failAll(todo, problemOf(resp))
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -195,4 +196,42 @@ func TestProducerRotatesThroughGatewaysEvenly(t *testing.T) {
 	if a, b := hits[0].Load(), hits[1].Load(); a != 8 || b != 8 {
 		t.Fatalf("attempts per gateway = %d, %d; want 8, 8", a, b)
 	}
+}
+
+func TestProducerPacesFromRateLimitHeaders(t *testing.T) {
+	topic := testharness.Topic("orders", "billing")
+	topic.MaxMessages = 3
+	s := startStackWith(t, func(c *gateway.Config) { c.AdmissionRefresh = time.Second }, topic)
+	p := s.producer(t)
+	for i := range 3 {
+		if _, err := p.Publish(context.Background(), "orders", []byte("x")); err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+	}
+	// The third answer said r=0;t=1: the next publish waits, and with a
+	// shorter deadline it gives up without sending anything.
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := p.Publish(ctx, "orders", []byte("x")); !errors.Is(err, sluice.ErrThrottled) {
+		t.Fatalf("want ErrThrottled from pacing, got %v", err)
+	}
+	resp, err := http.Get(s.gateway + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if strings.Contains(string(body), "sluice_gateway_refusals_total{") {
+		t.Fatalf("the paced publish reached the gateway and was refused:\n%s", grepLines(string(body), "refusals"))
+	}
+}
+
+func grepLines(s, substr string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

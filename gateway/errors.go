@@ -26,6 +26,7 @@ var (
 	errTopicFull        = errors.New("topic full")
 	errRateLimited      = errors.New("client rate limit")
 	errOverloaded       = errors.New("gateway overloaded")
+	errStreamBusy       = errors.New("stream busy")
 	errBusUnavailable   = errors.New("bus unavailable")
 	errOutcomeUnknown   = errors.New("publish outcome unknown")
 )
@@ -49,6 +50,7 @@ var kinds = []struct {
 	{errTooLarge, problemKind{http.StatusRequestEntityTooLarge, sluice.ProblemMessageTooLarge, "Content too large", false}},
 	{errMediaType, problemKind{http.StatusUnsupportedMediaType, sluice.ProblemUnsupportedMediaType, "Unsupported media type", false}},
 	{errTopicFull, problemKind{http.StatusTooManyRequests, sluice.ProblemTopicFull, "Topic full", true}},
+	{errStreamBusy, problemKind{http.StatusTooManyRequests, sluice.ProblemTopicFull, "Topic busy", true}},
 	{errRateLimited, problemKind{http.StatusTooManyRequests, sluice.ProblemRateLimited, "Rate limited", true}},
 	{errOverloaded, problemKind{http.StatusServiceUnavailable, sluice.ProblemOverloaded, "Overloaded", true}},
 	{errBusUnavailable, problemKind{http.StatusServiceUnavailable, sluice.ProblemBusUnavailable, "Bus unavailable", true}},
@@ -103,6 +105,10 @@ func classifyPublish(err error) error {
 		case apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum,
 			apiErr.ErrorCode == jsErrCodeStoreFailed && strings.Contains(apiErr.Description, "too large"):
 			return fmt.Errorf("%w: %s", errTooLarge, apiErr.Description)
+		case apiErr.Code == http.StatusTooManyRequests:
+			// JetStream's own 429: the stream's ingest queue overflowed and
+			// dropped the message.
+			return fmt.Errorf("%w: the stream is taking in more than it can store (%s)", errStreamBusy, apiErr.Description)
 		case apiErr.Code == http.StatusServiceUnavailable:
 			// The stream refused the write (no quorum, storage failure).
 			return fmt.Errorf("%w: %s", errBusUnavailable, apiErr.Description)

@@ -69,7 +69,11 @@ func (g *Gateway) refused(w http.ResponseWriter, r *http.Request, err error) {
 		retryAfter = rf.retryAfter
 	}
 	topic := r.PathValue("topic")
-	if _, ok := g.cfg.Topics[topic]; !ok {
+	if _, ok := g.cfg.Topics[topic]; ok {
+		if w.Header().Get("RateLimit") == "" {
+			g.adm.setHeaders(w.Header(), topic) // every answer about a topic advertises its credit
+		}
+	} else {
 		topic = ""
 	}
 	g.countRefusal(topic, err)

@@ -39,7 +39,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"topic", "outcome"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_gateway_refusals_total",
-			Help: "429 and 503 answers by topic and reason: in_flight, body_bytes, publish_window, client_rate, admission, topic_full, bus-unavailable, publish-outcome-unknown.",
+			Help: "429 and 503 answers by topic and reason: in_flight, body_bytes, publish_window, client_rate, admission, topic_full, stream_busy, bus-unavailable, publish-outcome-unknown.",
 		}, []string{"topic", "reason"}),
 	}
 	if reg != nil {

@@ -86,13 +86,14 @@ func (g *Gateway) publish(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// admitClient takes n messages from the caller's rate bucket, if per-client
-// limits are on.
+// admitClient takes n messages from the caller's rate bucket for this
+// topic, if per-client limits are on: each client has a bucket per topic
+// route, so a noisy topic does not use up its quota on the others.
 func (g *Gateway) admitClient(r *http.Request, n int) error {
 	if g.clients == nil {
 		return nil
 	}
-	ok, wait := g.clients.take(clientKey(r), float64(n), time.Now())
+	ok, wait := g.clients.take(clientKey(r)+"|"+r.PathValue("topic"), float64(n), time.Now())
 	if ok {
 		return nil
 	}
@@ -188,8 +189,11 @@ func (g *Gateway) store(ctx context.Context, topic, id string, msg *nats.Msg) (R
 // full topic (the stream's own bound, reached despite admission).
 func (g *Gateway) classify(topic string, err error) error {
 	err = classifyPublish(err)
-	if errors.Is(err, errTopicFull) {
+	switch {
+	case errors.Is(err, errTopicFull):
 		return refuse("topic_full", g.adm.retryAfter(topic), err)
+	case errors.Is(err, errStreamBusy):
+		return refuse("stream_busy", g.adm.retryAfter(topic), err)
 	}
 	return err
 }

@@ -48,6 +48,7 @@ load generator together).`,
 			cfg.MessageSize, _ = f.GetInt("size")
 			cfg.TopicMaxMessages, _ = f.GetInt64("topic-max-messages")
 			cfg.Gateway, _ = f.GetString("gateway")
+			cfg.DuplicateWindow, _ = f.GetDuration("duplicate-window")
 			n, err := setup(cmd, nil, false)
 			if err != nil {
 				return err
@@ -94,6 +95,7 @@ load generator together).`,
 	f.Int("concurrency", def.Concurrency, "load generator requests in flight at most")
 	f.Int("size", def.MessageSize, "message size in bytes")
 	f.Int64("topic-max-messages", def.TopicMaxMessages, "the topic's message bound")
+	f.Duration("duplicate-window", def.DuplicateWindow, "the topic's duplicate window (accepted keys are remembered this long)")
 	f.String("gateway", "", "load this gateway (http://host:port) instead of an in-process stack")
 	f.StringVar(&out, "out", "bench-results", "directory for the JSON and markdown reports")
 	return cmd

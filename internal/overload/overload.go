@@ -40,11 +40,14 @@ type Config struct {
 	Duration time.Duration `json:"duration"`
 	// Concurrency bounds the load generator's requests in flight; an
 	// offered message that finds every sender busy is counted unsent.
-	Concurrency      int           `json:"concurrency"`
-	MessageSize      int           `json:"message_size"`
-	TopicMaxMessages int64         `json:"topic_max_messages"`
-	Families         []string      `json:"families"`
-	DrainTimeout     time.Duration `json:"drain_timeout"`
+	Concurrency      int   `json:"concurrency"`
+	MessageSize      int   `json:"message_size"`
+	TopicMaxMessages int64 `json:"topic_max_messages"`
+	// DuplicateWindow is the topic's: every accepted idempotency key is
+	// remembered this long, which the broker's memory holds.
+	DuplicateWindow time.Duration `json:"duplicate_window"`
+	Families        []string      `json:"families"`
+	DrainTimeout    time.Duration `json:"drain_timeout"`
 	// DataDir holds the in-process broker's store.
 	DataDir string `json:"-"`
 	// Gateway, when set, loads that gateway instead of an in-process stack
@@ -55,7 +58,7 @@ type Config struct {
 // DefaultConfig is the 10x run of `make bench-overload`.
 func DefaultConfig() Config {
 	return Config{Capacity: 2000, Factor: 10, Duration: 60 * time.Second, Concurrency: 64, MessageSize: 128,
-		TopicMaxMessages: 10_000, Families: []string{"billing", "shipping"}, DrainTimeout: 2 * time.Minute}
+		TopicMaxMessages: 10_000, DuplicateWindow: 2 * time.Minute, Families: []string{"billing", "shipping"}, DrainTimeout: 2 * time.Minute}
 }
 
 // Sample is the process's memory at one moment of the run.
@@ -209,6 +212,9 @@ func startStack(ctx context.Context, cfg Config, rec *recorder, log *zap.Logger)
 	t := topology.DefaultTopic()
 	t.Name = Topic
 	t.MaxMessages = cfg.TopicMaxMessages
+	if cfg.DuplicateWindow > 0 {
+		t.DuplicateWindow = cfg.DuplicateWindow
+	}
 	t.Families = map[string]topology.Family{}
 	for _, f := range cfg.Families {
 		fam := topology.DefaultFamily()

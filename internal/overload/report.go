@@ -10,8 +10,8 @@ import (
 func (r Report) Markdown() string {
 	var b strings.Builder
 	c := r.Config
-	fmt.Fprintf(&b, "### Overload %gx: %g msg/s per family, %v, %d senders, %d B messages, topic max %d\n\n",
-		c.Factor, c.Capacity, c.Duration, c.Concurrency, c.MessageSize, c.TopicMaxMessages)
+	fmt.Fprintf(&b, "### Overload %gx: %g msg/s per family, %v, %d senders, %d B messages, topic max %d, duplicate window %v\n\n",
+		c.Factor, c.Capacity, c.Duration, c.Concurrency, c.MessageSize, c.TopicMaxMessages, c.DuplicateWindow)
 	row := func(k, v string) { fmt.Fprintf(&b, "| %s | %s |\n", k, v) }
 	b.WriteString("| measure | value |\n|---|---|\n")
 	row("offered (msg/s)", fmt.Sprintf("%d (%.0f/s); unsent, all senders busy: %d", r.Offered, r.OfferedRate, r.Unsent))

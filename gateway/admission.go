@@ -19,8 +19,15 @@ import (
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
-// heartbeatSubject carries gateway heartbeats; the payload is the gateway's id.
-const heartbeatSubject = "sluice.gateway.heartbeat"
+// heartbeatSubject carries gateway heartbeats; the payload is the gateway's
+// id. A hello asks every gateway for a heartbeat at once, so a gateway that
+// starts knows its peers before its first refill.
+const (
+	heartbeatSubject = "sluice.gateway.heartbeat"
+	helloSubject     = "sluice.gateway.hello"
+	// helloWait is how long a starting gateway listens for answers.
+	helloWait = 200 * time.Millisecond
+)
 
 // topicAdmission is one topic's admission state at this gateway.
 type topicAdmission struct {
@@ -28,11 +35,12 @@ type topicAdmission struct {
 	credit credit.Admission
 	drain  *credit.Drain
 	// Totals admitted, so a refill can count what was admitted while the
-	// bus was being read.
-	takenMsgs, takenBytes int64
-	maxMsgs               int64
-	free                  int64 // free messages at the last reading
-	alive                 int   // gateways sharing the topic at the last reading
+	// bus was being read; outstanding: admitted, fate not yet known.
+	takenMsgs, takenBytes             int64
+	outstandingMsgs, outstandingBytes int64
+	maxMsgs                           int64
+	free                              int64 // free messages at the last reading
+	alive                             int   // gateways sharing the topic at the last reading
 }
 
 // admission gives each gateway its share of every topic's free capacity,
@@ -74,11 +82,26 @@ func (a *admission) run(ctx context.Context) error {
 		return fmt.Errorf("gateway heartbeats: %w", err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
+	hello, err := a.nc.Subscribe(helloSubject, func(m *nats.Msg) {
+		if string(m.Data) != a.id {
+			a.heartbeat()
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("gateway heartbeats: %w", err)
+	}
+	defer func() { _ = hello.Unsubscribe() }()
 	beat := time.NewTicker(a.cfg.HeartbeatInterval)
 	defer beat.Stop()
 	refill := time.NewTicker(a.cfg.AdmissionRefresh)
 	defer refill.Stop()
 	a.heartbeat()
+	_ = a.nc.Publish(helloSubject, []byte(a.id))
+	select { // hear the peers before taking a share as if alone
+	case <-time.After(min(helloWait, a.cfg.HeartbeatInterval)):
+	case <-ctx.Done():
+		return nil
+	}
 	a.refresh(ctx)
 	for {
 		select {
@@ -99,17 +122,36 @@ func (a *admission) heartbeat() {
 	_ = a.nc.Publish(heartbeatSubject, []byte(a.id))
 }
 
-// alive counts gateways heard from within three heartbeat intervals and
-// forgets the others.
-func (a *admission) alive(now time.Time) int {
+// alive counts gateways heard from within three heartbeat intervals
+// (forgetting the others) and returns this gateway's rank among them by id.
+func (a *admission) alive(now time.Time) (n, rank int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.seen[a.id] = now
 	for id, at := range a.seen {
 		if id != a.id && now.Sub(at) > 3*a.cfg.HeartbeatInterval {
 			delete(a.seen, id)
 		}
 	}
-	return max(1, len(a.seen))
+	for id := range a.seen {
+		if id < a.id {
+			rank++
+		}
+	}
+	return len(a.seen), rank
+}
+
+// share splits free among n gateways so the shares add up to free: the
+// first free%n by rank get one more.
+func share(free int64, n, rank int) int64 {
+	if free <= 0 {
+		return free / int64(n)
+	}
+	s := free / int64(n)
+	if int64(rank) < free%int64(n) {
+		s++
+	}
+	return s
 }
 
 // refresh reads every topic's state and refills this gateway's share.
@@ -120,12 +162,13 @@ func (a *admission) refresh(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, max(a.cfg.AdmissionRefresh, time.Second))
 	defer cancel()
 	now := time.Now()
-	alive := a.alive(now)
+	alive, rank := a.alive(now)
 	a.gateways.Store(int64(alive))
 	ok := true
 	for name, ta := range a.topics {
 		ta.mu.Lock()
 		msgs0, bytes0 := ta.takenMsgs, ta.takenBytes
+		heldMsgs, heldBytes := ta.outstandingMsgs, ta.outstandingBytes
 		ta.mu.Unlock()
 		s, err := a.js.Stream(ctx, sluice.StreamName(name))
 		if err != nil {
@@ -137,7 +180,10 @@ func (a *admission) refresh(ctx context.Context) {
 		free := info.Config.MaxMsgs - int64(info.State.Msgs)
 		freeBytes := info.Config.MaxBytes - int64(info.State.Bytes)
 		ta.mu.Lock()
-		ta.credit.Refill(free/int64(alive), freeBytes/int64(alive), ta.takenMsgs-msgs0, ta.takenBytes-bytes0)
+		// Held: outstanding when the read began (maybe not yet stored) plus
+		// admitted while it ran.
+		ta.credit.Refill(share(free, alive, rank), share(freeBytes, alive, rank),
+			heldMsgs+ta.takenMsgs-msgs0, heldBytes+ta.takenBytes-bytes0)
 		ta.drain.Observe(now, info.State.LastSeq, info.State.Msgs)
 		ta.maxMsgs, ta.free, ta.alive = info.Config.MaxMsgs, free, alive
 		ta.mu.Unlock()
@@ -155,20 +201,36 @@ func (a *admission) take(topic string, size int64) (bool, time.Duration) {
 	if ta.credit.Take(size) {
 		ta.takenMsgs++
 		ta.takenBytes += size
+		ta.outstandingMsgs++
+		ta.outstandingBytes += size
 		return true, 0
 	}
 	return false, a.retryAfterLocked(ta)
 }
 
-// giveBack returns the credit of a message admitted but not published
-// (refused by a later check).
-func (a *admission) giveBack(topic string, size int64) {
+// finish settles a message take admitted: maybeStored when it was stored or
+// its outcome is unknown (the bus will show it); otherwise it certainly was
+// not stored and its credit comes back.
+func (a *admission) finish(topic string, size int64, maybeStored bool) {
 	ta := a.topics[topic]
 	ta.mu.Lock()
 	defer ta.mu.Unlock()
-	ta.credit.Return(size)
-	ta.takenMsgs--
-	ta.takenBytes -= size
+	ta.outstandingMsgs--
+	ta.outstandingBytes -= size
+	if !maybeStored {
+		ta.credit.Return(size)
+	}
+}
+
+// exhausted reports whether topic has no admission credit left at all.
+func (a *admission) exhausted(topic string) (bool, time.Duration) {
+	ta := a.topics[topic]
+	ta.mu.Lock()
+	defer ta.mu.Unlock()
+	if ta.credit.Refilled() && ta.credit.Remaining() == 0 {
+		return true, a.retryAfterLocked(ta)
+	}
+	return false, 0
 }
 
 // retryAfter is the computed Retry-After for a refusal on topic.
@@ -181,7 +243,7 @@ func (a *admission) retryAfter(topic string) time.Duration {
 
 // retryAfterLocked: the time for the topic to drain enough to give every
 // gateway credit again (at least 1% of the topic, at least one message per
-// gateway), jittered up to +50% and clamped.
+// gateway), clamped, then jittered up to twice as long (never past the max).
 func (a *admission) retryAfterLocked(ta *topicAdmission) time.Duration {
 	want := max(int64(ta.alive), ta.maxMsgs/100)
 	return credit.RetryAfter(want-ta.free, ta.drain.Rate(), rand.Float64(), a.cfg.RetryAfterMin, a.cfg.RetryAfterMax)
@@ -199,13 +261,21 @@ func (a *admission) setHeaders(h http.Header, topic string) {
 	ta := a.topics[topic]
 	ta.mu.Lock()
 	share, left, refilled := ta.credit.Share(), ta.credit.Remaining(), ta.credit.Refilled()
+	// t: when the credit comes back. A refill happens every window, but
+	// with nothing left it brings credit only once the topic has drained.
+	window := int(math.Ceil(a.cfg.AdmissionRefresh.Seconds()))
+	reset := window
+	if left == 0 {
+		want := max(int64(ta.alive), ta.maxMsgs/100)
+		reset = max(window, int(math.Ceil(credit.RetryAfter(want-ta.free, ta.drain.Rate(), 0,
+			a.cfg.RetryAfterMin, a.cfg.RetryAfterMax).Seconds())))
+	}
 	ta.mu.Unlock()
 	if !refilled {
 		return
 	}
-	window := int(math.Ceil(a.cfg.AdmissionRefresh.Seconds()))
 	h.Set("RateLimit-Policy", fmt.Sprintf(`"topic";q=%d;w=%d`, share, window))
-	h.Set("RateLimit", fmt.Sprintf(`"topic";r=%d;t=%d`, left, window))
+	h.Set("RateLimit", fmt.Sprintf(`"topic";r=%d;t=%d`, left, reset))
 }
 
 // AdmissionState is one topic's admission at this gateway, for /v1/topics.

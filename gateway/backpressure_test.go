@@ -2,12 +2,15 @@ package gateway_test
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -188,7 +191,7 @@ func TestShedsBeyondInFlightAndBodyBounds(t *testing.T) {
 	})
 	t.Run("body bytes", func(t *testing.T) {
 		cfg := testharness.GatewayConfig(topics)
-		cfg.MaxBodyBytesInFlight = 1024
+		cfg.MaxBodyBytesInFlight, cfg.MaxBatchBytes = 1024, 1024
 		url, reg := startGatewayReg(t, cfg, testharness.Connect(t, b))
 		slowBody(t, url+"/v1/topics/orders/messages", -1) // chunked: reserves the max size
 		testharness.Eventually(t, 5*time.Second, func() bool {
@@ -264,4 +267,116 @@ func httptestServer(t *testing.T, h http.Handler) string {
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv.URL
+}
+
+type admissionView struct {
+	Depth  struct{ Messages int64 }
+	Limits struct {
+		MaxMessages int64 `json:"max_messages"`
+	}
+	Admission struct {
+		Share     int64
+		Remaining int64
+	}
+}
+
+func topicView(t *testing.T, url string) admissionView {
+	t.Helper()
+	resp, err := http.Get(url + "/v1/topics/orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v admissionView
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// TestConcurrentAdmissionAcrossRefills: many publishes in flight while the
+// credit is refilled over and over. A single gateway's credit accounts for
+// what it admitted but the bus does not show yet, so it never lets the
+// stream's own bound refuse; and every counter returns to its baseline.
+func TestConcurrentAdmissionAcrossRefills(t *testing.T) {
+	orders := testharness.Topic("orders", "billing")
+	orders.MaxMessages = 300
+	orders.MaxMessageSize = 64
+	topics := testharness.Topics(orders)
+	b := testharness.StartBroker(t, topics)
+	cfg := testharness.GatewayConfig(topics)
+	cfg.AdmissionRefresh = 10 * time.Millisecond
+	url, reg := startGatewayReg(t, cfg, testharness.Connect(t, b))
+	msgs := url + "/v1/topics/orders/messages"
+
+	var wg sync.WaitGroup
+	var accepted atomic.Int64
+	for w := range 16 {
+		wg.Go(func() {
+			for i := range 40 {
+				var resp *http.Response
+				var err error
+				switch (w + i) % 4 {
+				case 0: // admitted, then refused while reading: chunked over the limit
+					resp, err = http.Post(msgs, "", io.MultiReader(strings.NewReader(strings.Repeat("x", 60)), strings.NewReader(strings.Repeat("y", 60))))
+				case 1: // a batch of two
+					resp, err = http.Post(msgs+":batch", "application/x-ndjson", strings.NewReader("{\"data\":1}\n{\"data\":2}\n"))
+				default:
+					resp, err = http.Post(msgs, "", strings.NewReader("x"))
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				switch {
+				case resp.StatusCode == 202:
+					accepted.Add(1)
+				case resp.StatusCode == 200:
+					accepted.Add(int64(strings.Count(string(body), `"seq"`)))
+				case resp.StatusCode != 429 && resp.StatusCode != 413:
+					t.Errorf("status %d: %s", resp.StatusCode, body)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := refusals(t, reg, "topic_full"); n != 0 {
+		t.Errorf("the stream's own bound refused %v messages: admission over-granted", n)
+	}
+	if a := accepted.Load(); a < 250 || a > 300 {
+		t.Errorf("accepted %d of a 300-message topic", a)
+	}
+	// Quiet: nothing held, and the credit is exactly the free room again.
+	testharness.Eventually(t, 5*time.Second, func() bool {
+		v := topicView(t, url)
+		free := v.Limits.MaxMessages - v.Depth.Messages
+		return v.Admission.Share == free && v.Admission.Remaining == free
+	}, "admission credit should return to the topic's free room (a leak keeps it lower)")
+	for _, g := range []string{"sluice_gateway_requests_in_flight", "sluice_gateway_body_bytes_in_flight", "sluice_gateway_publish_window_used"} {
+		if v := gaugeValue(t, reg, g); v != 0 {
+			t.Errorf("%s = %v after the load, want 0", g, v)
+		}
+	}
+}
+
+func TestBatchRefusedWholeWithoutReadingWhenNoCredit(t *testing.T) {
+	orders := testharness.Topic("orders", "billing")
+	orders.MaxMessages = 2
+	topics := testharness.Topics(orders)
+	b := testharness.StartBroker(t, topics)
+	url, reg := startGatewayReg(t, testharness.GatewayConfig(topics), testharness.Connect(t, b))
+	for range 2 {
+		post(t, url+"/v1/topics/orders/messages", "", strings.NewReader("x"), nil)
+	}
+	testharness.Eventually(t, 5*time.Second, func() bool { return topicView(t, url).Admission.Share == 0 }, "share should reach 0")
+	resp := post(t, url+"/v1/topics/orders/messages:batch", "application/x-ndjson", strings.NewReader("{\"data\":1}\n"), nil)
+	wantProblem(t, resp, 429, sluice.ProblemTopicFull)
+	if rl := resp.Header.Get("RateLimit"); !strings.HasPrefix(rl, `"topic";r=0;t=`) {
+		t.Fatalf("RateLimit %q", rl)
+	}
+	if refusals(t, reg, "admission") != 1 {
+		t.Fatal("refusal uncounted")
+	}
 }

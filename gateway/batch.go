@@ -62,6 +62,11 @@ func (g *Gateway) publishBatch(w http.ResponseWriter, r *http.Request) error {
 	if err := checkEncoding(r); err != nil {
 		return err
 	}
+	if none, wait := g.adm.exhausted(t.Name); none {
+		// Refuse before reading the body: no line could be admitted.
+		g.adm.setHeaders(w.Header(), t.Name)
+		return refuse("admission", wait, fmt.Errorf("%w: no admission credit left for topic %s at this gateway", errTopicFull, t.Name))
+	}
 	reserve := r.ContentLength
 	if reserve < 0 || reserve > int64(g.cfg.MaxBatchBytes) {
 		reserve = int64(g.cfg.MaxBatchBytes)
@@ -199,11 +204,19 @@ func (g *Gateway) admitAll(r *http.Request, w http.ResponseWriter, topic string,
 // publishAll publishes every valid item asynchronously (the bus acks them in
 // a pipeline) and waits for every ack or the publish timeout.
 func (g *Gateway) publishAll(ctx context.Context, topic string, items []*pending) {
+	defer func() {
+		for _, it := range items {
+			if it.admitted {
+				g.adm.finish(topic, it.size, it.err == nil || errors.Is(it.err, errOutcomeUnknown))
+			}
+		}
+	}()
 	if !g.nc.IsConnected() {
 		for _, it := range items {
 			if it.err == nil {
 				it.err = fmt.Errorf("%w: not connected to any broker (%s)", errBusUnavailable, g.nc.Status())
 			}
+			g.record(topic, nil, it.err)
 		}
 		return
 	}
@@ -246,11 +259,6 @@ func (g *Gateway) publishAll(ctx context.Context, topic string, items []*pending
 			it.err = g.classify(topic, ctx.Err())
 		}
 		g.record(topic, it.ack, it.err)
-	}
-	for _, it := range items {
-		if it.admitted && it.err != nil && !errors.Is(it.err, errOutcomeUnknown) {
-			g.adm.giveBack(topic, it.size) // certainly not stored
-		}
 	}
 	g.metrics.publishDuration.WithLabelValues(topic).Observe(time.Since(start).Seconds())
 }

@@ -23,6 +23,7 @@ type clients struct {
 	burst   int
 	max     int
 	buckets map[string]*credit.Bucket
+	swept   time.Time // last scan for idle buckets
 }
 
 func newClients(cfg Config) *clients {
@@ -53,8 +54,9 @@ func (c *clients) take(key string, n float64, now time.Time) (bool, time.Duratio
 	defer c.mu.Unlock()
 	b, ok := c.buckets[key]
 	if !ok {
-		if len(c.buckets) >= c.max {
-			c.evictIdle(now)
+		if len(c.buckets) >= c.max && now.Sub(c.swept) >= time.Second {
+			c.evictIdle(now) // at most once a second: a flood of new keys must not scan every time
+			c.swept = now
 		}
 		if len(c.buckets) >= c.max {
 			key = overflowClient

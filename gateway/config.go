@@ -117,6 +117,9 @@ func (c Config) Validate() error {
 	if m := topology.MaxMessageSize(c.Topics); c.MaxBodyBytesInFlight < m {
 		bad("max_body_bytes_in_flight", "must be at least the largest max_message_size (%v), got %v", m, c.MaxBodyBytesInFlight)
 	}
+	if c.MaxBodyBytesInFlight < c.MaxBatchBytes {
+		bad("max_body_bytes_in_flight", "must be at least max_batch_bytes (%v), got %v: a large batch could never be read", c.MaxBatchBytes, c.MaxBodyBytesInFlight)
+	}
 	if c.PublishWindow < 1 {
 		bad("publish_window", "must be at least 1, got %d", c.PublishWindow)
 	}

@@ -7,7 +7,6 @@ import (
 type metrics struct {
 	requests        *prometheus.CounterVec
 	duration        *prometheus.HistogramVec
-	inFlight        prometheus.Gauge
 	publishDuration *prometheus.HistogramVec
 	messages        *prometheus.CounterVec
 	refusals        *prometheus.CounterVec
@@ -24,10 +23,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "HTTP request latency by route.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}, []string{"route"}),
-		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "sluice_gateway_requests_in_flight",
-			Help: "HTTP requests being served now.",
-		}),
 		publishDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "sluice_gateway_publish_duration_seconds",
 			Help:    "Time from publish to the bus's durable ack (a batch counts once).",
@@ -43,7 +38,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"topic", "reason"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.publishDuration, m.messages, m.refusals} {
+		for _, c := range []prometheus.Collector{m.requests, m.duration, m.publishDuration, m.messages, m.refusals} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -62,6 +57,8 @@ func (m *metrics) registerState(reg prometheus.Registerer, g *Gateway) error {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	cs := []prometheus.Collector{
+		gauge("sluice_gateway_requests_in_flight", "API requests being served, counted against max_in_flight.",
+			func() float64 { return float64(g.limits.inFlight.Load()) }),
 		gauge("sluice_gateway_in_flight_limit", "Requests this gateway serves at once (max_in_flight).",
 			func() float64 { return float64(g.limits.maxInFlight) }),
 		gauge("sluice_gateway_body_bytes_in_flight", "Request body bytes held now.",

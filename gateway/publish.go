@@ -59,27 +59,25 @@ func (g *Gateway) publish(w http.ResponseWriter, r *http.Request) error {
 	if err := g.admitTopic(w, t.Name, size); err != nil {
 		return err
 	}
+	maybeStored := false
+	defer func() { g.adm.finish(t.Name, size, maybeStored) }()
 	reserve := r.ContentLength
 	if reserve < 0 || reserve > int64(t.MaxMessageSize) {
 		reserve = int64(t.MaxMessageSize) // chunked: the most it may be
 	}
 	if !g.limits.reserveBody(reserve) {
-		g.adm.giveBack(t.Name, size)
 		return refuse("body_bytes", g.adm.shedRetryAfter(),
 			fmt.Errorf("%w: %v of request bodies held at this gateway", errOverloaded, g.cfg.MaxBodyBytesInFlight))
 	}
 	defer g.limits.releaseBody(reserve)
 	body, err := readBody(w, r, int64(t.MaxMessageSize))
 	if err != nil {
-		g.adm.giveBack(t.Name, size)
 		return err
 	}
 	msg.Data = body
 	receipt, err := g.store(r.Context(), t.Name, id, msg)
+	maybeStored = err == nil || errors.Is(err, errOutcomeUnknown)
 	if err != nil {
-		if !errors.Is(err, errOutcomeUnknown) {
-			g.adm.giveBack(t.Name, size) // certainly not stored
-		}
 		return err
 	}
 	writeJSON(w, http.StatusAccepted, receipt)

@@ -15,12 +15,14 @@ type Admission struct {
 	refilled              bool
 }
 
-// Refill replaces the credit with this gateway's share of the free capacity.
-// Messages admitted since the measurement was taken are already counted
-// against taken (not yet visible on the bus).
-func (a *Admission) Refill(shareMsgs, shareBytes, takenMsgs, takenBytes int64) {
+// Refill replaces the credit with this gateway's share of the free capacity
+// minus what it holds: messages it admitted whose storage the measurement
+// may not show (still being published when the measurement began, or
+// admitted while it was taken). Counting one of them twice only refuses a
+// little early; missing one would over-admit.
+func (a *Admission) Refill(shareMsgs, shareBytes, heldMsgs, heldBytes int64) {
 	a.shareMsgs, a.shareBytes = max(0, shareMsgs), max(0, shareBytes)
-	a.msgs, a.bytes = a.shareMsgs-takenMsgs, a.shareBytes-takenBytes
+	a.msgs, a.bytes = a.shareMsgs-heldMsgs, a.shareBytes-heldBytes
 	a.refilled = true
 }
 
@@ -38,11 +40,13 @@ func (a *Admission) Take(size int64) bool {
 	return true
 }
 
-// Return gives back the credit of a message taken but not published.
+// Return gives back the credit of a message taken but certainly not
+// stored. A refill since the take counted it as held, so giving it back is
+// right either way; credit never exceeds the share.
 func (a *Admission) Return(size int64) {
 	if a.refilled {
-		a.msgs++
-		a.bytes += size
+		a.msgs = min(a.shareMsgs, a.msgs+1)
+		a.bytes = min(a.shareBytes, a.bytes+size)
 	}
 }
 
@@ -92,10 +96,11 @@ func (d *Drain) Rate() float64 { return d.rate }
 // hi) so refused clients do not come back together. With no drain at all
 // it is hi.
 func RetryAfter(deficit int64, rate, jitter float64, lo, hi time.Duration) time.Duration {
-	wait := hi
-	if rate > 0 {
-		wait = time.Duration(float64(max(1, deficit)) / rate * float64(time.Second))
+	// In float seconds: a rate decaying towards zero would overflow a Duration.
+	secs := hi.Seconds()
+	if rate > 1e-9 {
+		secs = min(secs, float64(max(1, deficit))/rate)
 	}
-	wait = min(hi, max(lo, wait))
-	return min(hi, time.Duration(float64(wait)*(1+jitter)))
+	secs = max(lo.Seconds(), secs)
+	return time.Duration(min(hi.Seconds(), secs*(1+jitter)) * float64(time.Second))
 }

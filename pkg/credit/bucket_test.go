@@ -53,6 +53,20 @@ func TestAdmission(t *testing.T) {
 	if a.Remaining() != 1 || !a.Take(10) {
 		t.Fatal("returned credit not usable")
 	}
+	// Taken before a refill that counted them as held, then given back:
+	// credit comes back, never above the share.
+	a.Refill(10, 1000, 0, 0)
+	for range 10 {
+		a.Take(1)
+	}
+	a.Refill(10, 1000, 10, 10) // nothing stored yet: all ten still held
+	for range 10 {
+		a.Return(1)
+	}
+	a.Return(1)
+	if a.Remaining() != 10 {
+		t.Fatalf("remaining %d after giving back, want the share 10", a.Remaining())
+	}
 	a.Refill(-5, -5, 0, 0) // over-full topic: nothing
 	if a.Take(0) || a.Remaining() != 0 {
 		t.Fatal("negative share must admit nothing")
@@ -95,8 +109,10 @@ func TestRetryAfter(t *testing.T) {
 		{1000, 100, 0.5, 15 * time.Second}, // jitter stretches
 		{10, 1000, 0, time.Second},         // clamped up
 		{10, 1000, 0.5, 1500 * time.Millisecond},
-		{1e6, 1, 0.5, time.Minute}, // clamped down, jitter cannot pass hi
-		{10, 0, 0, time.Minute},    // nothing drains
+		{1e6, 1, 0.5, time.Minute},    // clamped down, jitter cannot pass hi
+		{10, 0, 0, time.Minute},       // nothing drains
+		{1000, 1e-12, 0, time.Minute}, // a drain decayed almost to nothing
+		{1000, 1e-7, 0.5, time.Minute},
 	} {
 		if got := RetryAfter(tc.deficit, tc.rate, tc.jitter, lo, hi); got != tc.want {
 			t.Errorf("RetryAfter(%d, %v, %v) = %v, want %v", tc.deficit, tc.rate, tc.jitter, got, tc.want)

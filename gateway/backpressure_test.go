@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"regexp"
 	"strconv"
 	"strings"
@@ -14,38 +13,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/sluicebus/sluice/gateway"
 	"github.com/sluicebus/sluice/internal/testharness"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
-// startGatewayReg is StartGateway with the registry exposed.
-func startGatewayReg(t *testing.T, cfg gateway.Config, nc *nats.Conn) (string, *prometheus.Registry) {
-	t.Helper()
-	reg := prometheus.NewRegistry()
-	g, err := gateway.New(cfg, nc, testharness.Logger(t), reg, reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.RunControl(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	srv := httptestServer(t, g.Handler())
-	testharness.Eventually(t, 10*time.Second, func() bool {
-		r, err := http.Get(srv + "/readyz")
-		if err != nil {
-			return false
-		}
-		r.Body.Close()
-		return r.StatusCode == 200
-	}, "gateway not ready")
-	return srv, reg
-}
+var startGatewayReg = testharness.StartGatewayReg
 
 func refusals(t *testing.T, reg *prometheus.Registry, reason string) float64 {
 	t.Helper()
@@ -207,12 +182,7 @@ func TestShedsBeyondInFlightAndBodyBounds(t *testing.T) {
 func TestPublishWindowWaitsBrieflyThen503(t *testing.T) {
 	topics := testharness.Topics(testharness.Topic("orders", "billing"))
 	b := testharness.StartBroker(t, topics)
-	proxy := testharness.StartProxy(t, strings.TrimPrefix(b.ClientURL(), "nats://"))
-	nc, err := nats.Connect(proxy.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	proxy, nc := testharness.ConnectThrough(t, b.ClientURL())
 	cfg := testharness.GatewayConfig(topics)
 	cfg.PublishWindow = 1
 	cfg.PublishWindowWait = 50 * time.Millisecond
@@ -260,13 +230,6 @@ func TestClientRateLimit(t *testing.T) {
 	if refusals(t, reg, "client_rate") != 1 {
 		t.Fatal("client_rate refusal uncounted")
 	}
-}
-
-func httptestServer(t *testing.T, h http.Handler) string {
-	t.Helper()
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
-	return srv.URL
 }
 
 type admissionView struct {

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicebus/sluice/internal/testharness"
@@ -425,12 +424,7 @@ func TestStoredButAckLost(t *testing.T) {
 	topics := testharness.Topics(testharness.Topic("orders", "billing"))
 	b := testharness.StartBroker(t, topics)
 	direct := testharness.Connect(t, b)
-	proxy := testharness.StartProxy(t, strings.TrimPrefix(b.ClientURL(), "nats://"))
-	viaProxy, err := nats.Connect(proxy.URL(), nats.MaxReconnects(-1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(viaProxy.Close)
+	proxy, viaProxy := testharness.ConnectThrough(t, b.ClientURL())
 	cfg := testharness.GatewayConfig(topics)
 	cfg.PublishTimeout = 300 * time.Millisecond
 	_, cut := testharness.StartGateway(t, cfg, viaProxy)

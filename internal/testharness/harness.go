@@ -103,8 +103,22 @@ func GatewayConfig(topics map[string]topology.Topic) gateway.Config {
 	return cfg
 }
 
-// StartGateway serves a gateway over nc on an httptest server.
+// StartGateway serves a gateway over nc on an httptest server, runs its
+// control loops and waits until it is ready (when nc is connected).
 func StartGateway(t testing.TB, cfg gateway.Config, nc *nats.Conn) (*gateway.Gateway, *httptest.Server) {
+	t.Helper()
+	g, srv, _ := startGateway(t, cfg, nc)
+	return g, srv
+}
+
+// StartGatewayReg is StartGateway returning the URL and the metrics registry.
+func StartGatewayReg(t testing.TB, cfg gateway.Config, nc *nats.Conn) (string, *prometheus.Registry) {
+	t.Helper()
+	_, srv, reg := startGateway(t, cfg, nc)
+	return srv.URL, reg
+}
+
+func startGateway(t testing.TB, cfg gateway.Config, nc *nats.Conn) (*gateway.Gateway, *httptest.Server, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	g, err := gateway.New(cfg, nc, Logger(t), reg, reg)
@@ -125,7 +139,7 @@ func StartGateway(t testing.TB, cfg gateway.Config, nc *nats.Conn) (*gateway.Gat
 	if nc.IsConnected() {
 		Eventually(t, 10*time.Second, func() bool { return ready(srv.URL) }, "gateway not ready")
 	}
-	return g, srv
+	return g, srv, reg
 }
 
 func ready(url string) bool {

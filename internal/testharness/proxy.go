@@ -2,8 +2,11 @@ package testharness
 
 import (
 	"net"
+	"strings"
 	"sync"
 	"testing"
+
+	"github.com/nats-io/nats.go"
 )
 
 // Proxy is a TCP proxy in front of a broker that can hold everything the
@@ -33,6 +36,20 @@ func StartProxy(t testing.TB, target string) *Proxy {
 	p.wg.Go(p.accept)
 	t.Cleanup(p.Close)
 	return p
+}
+
+// ConnectThrough starts a proxy in front of broker URL natsURL and opens a
+// client connection through it (connected before any hold, so the
+// handshake completes).
+func ConnectThrough(t testing.TB, natsURL string) (*Proxy, *nats.Conn) {
+	t.Helper()
+	p := StartProxy(t, strings.TrimPrefix(natsURL, "nats://"))
+	nc, err := nats.Connect(p.URL(), nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return p, nc
 }
 
 // URL is the proxy's NATS URL.

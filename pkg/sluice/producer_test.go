@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicebus/sluice/gateway"
@@ -65,12 +64,7 @@ func TestProducerFailsOverAndKeepsItsKey(t *testing.T) {
 	b := testharness.StartBroker(t, tm)
 	nc := testharness.Connect(t, b)
 	// A gateway whose broker stores messages but whose acks never arrive.
-	proxy := testharness.StartProxy(t, strings.TrimPrefix(b.ClientURL(), "nats://"))
-	cutNC, err := nats.Connect(proxy.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cutNC.Close)
+	proxy, cutNC := testharness.ConnectThrough(t, b.ClientURL())
 	cfg := testharness.GatewayConfig(tm)
 	cfg.PublishTimeout = 200 * time.Millisecond
 	_, cut := testharness.StartGateway(t, cfg, cutNC)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -85,6 +86,14 @@ func serverOptions(cfg Config) (*server.Options, error) {
 		// the dead-letter headers.
 		MaxPayload: int32(topology.MaxMessageSize(cfg.Topics)+topology.HeaderAllowance) + DeadLetterHeadroom + 4<<10,
 	}
+	if c := cfg.Cluster; c.Enabled() {
+		host, port, err := splitHostPort(c.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("broker.cluster.listen: %w", err)
+		}
+		opts.Cluster = server.ClusterOpts{Name: c.Name, Host: host, Port: port, Advertise: c.Advertise}
+		opts.Routes = server.RoutesFromStr(strings.Join(c.Routes, ","))
+	}
 	if cfg.Listen == "" {
 		opts.DontListen = true
 	} else {
@@ -119,7 +128,11 @@ func (b *Broker) waitReady() error {
 	ctx, cancel := context.WithDeadline(context.Background(), deadline.Add(provisionTimeout))
 	defer cancel()
 	for {
-		_, err := js.AccountInfo(ctx)
+		// Each try bounded: in a cluster, a request sent before a meta
+		// leader is elected is never answered.
+		actx, acancel := context.WithTimeout(ctx, time.Second)
+		_, err := js.AccountInfo(actx)
+		acancel()
 		if err == nil {
 			break
 		}
@@ -128,10 +141,32 @@ func (b *Broker) waitReady() error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if err := Provision(ctx, js, b.cfg.Topics, b.log); err != nil {
-		return fmt.Errorf("broker: provisioning topology: %w", err)
+	// Provisioning is idempotent: retry it whole, each try bounded, until
+	// the deadline (a request lost during an election is never answered).
+	for {
+		pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
+		err := Provision(pctx, js, b.cfg.Topics, b.log)
+		pcancel()
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, ErrIncompatible) || ctx.Err() != nil {
+			return fmt.Errorf("broker: provisioning topology: %w", err)
+		}
+		b.log.Warn("provisioning failed; retrying", zap.Error(err))
+		time.Sleep(250 * time.Millisecond)
 	}
-	return nil
+}
+
+// ClusterAddr is the host:port routes reach this broker at ("" when not clustered).
+func (b *Broker) ClusterAddr() string {
+	if !b.cfg.Cluster.Enabled() {
+		return ""
+	}
+	if a := b.srv.ClusterAddr(); a != nil {
+		return a.String()
+	}
+	return ""
 }
 
 // ClientURL is where NATS clients connect, empty when the broker listens for

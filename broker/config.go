@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sluicebus/sluice/internal/topology"
+	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
 // Config is a broker node's configuration.
@@ -24,10 +26,44 @@ type Config struct {
 	// OpsListen serves /healthz, /readyz and /metrics for a standalone broker
 	// (`sluice broker`); empty disables it.
 	OpsListen string `mapstructure:"ops_listen"`
+	// Cluster joins this broker to others; no name means a lone broker.
+	Cluster Cluster `mapstructure:"cluster"`
 
 	// Topics is the topology to provision; filled from the top-level
 	// `topics` key by the config loader.
 	Topics map[string]topology.Topic `mapstructure:"-"`
+}
+
+// Cluster is how brokers find each other: NATS routes between them, over
+// which JetStream replicates topics with Raft.
+type Cluster struct {
+	// Name is shared by every broker of the cluster; empty: not clustered.
+	Name string `mapstructure:"name"`
+	// Listen is host:port for routes from the other brokers (port -1 picks one).
+	Listen string `mapstructure:"listen"`
+	// Routes are the other brokers' route URLs (nats-route://host:port).
+	Routes []string `mapstructure:"routes"`
+	// Advertise is the route address this broker gives the others (they
+	// connect to it when they learn of it); empty: its listen address. Set
+	// it behind NAT or in containers.
+	Advertise string `mapstructure:"advertise"`
+	// Size is how many brokers the cluster has (the replicas a topic may
+	// ask for); 0 counts this broker and its routes.
+	Size int `mapstructure:"size"`
+}
+
+// Enabled reports whether the broker is clustered.
+func (c Cluster) Enabled() bool { return c.Name != "" }
+
+// size is the expected number of brokers.
+func (c Cluster) size() int {
+	if !c.Enabled() {
+		return 1
+	}
+	if c.Size > 0 {
+		return c.Size
+	}
+	return len(c.Routes) + 1
 }
 
 // DefaultConfig returns the single-node development broker.
@@ -38,6 +74,7 @@ func DefaultConfig() Config {
 		Listen:       "127.0.0.1:4222",
 		ReadyTimeout: 30 * time.Second,
 		OpsListen:    "",
+		Cluster:      Cluster{Routes: []string{}},
 	}
 }
 
@@ -55,6 +92,17 @@ func (c Config) Validate() error {
 			errs = append(errs, &topology.KeyError{Key: "broker.listen", Msg: err.Error()})
 		}
 	}
+	if c.Cluster.Enabled() {
+		if _, _, err := splitHostPort(c.Cluster.Listen); err != nil {
+			errs = append(errs, &topology.KeyError{Key: "broker.cluster.listen", Msg: err.Error()})
+		}
+		if len(c.Cluster.Routes) == 0 {
+			errs = append(errs, &topology.KeyError{Key: "broker.cluster.routes", Msg: "a cluster needs the routes of the other brokers"})
+		}
+		if err := sluice.ValidateName(strings.ToLower(c.Cluster.Name)); err != nil {
+			errs = append(errs, &topology.KeyError{Key: "broker.cluster.name", Msg: err.Error()})
+		}
+	}
 	if c.ReadyTimeout <= 0 {
 		errs = append(errs, &topology.KeyError{Key: "broker.ready_timeout", Msg: "must be positive"})
 	}
@@ -63,9 +111,9 @@ func (c Config) Validate() error {
 		if err := t.Validate("topics." + name); err != nil {
 			errs = append(errs, err)
 		}
-		if t.Replicas > 1 {
+		if n := c.Cluster.size(); t.Replicas > n {
 			errs = append(errs, &topology.KeyError{Key: "topics." + name + ".replicas",
-				Msg: fmt.Sprintf("%d replicas need a cluster of at least %d brokers; this broker runs alone", t.Replicas, t.Replicas)})
+				Msg: fmt.Sprintf("%d replicas need a cluster of at least %d brokers; this one has %d", t.Replicas, t.Replicas, n)})
 		}
 	}
 	return errors.Join(errs...)

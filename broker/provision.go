@@ -144,11 +144,16 @@ func Provision(ctx context.Context, js jetstream.JetStream, topics map[string]to
 func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig, log *zap.Logger) error {
 	s, err := js.Stream(ctx, want.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		if _, err := js.CreateStream(ctx, want); err != nil {
+		_, err = js.CreateStream(ctx, want)
+		if err == nil {
+			log.Info("stream created", zap.String("stream", want.Name))
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			return fmt.Errorf("create stream %s: %w", want.Name, err)
 		}
-		log.Info("stream created", zap.String("stream", want.Name))
-		return nil
+		// Another broker of the cluster created it meanwhile: reconcile with it.
+		s, err = js.Stream(ctx, want.Name)
 	}
 	if err != nil {
 		return err
@@ -189,11 +194,16 @@ func streamDiffers(have, want jetstream.StreamConfig) bool {
 func ensureConsumer(ctx context.Context, s jetstream.Stream, want jetstream.ConsumerConfig, log *zap.Logger) error {
 	c, err := s.Consumer(ctx, want.Durable)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		if _, err := s.CreateConsumer(ctx, want); err != nil {
+		_, err = s.CreateConsumer(ctx, want)
+		if err == nil {
+			log.Info("family created", zap.String("family", want.Durable), zap.String("stream", s.CachedInfo().Config.Name))
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrConsumerExists) {
 			return fmt.Errorf("create consumer %s: %w", want.Durable, err)
 		}
-		log.Info("family created", zap.String("family", want.Durable), zap.String("stream", s.CachedInfo().Config.Name))
-		return nil
+		// Created by another broker with another config: reconcile with it.
+		c, err = s.Consumer(ctx, want.Durable)
 	}
 	if err != nil {
 		return err

@@ -19,6 +19,7 @@ type Proxy struct {
 	mu      sync.Mutex
 	cond    *sync.Cond
 	holding bool
+	cut     bool
 	closed  bool
 	conns   []net.Conn
 	wg      sync.WaitGroup
@@ -63,6 +64,20 @@ func (p *Proxy) HoldReplies(hold bool) {
 	p.cond.Broadcast()
 }
 
+// Cut drops every connection and refuses new ones (true), as a network
+// partition would, or lets connections through again (false).
+func (p *Proxy) Cut(cut bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = cut
+	if cut {
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.conns = nil
+	}
+}
+
 // Close stops the proxy and its connections.
 func (p *Proxy) Close() {
 	p.mu.Lock()
@@ -85,6 +100,13 @@ func (p *Proxy) accept() {
 		client, err := p.ln.Accept()
 		if err != nil {
 			return
+		}
+		p.mu.Lock()
+		cut := p.cut
+		p.mu.Unlock()
+		if cut {
+			client.Close()
+			continue
 		}
 		server, err := net.Dial("tcp", p.target)
 		if err != nil {

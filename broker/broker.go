@@ -144,7 +144,7 @@ func (b *Broker) waitReady() error {
 	// Provisioning is idempotent: retry it whole, each try bounded, until
 	// the deadline (a request lost during an election is never answered).
 	for {
-		pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
+		pctx, pcancel := context.WithTimeout(ctx, 3*time.Second+time.Duration(len(b.cfg.Topics))*500*time.Millisecond)
 		err := Provision(pctx, js, b.cfg.Topics, b.log)
 		pcancel()
 		if err == nil {

@@ -150,6 +150,25 @@ func (c *Cluster) Restart(i int) {
 	}
 }
 
+// RestartAll starts every stopped node at once (a quorum must come back
+// together before any of them is ready).
+func (c *Cluster) RestartAll() {
+	c.t.Helper()
+	var wg sync.WaitGroup
+	errs := make([]error, len(c.Nodes))
+	for i, n := range c.Nodes {
+		if n.Broker() == nil {
+			wg.Go(func() { errs[i] = c.start(i) })
+		}
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			c.t.Fatalf("restart %s: %v", c.Nodes[i].Name, err)
+		}
+	}
+}
+
 // Isolate cuts node i off from the other brokers (clients still reach it);
 // Heal reconnects it.
 func (c *Cluster) Isolate(i int) { c.cut(i, true) }

@@ -1,0 +1,191 @@
+package test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluicebus/sluice/internal/checker"
+	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/topology"
+	"github.com/sluicebus/sluice/pkg/sluice"
+)
+
+// faultEnv is a 3-broker cluster with R3 topics, two gateways reaching every
+// broker, SDK producers failing over between them, and two families whose
+// workers record every delivery in a checker.
+type faultEnv struct {
+	c        *testharness.Cluster
+	js       jetstream.JetStream
+	gateways []*httptest.Server
+	chk      *checker.Checker
+}
+
+func startFaultEnv(t *testing.T, slowFamily bool) *faultEnv {
+	t.Helper()
+	topic := testharness.Topic("orders", "billing", "shipping")
+	topic.Replicas = 3
+	for name, f := range topic.Families {
+		f.MaxAttempts = 20 // brokers going away must not exhaust deliveries
+		topic.Families[name] = f
+	}
+	topics := map[string]topology.Topic{"orders": topic}
+	e := &faultEnv{c: testharness.StartCluster(t, 3, topics), chk: checker.New("billing", "shipping")}
+	e.js, _ = jetstream.New(e.c.Connect(t))
+	testharness.Eventually(t, 30*time.Second, func() bool { return e.current() }, "cluster not settled")
+	for range 2 {
+		cfg := testharness.GatewayConfig(topics)
+		cfg.PublishTimeout = 2 * time.Second
+		_, srv := testharness.StartGateway(t, cfg, e.c.Connect(t))
+		e.gateways = append(e.gateways, srv)
+	}
+	for _, fam := range []string{"billing", "shipping"} {
+		delay := time.Duration(0)
+		if slowFamily && fam == "shipping" {
+			delay = 5 * time.Millisecond
+		}
+		w, err := sluice.NewWorker(e.c.Connect(t), "orders", fam, sluice.HandlerFunc(func(ctx context.Context, m *sluice.Message) error {
+			e.chk.Delivered(fam, m.ID, m.Seq)
+			if delay > 0 {
+				time.Sleep(delay)
+			}
+			return nil
+		}), sluice.WithCredit(4))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { _ = w.Run(ctx); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+	}
+	return e
+}
+
+// current: the topic has a leader and two current followers.
+func (e *faultEnv) current() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	s, err := e.js.Stream(ctx, sluice.StreamName("orders"))
+	if err != nil || s.CachedInfo().Cluster == nil || s.CachedInfo().Cluster.Leader == "" {
+		return false
+	}
+	n := 0
+	for _, r := range s.CachedInfo().Cluster.Replicas {
+		if r.Current && !r.Offline {
+			n++
+		}
+	}
+	return n == 2
+}
+
+// run writes steadily from two writers while fault runs, then lets the
+// readers catch up and returns the checker's report.
+func (e *faultEnv) run(t *testing.T, fault func()) checker.Report {
+	t.Helper()
+	urls := []string{e.gateways[0].URL, e.gateways[1].URL}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 2 {
+		wg.Go(func() {
+			p, _ := sluice.NewProducer(urls, sluice.WithRetry(8, 20*time.Millisecond, 500*time.Millisecond))
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				id := fmt.Sprintf("w%d-%d", w, n)
+				ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+				_, err := p.Publish(ctx, "orders", []byte(id), sluice.WithID(id))
+				cancel()
+				switch {
+				case err == nil:
+					e.chk.Attempted(id, checker.OK)
+				case errors.Is(err, sluice.ErrOutcomeUnknown):
+					e.chk.Attempted(id, checker.Unknown)
+				default:
+					e.chk.Attempted(id, checker.Definite)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		})
+	}
+	time.Sleep(time.Second)
+	fault()
+	time.Sleep(time.Second)
+	close(stop)
+	wg.Wait()
+	testharness.Eventually(t, 60*time.Second, func() bool { return e.chk.Missing() == 0 },
+		"readers should receive every acked message")
+	return e.chk.Report()
+}
+
+// TestFaults runs each fault scenario under steady load; each must show
+// lost = 0, unexpected = 0 and stored twice = 0.
+func TestFaults(t *testing.T) {
+	scenarios := []struct {
+		name  string
+		slow  bool
+		fault func(t *testing.T, e *faultEnv)
+	}{
+		{"broker stopped and restarted", false, func(t *testing.T, e *faultEnv) {
+			e.c.Stop(1)
+			time.Sleep(2 * time.Second)
+			e.c.Restart(1)
+		}},
+		{"stream leader stopped 3 times", false, func(t *testing.T, e *faultEnv) {
+			for range 3 {
+				leader := e.c.Leader(t, e.js, "orders")
+				if leader < 0 {
+					t.Fatal("no leader")
+				}
+				e.c.Stop(leader)
+				time.Sleep(time.Second)
+				e.c.Restart(leader)
+				testharness.Eventually(t, 30*time.Second, e.current, "replicas current again")
+			}
+		}},
+		{"minority partition 3 s", false, func(t *testing.T, e *faultEnv) {
+			e.c.Isolate(2)
+			time.Sleep(3 * time.Second)
+			e.c.Heal(2)
+		}},
+		{"all brokers stopped and restarted", false, func(t *testing.T, e *faultEnv) {
+			for i := range e.c.Nodes {
+				e.c.Stop(i)
+			}
+			time.Sleep(time.Second)
+			e.c.RestartAll()
+		}},
+		{"gateway killed mid-request", false, func(t *testing.T, e *faultEnv) {
+			e.gateways[0].CloseClientConnections()
+			e.gateways[0].Close()
+		}},
+		{"slow family while another is fast", true, func(t *testing.T, e *faultEnv) {
+			time.Sleep(2 * time.Second)
+		}},
+	}
+	rows := []string{checker.Header}
+	for _, sc := range scenarios {
+		t.Run(strings.ReplaceAll(sc.name, " ", "_"), func(t *testing.T) {
+			e := startFaultEnv(t, sc.slow)
+			r := e.run(t, func() { sc.fault(t, e) })
+			rows = append(rows, r.Row(sc.name))
+			if r.Acked == 0 {
+				t.Fatal("nothing was acked")
+			}
+			if r.Lost != 0 || r.Unexpected != 0 || r.StoredTwice != 0 {
+				t.Errorf("%s: %+v", sc.name, r)
+			}
+		})
+	}
+	t.Log("\n" + strings.Join(rows, "\n"))
+}

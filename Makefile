@@ -4,7 +4,7 @@ BIN     := bin/sluice
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: build run test lint bench bench-overload image clean
+.PHONY: build run test lint bench bench-overload cluster cluster-down image clean
 
 build: ## static, trimmed binary in bin/sluice
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/sluice
@@ -25,6 +25,12 @@ bench: ## benchmarks (the load tool and side-by-side runs come with the performa
 bench-overload: build ## overload benchmark: 10x then 2x the families' capacity, 60 s each (reports in bench-results/)
 	./$(BIN) bench overload --factor 10 --log-level warn
 	./$(BIN) bench overload --factor 2 --log-level warn
+
+cluster: build ## 3 brokers (R3), 2 gateways (:8080, :8081), demo families, as processes (run/cluster)
+	deploy/cluster.sh up
+
+cluster-down: ## stop the cluster started by make cluster
+	deploy/cluster.sh down
 
 image: build ## container image sluice:dev, FROM scratch around bin/sluice
 	docker build -f deploy/Dockerfile -t sluice:dev .

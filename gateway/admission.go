@@ -245,8 +245,17 @@ func (a *admission) retryAfter(topic string) time.Duration {
 // gateway credit again (at least 1% of the topic, at least one message per
 // gateway), clamped, then jittered up to twice as long (never past the max).
 func (a *admission) retryAfterLocked(ta *topicAdmission) time.Duration {
+	return a.wait(ta, rand.Float64())
+}
+
+// wait is the time until the topic has room for every gateway again: the
+// minimum when it has room now.
+func (a *admission) wait(ta *topicAdmission, jitter float64) time.Duration {
 	want := max(int64(ta.alive), ta.maxMsgs/100)
-	return credit.RetryAfter(want-ta.free, ta.drain.Rate(), rand.Float64(), a.cfg.RetryAfterMin, a.cfg.RetryAfterMax)
+	if ta.free >= want {
+		return credit.RetryAfter(0, math.Inf(1), jitter, a.cfg.RetryAfterMin, a.cfg.RetryAfterMax)
+	}
+	return credit.RetryAfter(want-ta.free, ta.drain.Rate(), jitter, a.cfg.RetryAfterMin, a.cfg.RetryAfterMax)
 }
 
 // shedRetryAfter is the Retry-After of a gateway-side shed (503): the
@@ -266,9 +275,7 @@ func (a *admission) setHeaders(h http.Header, topic string) {
 	window := int(math.Ceil(a.cfg.AdmissionRefresh.Seconds()))
 	reset := window
 	if left == 0 {
-		want := max(int64(ta.alive), ta.maxMsgs/100)
-		reset = max(window, int(math.Ceil(credit.RetryAfter(want-ta.free, ta.drain.Rate(), 0,
-			a.cfg.RetryAfterMin, a.cfg.RetryAfterMax).Seconds())))
+		reset = max(window, int(math.Ceil(a.wait(ta, 0).Seconds())))
 	}
 	ta.mu.Unlock()
 	if !refilled {
@@ -291,10 +298,9 @@ func (a *admission) state(topic string) AdmissionState {
 	ta := a.topics[topic]
 	ta.mu.Lock()
 	defer ta.mu.Unlock()
-	want := max(int64(ta.alive), ta.maxMsgs/100)
 	return AdmissionState{
 		Share: ta.credit.Share(), Remaining: ta.credit.Remaining(), Gateways: ta.alive,
 		DrainRate:  math.Round(ta.drain.Rate()*10) / 10,
-		RetryAfter: credit.RetryAfter(want-ta.free, ta.drain.Rate(), 0, a.cfg.RetryAfterMin, a.cfg.RetryAfterMax).Seconds(),
+		RetryAfter: a.wait(ta, 0).Seconds(),
 	}
 }

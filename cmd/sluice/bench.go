@@ -49,7 +49,7 @@ load generator together).`,
 			cfg.TopicMaxMessages, _ = f.GetInt64("topic-max-messages")
 			cfg.Gateway, _ = f.GetString("gateway")
 			cfg.DuplicateWindow, _ = f.GetDuration("duplicate-window")
-			n, err := setup(cmd, nil, false)
+			n, err := setup(cmd, 0, nil, false) // the bench builds its own nodes
 			if err != nil {
 				return err
 			}

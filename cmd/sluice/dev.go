@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sluicebus/sluice/internal/config"
 	"github.com/sluicebus/sluice/internal/devstack"
 )
 
@@ -26,7 +27,7 @@ Config keys used: log.*, broker.* (name, data_dir, listen, ready_timeout),
 gateway.* (all), demo.* (enabled, delay, failure_rate, credit), topics.*.` + configHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := load(cmd, map[string]string{
+			cfg, err := load(cmd, config.RoleAll, map[string]string{
 				"demo-delay":        "demo.delay",
 				"demo-failure-rate": "demo.failure_rate",
 				"listen":            "gateway.listen",

@@ -33,7 +33,7 @@ Config keys used: log.*, broker.* (name, data_dir, listen, ready_timeout,
 ops_listen for /healthz /readyz /metrics), topics.*.` + configHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			n, err := setup(cmd, nil, false)
+			n, err := setup(cmd, config.RoleBroker, nil, false)
 			if err != nil {
 				return err
 			}
@@ -68,7 +68,7 @@ broker in bus.urls and answers 202 only once the bus has stored a message.
 Config keys used: log.*, bus.* (urls, connect_timeout), gateway.* (all), topics.*.` + configHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			n, err := setup(cmd, map[string]string{"listen": "gateway.listen"}, false)
+			n, err := setup(cmd, config.RoleGateway, map[string]string{"listen": "gateway.listen"}, false)
 			if err != nil {
 				return err
 			}
@@ -104,7 +104,7 @@ Config keys used: log.*, bus.* (urls, connect_timeout), demo.* (delay,
 failure_rate, credit).` + configHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			n, err := setup(cmd, map[string]string{
+			n, err := setup(cmd, config.RoleWorker, map[string]string{
 				"demo-delay": "demo.delay", "demo-failure-rate": "demo.failure_rate", "credit": "demo.credit",
 			}, false)
 			if err != nil {

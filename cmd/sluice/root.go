@@ -36,8 +36,9 @@ workers that pull with credits.` + configHelp,
 // commonFlags binds the root's flags to their config keys.
 var commonFlags = map[string]string{"log-level": "log.level", "log-format": "log.format"}
 
-// load reads the configuration for cmd, with its own flag bindings.
-func load(cmd *cobra.Command, flagKeys map[string]string) (config.Config, error) {
+// load reads the configuration for cmd, with its own flag bindings,
+// validated for the roles the command runs.
+func load(cmd *cobra.Command, roles config.Role, flagKeys map[string]string) (config.Config, error) {
 	path, _ := cmd.Flags().GetString("config")
 	keys := map[string]string{}
 	for k, v := range commonFlags {
@@ -46,7 +47,7 @@ func load(cmd *cobra.Command, flagKeys map[string]string) (config.Config, error)
 	for k, v := range flagKeys {
 		keys[k] = v
 	}
-	return config.Load(path, cmd.Flags(), keys)
+	return config.LoadFor(roles, path, cmd.Flags(), keys)
 }
 
 // node is what every subcommand starts from: its configuration, a logger
@@ -61,8 +62,8 @@ func (n node) sync() { _ = n.log.Sync() }
 
 // setup loads cmd's configuration (with its own flag bindings) and builds
 // the logger (console when dev and log.format is auto) and the registry.
-func setup(cmd *cobra.Command, flagKeys map[string]string, dev bool) (node, error) {
-	cfg, err := load(cmd, flagKeys)
+func setup(cmd *cobra.Command, roles config.Role, flagKeys map[string]string, dev bool) (node, error) {
+	cfg, err := load(cmd, roles, flagKeys)
 	if err != nil {
 		return node{}, err
 	}

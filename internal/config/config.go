@@ -77,8 +77,25 @@ func (c *Config) share() {
 	c.Gateway.Topics = c.Topics
 }
 
-// Validate reports every problem, each naming its key.
-func (c *Config) Validate() error {
+// Role is a node a process runs; a configuration is validated for the
+// roles its process runs (a gateway does not need a broker's cluster).
+type Role int
+
+// Roles.
+const (
+	RoleBroker Role = 1 << iota
+	RoleGateway
+	RoleWorker
+	// RoleAll is every node: `sluice dev`, and the default.
+	RoleAll = RoleBroker | RoleGateway | RoleWorker
+)
+
+// Validate reports every problem for all roles, each naming its key.
+func (c *Config) Validate() error { return c.ValidateFor(RoleAll) }
+
+// ValidateFor checks the common sections, the topology, and the node
+// sections of roles.
+func (c *Config) ValidateFor(roles Role) error {
 	c.share()
 	var errs []error
 	bad := func(key, format string, args ...any) {
@@ -109,11 +126,21 @@ func (c *Config) Validate() error {
 	if c.Demo.Credit < 1 {
 		bad("demo.credit", "must be at least 1, got %d", c.Demo.Credit)
 	}
-	if err := c.Broker.Validate(); err != nil {
-		errs = append(errs, err)
+	if roles&RoleBroker != 0 {
+		if err := c.Broker.Validate(); err != nil { // the topology included
+			errs = append(errs, err)
+		}
+	} else {
+		for _, name := range topology.Names(c.Topics) {
+			if err := c.Topics[name].Validate("topics." + name); err != nil {
+				errs = append(errs, err)
+			}
+		}
 	}
-	if err := c.Gateway.Validate(); err != nil {
-		errs = append(errs, err)
+	if roles&RoleGateway != 0 {
+		if err := c.Gateway.Validate(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -38,16 +38,22 @@ func (e *Error) Unwrap() error { return e.Err }
 
 // Load reads the file at path (none when empty) over DefaultConfig, applies
 // SLUICE_* environment overrides and the changed flags bound in flagKeys
-// (flag name -> config key), and validates the result.
+// (flag name -> config key), and validates the result for every role.
 func Load(path string, flags *pflag.FlagSet, flagKeys map[string]string) (Config, error) {
-	cfg, err := load(path, flags, flagKeys)
+	return LoadFor(RoleAll, path, flags, flagKeys)
+}
+
+// LoadFor is Load validating for the roles the process runs only (unknown
+// keys and bad values are refused in every section all the same).
+func LoadFor(roles Role, path string, flags *pflag.FlagSet, flagKeys map[string]string) (Config, error) {
+	cfg, err := load(roles, path, flags, flagKeys)
 	if err != nil {
 		return Config{}, &Error{File: path, Err: err}
 	}
 	return cfg, nil
 }
 
-func load(path string, flags *pflag.FlagSet, flagKeys map[string]string) (Config, error) {
+func load(roles Role, path string, flags *pflag.FlagSet, flagKeys map[string]string) (Config, error) {
 	v := viper.New()
 	def := DefaultConfig()
 	for key, val := range flatten(reflect.ValueOf(def), "") {
@@ -100,7 +106,7 @@ func load(path string, flags *pflag.FlagSet, flagKeys map[string]string) (Config
 		}
 		cfg.Topics = topics
 	}
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.ValidateFor(roles); err != nil {
 		return Config{}, err
 	}
 	return cfg, nil

@@ -253,6 +253,9 @@ func (g *Gateway) publishAll(ctx context.Context, topic string, items []*pending
 		select {
 		case ack := <-it.fut.Ok():
 			it.ack = ack
+			if ack.Duplicate {
+				it.err = g.sameMessage(ctx, topic, it.id, ack.Sequence, it.msg.Data)
+			}
 		case err := <-it.fut.Err():
 			it.err = g.classify(topic, err)
 		case <-ctx.Done():

@@ -27,6 +27,7 @@ var (
 	errRateLimited      = errors.New("client rate limit")
 	errOverloaded       = errors.New("gateway overloaded")
 	errStreamBusy       = errors.New("stream busy")
+	errConflict         = errors.New("idempotency key reused")
 	errBusUnavailable   = errors.New("bus unavailable")
 	errOutcomeUnknown   = errors.New("publish outcome unknown")
 )
@@ -50,6 +51,7 @@ var kinds = []struct {
 	{errTooLarge, problemKind{http.StatusRequestEntityTooLarge, sluice.ProblemMessageTooLarge, "Content too large", false}},
 	{errMediaType, problemKind{http.StatusUnsupportedMediaType, sluice.ProblemUnsupportedMediaType, "Unsupported media type", false}},
 	{errTopicFull, problemKind{http.StatusTooManyRequests, sluice.ProblemTopicFull, "Topic full", true}},
+	{errConflict, problemKind{http.StatusConflict, sluice.ProblemIdempotencyConflict, "Idempotency key reused", false}},
 	{errStreamBusy, problemKind{http.StatusTooManyRequests, sluice.ProblemTopicFull, "Topic busy", true}},
 	{errRateLimited, problemKind{http.StatusTooManyRequests, sluice.ProblemRateLimited, "Rate limited", true}},
 	{errOverloaded, problemKind{http.StatusServiceUnavailable, sluice.ProblemOverloaded, "Overloaded", true}},

@@ -459,3 +459,23 @@ func TestStoredButAckLost(t *testing.T) {
 		t.Fatalf("stored %d times", info.State.Msgs)
 	}
 }
+
+func TestSameKeyOtherPayloadIsConflict(t *testing.T) {
+	topics := testharness.Topics(testharness.Topic("orders", "billing"))
+	b := testharness.StartBroker(t, topics)
+	_, srv := testharness.StartGateway(t, testharness.GatewayConfig(topics), testharness.Connect(t, b))
+	url := srv.URL + "/v1/topics/orders/messages"
+	key := map[string]string{"Idempotency-Key": "order-9"}
+	if resp := post(t, url, "", strings.NewReader("total=10"), key); resp.StatusCode != 202 {
+		t.Fatalf("first: %d", resp.StatusCode)
+	}
+	wantProblem(t, post(t, url, "", strings.NewReader("total=99"), key), 409, sluice.ProblemIdempotencyConflict)
+	if r := decode[receipt](t, post(t, url, "", strings.NewReader("total=10"), key)); !r.Duplicate || r.Seq != 1 {
+		t.Fatalf("the same payload again: %+v", r)
+	}
+	resp := post(t, url+":batch", "application/x-ndjson", strings.NewReader(`{"id":"order-9","data_base64":"b3RoZXI="}`+"\n"), nil)
+	var line receipt
+	if err := json.NewDecoder(resp.Body).Decode(&line); err != nil || line.Status != 409 || line.Type != sluice.ProblemIdempotencyConflict {
+		t.Fatalf("batch line: %+v %v", line, err)
+	}
+}

@@ -176,11 +176,32 @@ func (g *Gateway) store(ctx context.Context, topic, id string, msg *nats.Msg) (R
 			g.log.Warn("publish outcome unknown", zap.String("topic", topic), zap.String("id", id), zap.Error(err))
 		}
 	}
+	if err == nil && ack.Duplicate {
+		err = g.sameMessage(ctx, topic, id, ack.Sequence, msg.Data)
+	}
 	g.record(topic, ack, err)
 	if err != nil {
 		return Receipt{}, err
 	}
 	return Receipt{Topic: topic, Seq: ack.Sequence, ID: id, Duplicate: ack.Duplicate}, nil
+}
+
+// sameMessage checks that a duplicate carries the payload stored first
+// under its key. Once every family has handled the original it is gone
+// from the topic and cannot be compared: the duplicate is then accepted.
+func (g *Gateway) sameMessage(ctx context.Context, topic, id string, seq uint64, data []byte) error {
+	s, err := g.js.Stream(ctx, sluice.StreamName(topic))
+	if err != nil {
+		return nil
+	}
+	orig, err := s.GetMsg(ctx, seq)
+	if err != nil || orig.Header.Get(sluice.HeaderMsgID) != id {
+		return nil
+	}
+	if !bytes.Equal(orig.Data, data) {
+		return fmt.Errorf("%w: key %q was used within the duplicate window for another payload (stored as seq %d)", errConflict, id, seq)
+	}
+	return nil
 }
 
 // classify is classifyPublish with the topic's computed Retry-After on a

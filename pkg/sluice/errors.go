@@ -17,6 +17,7 @@ const (
 	ProblemUnsupportedMediaType = "urn:sluice:problem:unsupported-media-type"
 	ProblemTopicFull            = "urn:sluice:problem:topic-full"
 	ProblemRateLimited          = "urn:sluice:problem:rate-limited"
+	ProblemIdempotencyConflict  = "urn:sluice:problem:idempotency-conflict"
 	ProblemOverloaded           = "urn:sluice:problem:overloaded"
 	ProblemBusUnavailable       = "urn:sluice:problem:bus-unavailable"
 	ProblemOutcomeUnknown       = "urn:sluice:problem:publish-outcome-unknown"
@@ -39,6 +40,9 @@ var (
 	// ErrOutcomeUnknown: the publish may or may not have been stored; retry
 	// with the same idempotency key and the duplicate window sorts it out.
 	ErrOutcomeUnknown = errors.New("sluice: publish outcome unknown")
+	// ErrConflict: the idempotency key was already used, within the duplicate
+	// window, for a message with another payload (409).
+	ErrConflict = errors.New("sluice: idempotency key reused for another message")
 	// ErrInternal: the gateway answered 500, which is always a gateway bug.
 	ErrInternal = errors.New("sluice: internal gateway error")
 	// ErrPermanent marks a handler error that must not be retried; see Permanent.
@@ -56,6 +60,7 @@ var problemSentinels = map[string]error{
 	ProblemUnsupportedMediaType: ErrUnsupportedMediaType,
 	ProblemTopicFull:            ErrThrottled,
 	ProblemRateLimited:          ErrThrottled,
+	ProblemIdempotencyConflict:  ErrConflict,
 	ProblemOverloaded:           ErrUnavailable,
 	ProblemBusUnavailable:       ErrUnavailable,
 	ProblemOutcomeUnknown:       ErrOutcomeUnknown,

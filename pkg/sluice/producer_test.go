@@ -229,3 +229,15 @@ func grepLines(s, substr string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+func TestProducerConflictIsTyped(t *testing.T) {
+	s := startStack(t, testharness.Topic("orders", "billing"))
+	p := s.producer(t)
+	if _, err := p.Publish(context.Background(), "orders", []byte("a"), sluice.WithID("k")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := p.Publish(context.Background(), "orders", []byte("b"), sluice.WithID("k"))
+	if !errors.Is(err, sluice.ErrConflict) || errors.Is(err, sluice.ErrOutcomeUnknown) {
+		t.Fatalf("want ErrConflict, got %v", err)
+	}
+}

@@ -159,8 +159,6 @@ func (a *admission) refresh(ctx context.Context) {
 	if !a.nc.IsConnected() {
 		return // keep the last credit; publishes will be refused by the bus check
 	}
-	ctx, cancel := context.WithTimeout(ctx, max(a.cfg.AdmissionRefresh, time.Second))
-	defer cancel()
 	now := time.Now()
 	alive, rank := a.alive(now)
 	a.gateways.Store(int64(alive))
@@ -170,7 +168,11 @@ func (a *admission) refresh(ctx context.Context) {
 		msgs0, bytes0 := ta.takenMsgs, ta.takenBytes
 		heldMsgs, heldBytes := ta.outstandingMsgs, ta.outstandingBytes
 		ta.mu.Unlock()
-		s, err := a.js.Stream(ctx, sluice.StreamName(name))
+		// Bounded by a few refresh intervals: a slow read must not keep an
+		// old credit in force much longer than one refresh.
+		rctx, cancel := context.WithTimeout(ctx, min(max(4*a.cfg.AdmissionRefresh, 200*time.Millisecond), 2*time.Second))
+		s, err := a.js.Stream(rctx, sluice.StreamName(name))
+		cancel()
 		if err != nil {
 			a.log.Debug("admission: reading topic", zap.String("topic", name), zap.Error(err))
 			ok = false

@@ -72,9 +72,8 @@ func TestTwoGatewaysShareAdmissionAndNeverReachTheHardBound(t *testing.T) {
 	urlA, regA := startGatewayReg(t, cfg, testharness.Connect(t, b))
 	urlB, regB := startGatewayReg(t, cfg, testharness.Connect(t, b))
 	testharness.Eventually(t, 10*time.Second, func() bool {
-		return gaugeValue(t, regA, "sluice_gateway_gateways_alive") == 2 && gaugeValue(t, regB, "sluice_gateway_gateways_alive") == 2
-	}, "the gateways should hear each other")
-	time.Sleep(2 * cfg.AdmissionRefresh) // a refill with both alive (each holds half)
+		return topicView(t, urlA).Admission.Share == 10 && topicView(t, urlB).Admission.Share == 10
+	}, "each gateway should hold half of the topic's room once they hear each other")
 
 	accepted, refused := 0, 0
 	for i := range 60 {

@@ -23,30 +23,11 @@ func r3(name string, families ...string) map[string]topology.Topic {
 	return testharness.Topics(t)
 }
 
-// replicasCurrent reports whether topic's stream has its 2 followers current.
-func replicasCurrent(ctx context.Context, js jetstream.JetStream, topic string) bool {
-	s, err := js.Stream(ctx, sluice.StreamName(topic))
-	if err != nil || s.CachedInfo().Cluster == nil || s.CachedInfo().Cluster.Leader == "" {
-		return false
-	}
-	reps := s.CachedInfo().Cluster.Replicas
-	if len(reps) != 2 {
-		return false
-	}
-	for _, r := range reps {
-		if !r.Current || r.Offline {
-			return false
-		}
-	}
-	return true
-}
-
 func TestClusterProvisionsR3(t *testing.T) {
 	c := testharness.StartCluster(t, 3, r3("orders", "billing", "shipping"))
 	js, _ := jetstream.New(c.Connect(t))
 	ctx := context.Background()
-	testharness.Eventually(t, 20*time.Second, func() bool { return replicasCurrent(ctx, js, "orders") },
-		"the topic should have a leader and two current replicas")
+	c.WaitCurrent(t, js, "orders", "the topic should have a leader and two current replicas")
 	s, _ := js.Stream(ctx, sluice.StreamName("orders"))
 	if s.CachedInfo().Config.Replicas != 3 {
 		t.Fatalf("replicas = %d", s.CachedInfo().Config.Replicas)
@@ -65,7 +46,7 @@ func TestClusterLeaderLossLosesNothing(t *testing.T) {
 	c := testharness.StartCluster(t, 3, topics)
 	js, _ := jetstream.New(c.Connect(t))
 	ctx := context.Background()
-	testharness.Eventually(t, 20*time.Second, func() bool { return replicasCurrent(ctx, js, "orders") }, "cluster not settled")
+	c.WaitCurrent(t, js, "orders", "cluster not settled")
 	_, srv := testharness.StartGateway(t, testharness.GatewayConfig(topics), c.Connect(t))
 
 	var mu sync.Mutex
@@ -104,8 +85,7 @@ func TestClusterLeaderLossLosesNothing(t *testing.T) {
 		defer mu.Unlock()
 		return len(got) == 60
 	}, "every accepted message should be delivered")
-	testharness.Eventually(t, 30*time.Second, func() bool { return replicasCurrent(ctx, js, "orders") },
-		"the restarted broker should catch up")
+	c.WaitCurrent(t, js, "orders", "the restarted broker should catch up")
 	s, _ := js.Stream(ctx, sluice.StreamName("orders"))
 	if last := s.CachedInfo().State.LastSeq; last != 60 {
 		t.Errorf("stream stored %d messages for 60 ids: a retry was stored twice", last)
@@ -118,8 +98,7 @@ func TestClusterMinorityNeverAccepts(t *testing.T) {
 	topics := r3("orders", "billing")
 	c := testharness.StartCluster(t, 3, topics)
 	js, _ := jetstream.New(c.Connect(t))
-	ctx := context.Background()
-	testharness.Eventually(t, 20*time.Second, func() bool { return replicasCurrent(ctx, js, "orders") }, "cluster not settled")
+	c.WaitCurrent(t, js, "orders", "cluster not settled")
 	nc, err := nats.Connect(c.Nodes[0].URL(), nats.MaxReconnects(-1))
 	if err != nil {
 		t.Fatal(err)

@@ -39,7 +39,7 @@ func startFaultEnv(t *testing.T, slowFamily bool) *faultEnv {
 	topics := map[string]topology.Topic{"orders": topic}
 	e := &faultEnv{c: testharness.StartCluster(t, 3, topics), chk: checker.New("billing", "shipping")}
 	e.js, _ = jetstream.New(e.c.Connect(t))
-	testharness.Eventually(t, 30*time.Second, func() bool { return e.current() }, "cluster not settled")
+	e.c.WaitCurrent(t, e.js, "orders", "cluster not settled")
 	for range 2 {
 		cfg := testharness.GatewayConfig(topics)
 		cfg.PublishTimeout = 2 * time.Second
@@ -70,21 +70,7 @@ func startFaultEnv(t *testing.T, slowFamily bool) *faultEnv {
 }
 
 // current: the topic has a leader and two current followers.
-func (e *faultEnv) current() bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	s, err := e.js.Stream(ctx, sluice.StreamName("orders"))
-	if err != nil || s.CachedInfo().Cluster == nil || s.CachedInfo().Cluster.Leader == "" {
-		return false
-	}
-	n := 0
-	for _, r := range s.CachedInfo().Cluster.Replicas {
-		if r.Current && !r.Offline {
-			n++
-		}
-	}
-	return n == 2
-}
+func (e *faultEnv) current() bool { return e.c.Current(e.js, "orders") }
 
 // run writes steadily from two writers while fault runs, then lets the
 // readers catch up and returns the checker's report.

@@ -220,3 +220,30 @@ func (c *Cluster) Leader(t testing.TB, js jetstream.JetStream, topic string) int
 	}
 	return -1
 }
+
+// Current reports whether topic's stream has a leader and all its
+// followers current.
+func (c *Cluster) Current(js jetstream.JetStream, topic string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, sluice.StreamName(topic))
+	if err != nil || s.CachedInfo().Cluster == nil || s.CachedInfo().Cluster.Leader == "" {
+		return false
+	}
+	reps := s.CachedInfo().Cluster.Replicas
+	if len(reps) != s.CachedInfo().Config.Replicas-1 {
+		return false
+	}
+	for _, r := range reps {
+		if !r.Current || r.Offline {
+			return false
+		}
+	}
+	return true
+}
+
+// WaitCurrent waits until topic's replicas are all current.
+func (c *Cluster) WaitCurrent(t testing.TB, js jetstream.JetStream, topic string, why string) {
+	t.Helper()
+	Eventually(t, 30*time.Second, func() bool { return c.Current(js, topic) }, "%s: replicas of %s not current", why, topic)
+}

@@ -140,9 +140,11 @@ sluice_topic_messages{topic="orders"} 3
 # TYPE sluice_family_pending_messages gauge
 sluice_family_pending_messages{family="billing",topic="orders"} 3
 `
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "sluice_topic_messages", "sluice_family_pending_messages"); err != nil {
-		t.Fatal(err)
-	}
+	// The consumer's pending count follows the store asynchronously: poll.
+	testharness.Eventually(t, 10*time.Second, func() bool {
+		err = testutil.GatherAndCompare(reg, strings.NewReader(want), "sluice_topic_messages", "sluice_family_pending_messages")
+		return err == nil
+	}, "scraped state: %v", &err)
 	b.Shutdown()
 	b.Shutdown() // idempotent
 }

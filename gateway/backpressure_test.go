@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/sluicebus/sluice/gateway"
 	"github.com/sluicebus/sluice/internal/testharness"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
@@ -355,5 +356,49 @@ func TestBatchRefusedWholeWithoutReadingWhenNoCredit(t *testing.T) {
 	}
 	if refusals(t, reg, "admission") != 1 {
 		t.Fatal("refusal uncounted")
+	}
+}
+
+func TestLameDuckStopsReadinessBeforeIntake(t *testing.T) {
+	topics := testharness.Topics(testharness.Topic("orders", "billing"))
+	b := testharness.StartBroker(t, topics)
+	cfg := testharness.GatewayConfig(topics)
+	cfg.LameDuck = 700 * time.Millisecond
+	g, err := gateway.New(cfg, testharness.Connect(t, b), testharness.Logger(t), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, err := g.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + addr.String()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	status := func(path string) int {
+		resp, err := http.Get(url + path)
+		if err != nil {
+			return -1
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	testharness.Eventually(t, 10*time.Second, func() bool { return status("/readyz") == 200 }, "not ready")
+	cancel() // SIGTERM
+	testharness.Eventually(t, 5*time.Second, func() bool { return status("/readyz") == 503 }, "readyz should turn 503 at once")
+	if resp := post(t, url+"/v1/topics/orders/messages", "", strings.NewReader("x"), nil); resp.StatusCode != 202 {
+		t.Fatalf("a publish during the lame duck answered %d, want 202", resp.StatusCode)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after the lame duck")
+	}
+	if status("/healthz") != -1 {
+		t.Fatal("still listening after stop")
 	}
 }

@@ -23,6 +23,9 @@ type Config struct {
 	// PublishTimeout bounds the wait for the bus's durable ack; past it the
 	// outcome is unknown and the client is told to retry with the same key.
 	PublishTimeout time.Duration `mapstructure:"publish_timeout"`
+	// LameDuck is how long a stopping gateway keeps serving with /readyz
+	// answering 503, so that load balancers stop sending before it closes.
+	LameDuck time.Duration `mapstructure:"lame_duck"`
 	// ShutdownTimeout bounds how long in-flight requests may finish on stop.
 	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
 	// RetryAfterMin and RetryAfterMax clamp the computed Retry-After of 429
@@ -67,6 +70,7 @@ func DefaultConfig() Config {
 		IdleTimeout:          2 * time.Minute,
 		MaxHeaderBytes:       64 << 10,
 		PublishTimeout:       5 * time.Second,
+		LameDuck:             0,
 		ShutdownTimeout:      10 * time.Second,
 		RetryAfterMin:        time.Second,
 		RetryAfterMax:        time.Minute,
@@ -107,6 +111,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxHeaderBytes < 1<<10 {
 		bad("max_header_bytes", "must be at least 1KiB, got %v", c.MaxHeaderBytes)
+	}
+	if c.LameDuck < 0 {
+		bad("lame_duck", "must not be negative")
 	}
 	if c.RetryAfterMin < time.Second || c.RetryAfterMax < c.RetryAfterMin {
 		bad("retry_after_min", "must be at least 1s (Retry-After counts whole seconds) and at most retry_after_max")

@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -30,8 +32,9 @@ type Gateway struct {
 	clients *clients // nil: no per-client limit
 	adm     *admission
 
-	mu sync.Mutex
-	ln net.Listener
+	mu       sync.Mutex
+	ln       net.Listener
+	stopping atomic.Bool // lame duck: /readyz says no, requests are still served
 }
 
 // New builds a gateway publishing over nc. Metrics are registered on reg
@@ -91,7 +94,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ctlCtx, stopControl := context.WithCancel(ctx)
+	// Control runs until the server is down, lame duck included.
+	ctlCtx, stopControl := context.WithCancel(context.Background())
 	ctlDone := make(chan error, 1)
 	go func() { ctlDone <- g.RunControl(ctlCtx) }()
 	defer func() {
@@ -114,6 +118,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 	case err := <-errc:
 		return fmt.Errorf("gateway: %w", err)
 	case <-ctx.Done():
+	}
+	if g.cfg.LameDuck > 0 {
+		g.stopping.Store(true)
+		g.log.Info("gateway lame duck: readyz says 503, still serving", zap.Duration("for", g.cfg.LameDuck))
+		time.Sleep(g.cfg.LameDuck)
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), g.cfg.ShutdownTimeout)
 	defer cancel()

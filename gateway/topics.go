@@ -81,6 +81,10 @@ func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) error {
 	defer cancel()
 	checks := map[string]string{"bus": "ok"}
 	ready := true
+	if g.stopping.Load() {
+		checks["gateway"] = "stopping"
+		ready = false
+	}
 	if !g.nc.IsConnected() {
 		checks["bus"] = "not connected: " + g.nc.Status().String()
 		ready = false

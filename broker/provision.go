@@ -95,10 +95,15 @@ func ConsumerConfig(t topology.Topic, f topology.Family) jetstream.ConsumerConfi
 		MaxAckPending: f.Credit,
 		Replicas:      t.Replicas,
 		Metadata: map[string]string{
-			sluice.MetadataTopic:       t.Name,
-			sluice.MetadataFamily:      f.Name,
-			sluice.MetadataMaxAttempts: strconv.Itoa(f.MaxAttempts),
-			sluice.MetadataBackoff:     strings.Join(backoff, ","),
+			sluice.MetadataTopic:          t.Name,
+			sluice.MetadataFamily:         f.Name,
+			sluice.MetadataMaxAttempts:    strconv.Itoa(f.MaxAttempts),
+			sluice.MetadataBackoff:        strings.Join(backoff, ","),
+			sluice.MetadataBackoffCurve:   f.BackoffCurve,
+			sluice.MetadataBackoffInitial: f.BackoffInitial.String(),
+			sluice.MetadataBackoffMax:     f.BackoffMax.String(),
+			sluice.MetadataBackoffJitter:  strconv.FormatBool(f.BackoffJitter),
+			sluice.MetadataRetryDeadline:  f.RetryDeadline.String(),
 		},
 	}
 }

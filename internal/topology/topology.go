@@ -45,10 +45,21 @@ type Family struct {
 	Name string `mapstructure:"-" json:"name"`
 	// Credit is the family's max ack pending: how many messages its workers
 	// may hold unacknowledged together before the broker stops delivering.
-	Credit      int             `mapstructure:"credit" json:"credit"`
-	AckWait     time.Duration   `mapstructure:"ack_wait" json:"ack_wait"`
-	MaxAttempts int             `mapstructure:"max_attempts" json:"max_attempts"`
-	Backoff     []time.Duration `mapstructure:"backoff" json:"backoff"`
+	Credit      int           `mapstructure:"credit" json:"credit"`
+	AckWait     time.Duration `mapstructure:"ack_wait" json:"ack_wait"`
+	MaxAttempts int           `mapstructure:"max_attempts" json:"max_attempts"`
+	// BackoffCurve is how the wait before a retry grows: "schedule" (the
+	// Backoff list, its last entry repeated), "exponential" or "linear"
+	// (from BackoffInitial, capped at BackoffMax).
+	BackoffCurve   string          `mapstructure:"backoff_curve" json:"backoff_curve"`
+	Backoff        []time.Duration `mapstructure:"backoff" json:"backoff"`
+	BackoffInitial time.Duration   `mapstructure:"backoff_initial" json:"backoff_initial"`
+	BackoffMax     time.Duration   `mapstructure:"backoff_max" json:"backoff_max"`
+	// BackoffJitter draws each wait uniformly from [0, wait) (full jitter).
+	BackoffJitter bool `mapstructure:"backoff_jitter" json:"backoff_jitter"`
+	// RetryDeadline, when set, dead-letters a message that would be retried
+	// later than this after it was stored.
+	RetryDeadline time.Duration `mapstructure:"retry_deadline" json:"retry_deadline"`
 	// DeadLetterMaxAge bounds how long dead letters are kept.
 	DeadLetterMaxAge time.Duration `mapstructure:"dead_letter_max_age" json:"dead_letter_max_age"`
 }
@@ -73,7 +84,12 @@ func DefaultFamily() Family {
 		Credit:           64,
 		AckWait:          30 * time.Second,
 		MaxAttempts:      5,
+		BackoffCurve:     "schedule",
 		Backoff:          []time.Duration{time.Second, 5 * time.Second, 30 * time.Second},
+		BackoffInitial:   time.Second,
+		BackoffMax:       time.Minute,
+		BackoffJitter:    false,
+		RetryDeadline:    0,
 		DeadLetterMaxAge: 7 * 24 * time.Hour,
 	}
 }
@@ -160,6 +176,17 @@ func (f Family) Validate(prefix string) error {
 	}
 	if f.MaxAttempts < 1 {
 		bad("max_attempts", "must be at least 1, got %d", f.MaxAttempts)
+	}
+	switch f.BackoffCurve {
+	case "schedule", "exponential", "linear":
+	default:
+		bad("backoff_curve", "must be schedule, exponential or linear, got %q", f.BackoffCurve)
+	}
+	if f.BackoffInitial <= 0 || f.BackoffMax < f.BackoffInitial {
+		bad("backoff_initial", "must be positive and at most backoff_max (%v), got %v", f.BackoffMax, f.BackoffInitial)
+	}
+	if f.RetryDeadline < 0 {
+		bad("retry_deadline", "must not be negative (0 means none)")
 	}
 	for i, d := range f.Backoff {
 		if d <= 0 {

@@ -30,6 +30,9 @@ const (
 	ReasonPermanent = "permanent"
 	// ReasonMaxAttempts: the handler failed on the family's last attempt.
 	ReasonMaxAttempts = "max_attempts"
+	// ReasonRetryDeadline: the handler failed and the next attempt would
+	// come later than the family's retry deadline.
+	ReasonRetryDeadline = "retry_deadline"
 	// ReasonDeliveriesExhausted: the message was delivered max-attempts times
 	// without a handler error ending the last one: workers stopped or crashed
 	// while holding it, or the handler outran the ack wait. Attempts count
@@ -87,6 +90,8 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, fam *family, m *
 		w.deadLetter(ctx, msg, md, ReasonPermanent, attempt, herr, fam, m)
 	case attempt >= pol.maxAttempts:
 		w.deadLetter(ctx, msg, md, ReasonMaxAttempts, attempt, herr, fam, m)
+	case pol.deadline > 0 && time.Since(md.Timestamp)+pol.delay(attempt) > pol.deadline:
+		w.deadLetter(ctx, msg, md, ReasonRetryDeadline, attempt, herr, fam, m)
 	default:
 		delay := pol.delay(attempt)
 		w.log.Debug("handler failed; retrying", zap.Uint64("seq", message.Seq), zap.Int("attempt", attempt),

@@ -83,4 +83,10 @@ const (
 	MetadataFamily      = "sluice.family"
 	MetadataMaxAttempts = "sluice.max_attempts"
 	MetadataBackoff     = "sluice.backoff"
+	// MetadataBackoffCurve and the keys after it complete the retry policy.
+	MetadataBackoffCurve   = "sluice.backoff_curve"
+	MetadataBackoffInitial = "sluice.backoff_initial"
+	MetadataBackoffMax     = "sluice.backoff_max"
+	MetadataBackoffJitter  = "sluice.backoff_jitter"
+	MetadataRetryDeadline  = "sluice.retry_deadline"
 )

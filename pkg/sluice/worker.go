@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -133,17 +134,36 @@ func NewWorker(conn *nats.Conn, topic, family string, h Handler, opts ...WorkerO
 
 // policy is the family's retry policy, read from its consumer's metadata.
 type policy struct {
-	maxAttempts int
-	backoff     []time.Duration
-	ackWait     time.Duration
+	maxAttempts  int
+	curve        string // schedule, exponential, linear
+	backoff      []time.Duration
+	initial, max time.Duration
+	jitter       bool
+	deadline     time.Duration
+	ackWait      time.Duration
 }
 
-// delay is the wait before the attempt after `attempt`.
+// delay is the wait before the attempt after `attempt` (1-based).
 func (p policy) delay(attempt int) time.Duration {
-	if len(p.backoff) == 0 {
-		return 0
+	var d time.Duration
+	switch p.curve {
+	case "exponential":
+		d = p.initial
+		for i := 1; i < attempt && d < p.max; i++ {
+			d *= 2
+		}
+		d = min(d, p.max)
+	case "linear":
+		d = min(p.max, time.Duration(attempt)*p.initial)
+	default:
+		if len(p.backoff) > 0 {
+			d = p.backoff[min(attempt-1, len(p.backoff)-1)]
+		}
 	}
-	return p.backoff[min(attempt-1, len(p.backoff)-1)]
+	if p.jitter && d > 0 {
+		d = rand.N(d)
+	}
+	return d
 }
 
 func readPolicy(cfg jetstream.ConsumerConfig) (policy, error) {
@@ -157,6 +177,23 @@ func readPolicy(cfg jetstream.ConsumerConfig) (policy, error) {
 		return p, fmt.Errorf("consumer %s: bad %s %q", cfg.Durable, MetadataMaxAttempts, ma)
 	}
 	p.maxAttempts = n
+	p.curve = cfg.Metadata[MetadataBackoffCurve]
+	if p.curve == "" {
+		p.curve = "schedule" // a family provisioned before curves existed
+	}
+	durations := map[string]*time.Duration{
+		MetadataBackoffInitial: &p.initial, MetadataBackoffMax: &p.max, MetadataRetryDeadline: &p.deadline,
+	}
+	for key, dst := range durations {
+		if v := cfg.Metadata[key]; v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return p, fmt.Errorf("consumer %s: bad %s %q", cfg.Durable, key, v)
+			}
+			*dst = d
+		}
+	}
+	p.jitter = cfg.Metadata[MetadataBackoffJitter] == "true"
 	if bo := cfg.Metadata[MetadataBackoff]; bo != "" {
 		for _, s := range strings.Split(bo, ",") {
 			d, err := time.ParseDuration(s)

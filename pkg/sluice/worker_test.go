@@ -352,3 +352,33 @@ func TestDeadLetterCopyIsRetriedInPlace(t *testing.T) {
 		t.Errorf("dead letter headers %v", h)
 	}
 }
+
+func TestRetryDeadlineDeadLetters(t *testing.T) {
+	topic := testharness.Topic("orders", "billing")
+	fam := topic.Families["billing"]
+	fam.MaxAttempts = 10
+	fam.BackoffCurve = "exponential"
+	fam.BackoffInitial, fam.BackoffMax = 200*time.Millisecond, time.Second
+	fam.RetryDeadline = 500 * time.Millisecond
+	topic.Families["billing"] = fam
+	s := startStack(t, topic)
+	var calls atomic.Int32
+	w, _ := sluice.NewWorker(s.nc, "orders", "billing", sluice.HandlerFunc(func(context.Context, *sluice.Message) error {
+		calls.Add(1)
+		return errors.New("still failing")
+	}))
+	run(t, w)
+	if _, err := s.producer(t).Publish(context.Background(), "orders", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	testharness.Eventually(t, 10*time.Second, func() bool {
+		return s.streamMsgs(t, sluice.DeadLetterStream("orders", "billing")) == 1
+	}, "the message should be dead-lettered at its retry deadline")
+	// Delays 200ms, 400ms: the third retry would land past 500ms.
+	if n := calls.Load(); n < 2 || n > 3 {
+		t.Errorf("handler ran %d times, want 2 or 3 before the deadline", n)
+	}
+	if h := s.deadLetter(t, "orders", "billing", 1).Header; h.Get(sluice.HeaderDeadReason) != sluice.ReasonRetryDeadline {
+		t.Errorf("reason %q", h.Get(sluice.HeaderDeadReason))
+	}
+}

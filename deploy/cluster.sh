@@ -3,6 +3,8 @@
 # separate processes: 3 brokers, 2 gateways, 2 demo workers per family.
 #   deploy/cluster.sh up     # pids and logs under $RUN_DIR (default run/cluster)
 #   deploy/cluster.sh down
+#   deploy/cluster.sh restart broker-2   # start one process again (chaos tests)
+# WORKERS=0 starts no demo workers (tests attach their own).
 # PORT_OFFSET shifts every port (tests run a second cluster beside yours).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,10 +16,46 @@ CONFIG=configs/cluster/cluster.yaml
 port() { echo $(( $1 + OFF )); }
 urls() { echo "nats://127.0.0.1:$(port 4222),nats://127.0.0.1:$(port 4223),nats://127.0.0.1:$(port 4224)"; }
 
-start() { # name, args...
-  local name=$1; shift
-  env "${ENVS[@]}" "$BIN" "$@" --config "$CONFIG" >"$RUN_DIR/logs/$name.log" 2>&1 &
-  echo $! >"$RUN_DIR/pids/$name.pid"
+# spec NAME: sets ENVS and ARGS for one process of the cluster.
+spec() {
+  local name=$1 i
+  case "$name" in
+    broker-*)
+      i=${name#broker-}
+      local routes="" j
+      for j in 1 2 3; do
+        [ "$i" = "$j" ] || routes="${routes:+$routes,}nats-route://127.0.0.1:$(port $((6221 + j)))"
+      done
+      ENVS=(SLUICE_BROKER_NAME="$name"
+        SLUICE_BROKER_LISTEN="127.0.0.1:$(port $((4221 + i)))"
+        SLUICE_BROKER_DATA_DIR="$RUN_DIR/data/$name"
+        SLUICE_BROKER_OPS_LISTEN="127.0.0.1:$(port $((8221 + i)))"
+        SLUICE_BROKER_CLUSTER_LISTEN="127.0.0.1:$(port $((6221 + i)))"
+        SLUICE_BROKER_CLUSTER_ROUTES="$routes")
+      ARGS=(broker) ;;
+    gateway-*)
+      i=${name#gateway-}
+      ENVS=(SLUICE_BUS_URLS="$(urls)" SLUICE_GATEWAY_LISTEN="127.0.0.1:$(port $((8079 + i)))")
+      ARGS=(gateway) ;;
+    worker-*)
+      local fam=${name#worker-}; fam=${fam%-*}
+      ENVS=(SLUICE_BUS_URLS="$(urls)")
+      ARGS=(worker --topic orders --family "$fam") ;;
+    *) echo "unknown process $name" >&2; exit 2 ;;
+  esac
+}
+
+start() { # name
+  spec "$1"
+  env "${ENVS[@]}" "$BIN" "${ARGS[@]}" --config "$CONFIG" >>"$RUN_DIR/logs/$1.log" 2>&1 &
+  echo $! >"$RUN_DIR/pids/$1.pid"
+}
+
+ready_url() { # name
+  case "$1" in
+    broker-*) echo "http://127.0.0.1:$(port $((8221 + ${1#broker-})))/readyz" ;;
+    gateway-*) echo "http://127.0.0.1:$(port $((8079 + ${1#gateway-})))/readyz" ;;
+  esac
 }
 
 wait_ready() { # url
@@ -32,33 +70,24 @@ wait_ready() { # url
 up() {
   [ -x "$BIN" ] || { echo "build first: make build" >&2; exit 1; }
   mkdir -p "$RUN_DIR/pids" "$RUN_DIR/logs" "$RUN_DIR/data"
-  for i in 1 2 3; do
-    routes=""
-    for j in 1 2 3; do
-      [ "$i" = "$j" ] || routes="${routes:+$routes,}nats-route://127.0.0.1:$(port $((6221 + j)))"
-    done
-    ENVS=(SLUICE_BROKER_NAME="broker-$i"
-      SLUICE_BROKER_LISTEN="127.0.0.1:$(port $((4221 + i)))"
-      SLUICE_BROKER_DATA_DIR="$RUN_DIR/data/broker-$i"
-      SLUICE_BROKER_OPS_LISTEN="127.0.0.1:$(port $((8221 + i)))"
-      SLUICE_BROKER_CLUSTER_LISTEN="127.0.0.1:$(port $((6221 + i)))"
-      SLUICE_BROKER_CLUSTER_ROUTES="$routes")
-    start "broker-$i" broker
-  done
-  for i in 1 2 3; do wait_ready "http://127.0.0.1:$(port $((8221 + i)))/readyz"; done
-  for i in 1 2; do
-    ENVS=(SLUICE_BUS_URLS="$(urls)" SLUICE_GATEWAY_LISTEN="127.0.0.1:$(port $((8079 + i)))")
-    start "gateway-$i" gateway
-  done
+  for i in 1 2 3; do start "broker-$i"; done
+  for i in 1 2 3; do wait_ready "$(ready_url broker-$i)"; done
+  for i in 1 2; do start "gateway-$i"; done
   for fam in billing shipping; do
-    for i in 1 2; do
-      ENVS=(SLUICE_BUS_URLS="$(urls)")
-      start "worker-$fam-$i" worker --topic orders --family "$fam"
-    done
+    for i in $(seq 1 "${WORKERS:-2}"); do start "worker-$fam-$i"; done
   done
-  for i in 1 2; do wait_ready "http://127.0.0.1:$(port $((8079 + i)))/readyz"; done
+  for i in 1 2; do wait_ready "$(ready_url gateway-$i)"; done
   echo "Sluice cluster up: gateways http://127.0.0.1:$(port 8080) and http://127.0.0.1:$(port 8081), brokers $(urls)"
   echo "logs: $RUN_DIR/logs   stop: make cluster-down"
+}
+
+# restart NAME: start a stopped or killed process again; waits for its
+# readiness when it has an endpoint (a lone broker waits for a quorum).
+restart() {
+  start "$1"
+  local u
+  u=$(ready_url "$1")
+  if [ -n "$u" ] && [ "${WAIT:-1}" = 1 ]; then wait_ready "$u"; fi
 }
 
 down() {
@@ -83,5 +112,7 @@ down() {
 case "${1:-}" in
   up) up ;;
   down) down ;;
-  *) echo "usage: $0 up|down" >&2; exit 2 ;;
+  restart) restart "$2" ;;
+  pid) cat "$RUN_DIR/pids/$2.pid" ;;
+  *) echo "usage: $0 up|down|restart NAME|pid NAME" >&2; exit 2 ;;
 esac

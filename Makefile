@@ -4,7 +4,7 @@ BIN     := bin/sluice
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: build run test lint bench bench-overload cluster cluster-down image clean
+.PHONY: build run test lint bench bench-overload cluster cluster-down chaos image clean
 
 build: ## static, trimmed binary in bin/sluice
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/sluice
@@ -18,6 +18,7 @@ test: ## every test, with the race detector
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags chaos ./test/
 
 bench: ## benchmarks (the load tool and side-by-side runs come with the performance issue)
 	$(GO) test -run '^$$' -bench . -benchtime 200x -count 1 ./pkg/... ./gateway/...
@@ -31,6 +32,9 @@ cluster: build ## 3 brokers (R3), 2 gateways (:8080, :8081), demo families, as p
 
 cluster-down: ## stop the cluster started by make cluster
 	deploy/cluster.sh down
+
+chaos: ## fault scenarios on the process cluster, real SIGKILL/SIGSTOP, minutes; prints the checker table
+	$(GO) test -tags chaos -count=1 -timeout 30m -run TestChaos -v ./test/ 2>&1 | grep -v 'logger.go'
 
 image: build ## container image sluice:dev, FROM scratch around bin/sluice
 	docker build -f deploy/Dockerfile -t sluice:dev .

@@ -76,12 +76,20 @@ func (e *faultEnv) current() bool { return e.c.Current(e.js, "orders") }
 // readers catch up and returns the checker's report.
 func (e *faultEnv) run(t *testing.T, fault func()) checker.Report {
 	t.Helper()
-	urls := []string{e.gateways[0].URL, e.gateways[1].URL}
+	return drive(t, e.chk, []string{e.gateways[0].URL, e.gateways[1].URL}, time.Second, fault)
+}
+
+// drive publishes from two SDK writers through gateways, recording each
+// final outcome in chk, for settle before fault, during fault and settle
+// after; then it waits for the readers to receive every acked message and
+// returns the report.
+func drive(t *testing.T, chk *checker.Checker, gateways []string, settle time.Duration, fault func()) checker.Report {
+	t.Helper()
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for w := range 2 {
 		wg.Go(func() {
-			p, _ := sluice.NewProducer(urls, sluice.WithRetry(8, 20*time.Millisecond, 500*time.Millisecond))
+			p, _ := sluice.NewProducer(gateways, sluice.WithRetry(8, 20*time.Millisecond, 500*time.Millisecond))
 			for n := 0; ; n++ {
 				select {
 				case <-stop:
@@ -94,24 +102,24 @@ func (e *faultEnv) run(t *testing.T, fault func()) checker.Report {
 				cancel()
 				switch {
 				case err == nil:
-					e.chk.Attempted(id, checker.OK)
+					chk.Attempted(id, checker.OK)
 				case errors.Is(err, sluice.ErrOutcomeUnknown):
-					e.chk.Attempted(id, checker.Unknown)
+					chk.Attempted(id, checker.Unknown)
 				default:
-					e.chk.Attempted(id, checker.Definite)
+					chk.Attempted(id, checker.Definite)
 				}
 				time.Sleep(5 * time.Millisecond)
 			}
 		})
 	}
-	time.Sleep(time.Second)
+	time.Sleep(settle)
 	fault()
-	time.Sleep(time.Second)
+	time.Sleep(settle)
 	close(stop)
 	wg.Wait()
-	testharness.Eventually(t, 60*time.Second, func() bool { return e.chk.Missing() == 0 },
+	testharness.Eventually(t, 2*time.Minute, func() bool { return chk.Missing() == 0 },
 		"readers should receive every acked message")
-	return e.chk.Report()
+	return chk.Report()
 }
 
 // TestFaults runs each fault scenario under steady load; each must show

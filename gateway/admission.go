@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -41,6 +42,10 @@ type topicAdmission struct {
 	maxMsgs                           int64
 	free                              int64 // free messages at the last reading
 	alive                             int   // gateways sharing the topic at the last reading
+	// The last reading of the topic on the bus: when it succeeded, and the
+	// error of any later failed one. Readiness is judged from these.
+	readAt  time.Time
+	readErr error
 }
 
 // admission gives each gateway its share of every topic's free capacity,
@@ -57,8 +62,7 @@ type admission struct {
 	mu   sync.Mutex
 	seen map[string]time.Time // gateway id -> last heartbeat
 
-	refreshed atomic.Bool // every topic read at least once
-	gateways  atomic.Int64
+	gateways atomic.Int64
 }
 
 func newAdmission(cfg Config, nc *nats.Conn, js jetstream.JetStream, log *zap.Logger) *admission {
@@ -162,7 +166,6 @@ func (a *admission) refresh(ctx context.Context) {
 	now := time.Now()
 	alive, rank := a.alive(now)
 	a.gateways.Store(int64(alive))
-	ok := true
 	for name, ta := range a.topics {
 		ta.mu.Lock()
 		msgs0, bytes0 := ta.takenMsgs, ta.takenBytes
@@ -175,7 +178,9 @@ func (a *admission) refresh(ctx context.Context) {
 		cancel()
 		if err != nil {
 			a.log.Debug("admission: reading topic", zap.String("topic", name), zap.Error(err))
-			ok = false
+			ta.mu.Lock()
+			ta.readErr = err
+			ta.mu.Unlock()
 			continue
 		}
 		info := s.CachedInfo()
@@ -188,11 +193,25 @@ func (a *admission) refresh(ctx context.Context) {
 			heldMsgs+ta.takenMsgs-msgs0, heldBytes+ta.takenBytes-bytes0)
 		ta.drain.Observe(now, info.State.LastSeq, info.State.Msgs)
 		ta.maxMsgs, ta.free, ta.alive = info.Config.MaxMsgs, free, alive
+		ta.readAt, ta.readErr = now, nil
 		ta.mu.Unlock()
 	}
-	if ok {
-		a.refreshed.Store(true)
+}
+
+// readStatus is "ok" when topic was read on the bus recently, else why not.
+func (a *admission) readStatus(topic string, now time.Time) string {
+	ta := a.topics[topic]
+	ta.mu.Lock()
+	defer ta.mu.Unlock()
+	switch {
+	case ta.readErr != nil:
+		return ta.readErr.Error()
+	case ta.readAt.IsZero():
+		return "not read on the bus yet"
+	case now.Sub(ta.readAt) > max(4*a.cfg.AdmissionRefresh, 2*time.Second):
+		return "last read on the bus " + now.Sub(ta.readAt).Round(time.Millisecond).String() + " ago"
 	}
+	return "ok"
 }
 
 // take admits one message of size bytes to topic, or says how long to wait.
@@ -210,16 +229,22 @@ func (a *admission) take(topic string, size int64) (bool, time.Duration) {
 	return false, a.retryAfterLocked(ta)
 }
 
-// finish settles a message take admitted: maybeStored when it was stored or
-// its outcome is unknown (the bus will show it); otherwise it certainly was
-// not stored and its credit comes back.
-func (a *admission) finish(topic string, size int64, maybeStored bool) {
+// finish settles a message take admitted, from how its request ended:
+// stored or unknown, the credit stays spent (the bus will show it);
+// refused by the stream as full, the credit is stale and nothing more is
+// admitted until the next refill; otherwise it certainly was not stored
+// and its credit comes back.
+func (a *admission) finish(topic string, size int64, err error) {
 	ta := a.topics[topic]
 	ta.mu.Lock()
 	defer ta.mu.Unlock()
 	ta.outstandingMsgs--
 	ta.outstandingBytes -= size
-	if !maybeStored {
+	switch {
+	case err == nil, errors.Is(err, errOutcomeUnknown):
+	case errors.Is(err, errTopicFull), errors.Is(err, errStreamBusy):
+		ta.credit.Exhaust()
+	default:
 		ta.credit.Return(size)
 	}
 }

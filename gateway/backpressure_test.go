@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -400,5 +401,28 @@ func TestLameDuckStopsReadinessBeforeIntake(t *testing.T) {
 	}
 	if status("/healthz") != -1 {
 		t.Fatal("still listening after stop")
+	}
+}
+
+func TestStreamFullExhaustsStaleCredit(t *testing.T) {
+	orders := testharness.Topic("orders", "billing")
+	orders.MaxMessages = 5
+	topics := testharness.Topics(orders)
+	b := testharness.StartBroker(t, topics)
+	cfg := testharness.GatewayConfig(topics)
+	cfg.AdmissionRefresh = time.Hour // only the first reading: 5 free
+	url, reg := startGatewayReg(t, cfg, testharness.Connect(t, b))
+	js, _ := jetstream.New(testharness.Connect(t, b))
+	for range 5 { // filled behind the gateway's back
+		if _, err := js.Publish(context.Background(), sluice.Subject("orders"), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 5 {
+		wantProblem(t, post(t, url+"/v1/topics/orders/messages", "", strings.NewReader("x"), nil), 429, sluice.ProblemTopicFull)
+	}
+	// The stream's refusal showed the credit stale: the others never reached the bus.
+	if full, adm := refusals(t, reg, "topic_full"), refusals(t, reg, "admission"); full != 1 || adm != 4 {
+		t.Fatalf("refusals: %v by the stream, %v by admission; want 1 and 4", full, adm)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"mime"
 	"net/http"
@@ -207,7 +206,7 @@ func (g *Gateway) publishAll(ctx context.Context, topic string, items []*pending
 	defer func() {
 		for _, it := range items {
 			if it.admitted {
-				g.adm.finish(topic, it.size, it.err == nil || errors.Is(it.err, errOutcomeUnknown))
+				g.adm.finish(topic, it.size, it.err)
 			}
 		}
 	}()

@@ -20,7 +20,7 @@ import (
 )
 
 // publish handles POST /v1/topics/{topic}/messages: the body is the payload.
-func (g *Gateway) publish(w http.ResponseWriter, r *http.Request) error {
+func (g *Gateway) publish(w http.ResponseWriter, r *http.Request) (err error) {
 	t, err := g.topic(r)
 	if err != nil {
 		return err
@@ -59,8 +59,7 @@ func (g *Gateway) publish(w http.ResponseWriter, r *http.Request) error {
 	if err := g.admitTopic(w, t.Name, size); err != nil {
 		return err
 	}
-	maybeStored := false
-	defer func() { g.adm.finish(t.Name, size, maybeStored) }()
+	defer func() { g.adm.finish(t.Name, size, err) }() // settles the credit from how the request ends
 	reserve := r.ContentLength
 	if reserve < 0 || reserve > int64(t.MaxMessageSize) {
 		reserve = int64(t.MaxMessageSize) // chunked: the most it may be
@@ -76,7 +75,6 @@ func (g *Gateway) publish(w http.ResponseWriter, r *http.Request) error {
 	}
 	msg.Data = body
 	receipt, err := g.store(r.Context(), t.Name, id, msg)
-	maybeStored = err == nil || errors.Is(err, errOutcomeUnknown)
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ type Admission struct {
 	msgs, bytes           int64 // credit left
 	shareMsgs, shareBytes int64 // credit at the last refill
 	refilled              bool
+	exhausted             bool // until the next refill
 }
 
 // Refill replaces the credit with this gateway's share of the free capacity
@@ -23,7 +24,7 @@ type Admission struct {
 func (a *Admission) Refill(shareMsgs, shareBytes, heldMsgs, heldBytes int64) {
 	a.shareMsgs, a.shareBytes = max(0, shareMsgs), max(0, shareBytes)
 	a.msgs, a.bytes = a.shareMsgs-heldMsgs, a.shareBytes-heldBytes
-	a.refilled = true
+	a.refilled, a.exhausted = true, false
 }
 
 // Take admits one message of size bytes if there is credit for it. Before
@@ -44,9 +45,18 @@ func (a *Admission) Take(size int64) bool {
 // stored. A refill since the take counted it as held, so giving it back is
 // right either way; credit never exceeds the share.
 func (a *Admission) Return(size int64) {
-	if a.refilled {
+	if a.refilled && !a.exhausted {
 		a.msgs = min(a.shareMsgs, a.msgs+1)
 		a.bytes = min(a.shareBytes, a.bytes+size)
+	}
+}
+
+// Exhaust drops the credit to nothing until the next refill: the bus has
+// shown the measurement it came from to be stale (the stream refused a
+// message as full).
+func (a *Admission) Exhaust() {
+	if a.refilled {
+		a.msgs, a.exhausted = 0, true
 	}
 }
 

@@ -67,6 +67,16 @@ func TestAdmission(t *testing.T) {
 	if a.Remaining() != 10 {
 		t.Fatalf("remaining %d after giving back, want the share 10", a.Remaining())
 	}
+	// The stream said full: nothing until the next refill, even given back.
+	a.Exhaust()
+	a.Return(1)
+	if a.Take(1) {
+		t.Fatal("took credit after Exhaust and a Return")
+	}
+	a.Refill(3, 100, 0, 0)
+	if !a.Take(1) {
+		t.Fatal("a refill must end the exhaustion")
+	}
 	a.Refill(-5, -5, 0, 0) // over-full topic: nothing
 	if a.Take(0) || a.Remaining() != 0 {
 		t.Fatal("negative share must admit nothing")

@@ -17,14 +17,6 @@ import (
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
-// batchItem is one NDJSON line of a batch request.
-type batchItem struct {
-	ID         string            `json:"id"`
-	Data       json.RawMessage   `json:"data"`
-	DataBase64 *string           `json:"data_base64"`
-	Meta       map[string]string `json:"meta"`
-}
-
 // batchReceipt and batchProblem are the lines of a batch answer, each with
 // the 1-based line number of the item it answers.
 type batchReceipt struct {
@@ -137,7 +129,7 @@ func (g *Gateway) parseBatch(body []byte, t topology.Topic) ([]*pending, error) 
 }
 
 func parseItem(line []byte, t topology.Topic) (string, *nats.Msg, error) {
-	var it batchItem
+	var it sluice.BatchLine
 	dec := json.NewDecoder(bytes.NewReader(line))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&it); err != nil {

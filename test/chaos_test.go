@@ -80,23 +80,11 @@ func startProcessCluster(t *testing.T, chk *checker.Checker, slowShipping bool) 
 	}
 	t.Cleanup(nc.Close)
 	p.js, _ = jetstream.New(nc)
-	for _, fam := range []string{"billing", "shipping"} {
-		slow := slowShipping && fam == "shipping"
-		w, err := sluice.NewWorker(nc, "orders", fam, sluice.HandlerFunc(func(_ context.Context, m *sluice.Message) error {
-			chk.Delivered(fam, m.ID, m.Seq)
-			if slow {
-				time.Sleep(20 * time.Millisecond)
-			}
-			return nil
-		}), sluice.WithCredit(8))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { _ = w.Run(ctx); close(done) }()
-		t.Cleanup(func() { cancel(); <-done })
+	slow := time.Duration(0)
+	if slowShipping {
+		slow = 20 * time.Millisecond
 	}
+	startReaders(t, nc, chk, 8, slow)
 	return p
 }
 

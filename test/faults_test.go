@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicebus/sluice/internal/checker"
@@ -46,18 +47,30 @@ func startFaultEnv(t *testing.T, slowFamily bool) *faultEnv {
 		_, srv := testharness.StartGateway(t, cfg, e.c.Connect(t))
 		e.gateways = append(e.gateways, srv)
 	}
+	slow := time.Duration(0)
+	if slowFamily {
+		slow = 5 * time.Millisecond
+	}
+	startReaders(t, e.c.Connect(t), e.chk, 4, slow)
+	return e
+}
+
+// startReaders runs a worker of each family on nc (credit each) that records
+// every delivery in chk; shipping's handler takes slowShipping per message.
+func startReaders(t *testing.T, nc *nats.Conn, chk *checker.Checker, credit int, slowShipping time.Duration) {
+	t.Helper()
 	for _, fam := range []string{"billing", "shipping"} {
 		delay := time.Duration(0)
-		if slowFamily && fam == "shipping" {
-			delay = 5 * time.Millisecond
+		if fam == "shipping" {
+			delay = slowShipping
 		}
-		w, err := sluice.NewWorker(e.c.Connect(t), "orders", fam, sluice.HandlerFunc(func(ctx context.Context, m *sluice.Message) error {
-			e.chk.Delivered(fam, m.ID, m.Seq)
+		w, err := sluice.NewWorker(nc, "orders", fam, sluice.HandlerFunc(func(_ context.Context, m *sluice.Message) error {
+			chk.Delivered(fam, m.ID, m.Seq)
 			if delay > 0 {
 				time.Sleep(delay)
 			}
 			return nil
-		}), sluice.WithCredit(4))
+		}), sluice.WithCredit(credit))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -66,7 +79,6 @@ func startFaultEnv(t *testing.T, slowFamily bool) *faultEnv {
 		go func() { _ = w.Run(ctx); close(done) }()
 		t.Cleanup(func() { cancel(); <-done })
 	}
-	return e
 }
 
 // current: the topic has a leader and two current followers.

@@ -230,43 +230,44 @@ func startStack(ctx context.Context, cfg Config, rec *recorder, log *zap.Logger)
 	if err != nil {
 		return nil, err
 	}
+	// One teardown for every way out: stop the nodes, wait for them, close
+	// their connections, stop the broker.
+	runCtx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
 	var conns []*nats.Conn
-	cleanup := func() {
+	stop := func() {
+		cancel()
+		wg.Wait()
 		for _, c := range conns {
 			c.Close()
 		}
 		b.Shutdown()
 	}
+	fail := func(err error) (*stack, error) {
+		stop()
+		return nil, err
+	}
 	gnc, err := b.Connect("overload-gateway")
 	if err != nil {
-		cleanup()
-		return nil, err
+		return fail(err)
 	}
 	conns = append(conns, gnc)
 	gcfg := gateway.DefaultConfig()
 	gcfg.Listen, gcfg.Topics = "127.0.0.1:0", topics
 	g, err := gateway.New(gcfg, gnc, log, reg, reg)
 	if err != nil {
-		cleanup()
-		return nil, err
+		return fail(err)
 	}
 	addr, err := g.Listen()
 	if err != nil {
-		cleanup()
-		return nil, err
+		return fail(err)
 	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
 	wg.Go(func() { _ = g.Run(runCtx) })
-	var workers []*sluice.Worker
 	for _, fam := range cfg.Families {
 		limit := rate.NewLimiter(rate.Limit(cfg.Capacity), max(1, int(cfg.Capacity/100)))
 		wnc, err := b.Connect("overload-" + fam)
 		if err != nil {
-			cancel()
-			wg.Wait()
-			cleanup()
-			return nil, err
+			return fail(err)
 		}
 		conns = append(conns, wnc)
 		w, err := sluice.NewWorker(wnc, Topic, fam, sluice.HandlerFunc(func(ctx context.Context, m *sluice.Message) error {
@@ -279,26 +280,15 @@ func startStack(ctx context.Context, cfg Config, rec *recorder, log *zap.Logger)
 			return nil
 		}), sluice.WithCredit(256))
 		if err != nil {
-			cancel()
-			wg.Wait()
-			cleanup()
-			return nil, err
+			return fail(err)
 		}
-		workers = append(workers, w)
 		wg.Go(func() { _ = w.Run(runCtx) })
 	}
 	url := "http://" + addr.String()
 	if err := waitReady(ctx, url); err != nil {
-		cancel()
-		wg.Wait()
-		cleanup()
-		return nil, err
+		return fail(err)
 	}
-	return &stack{url: url, stop: func() {
-		cancel()
-		wg.Wait()
-		cleanup()
-	}}, nil
+	return &stack{url: url, stop: stop}, nil
 }
 
 func waitReady(ctx context.Context, url string) error {

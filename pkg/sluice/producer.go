@@ -201,8 +201,11 @@ type BatchResult struct {
 	Err error
 }
 
-type wireItem struct {
-	ID         string            `json:"id"`
+// BatchLine is one NDJSON line of a batch request, as the gateway reads it
+// and the Producer writes it: the payload as a JSON document (Data) or as
+// bytes (DataBase64), with an optional id and metadata.
+type BatchLine struct {
+	ID         string            `json:"id,omitempty"`
 	Data       json.RawMessage   `json:"data,omitempty"`
 	DataBase64 *string           `json:"data_base64,omitempty"`
 	Meta       map[string]string `json:"meta,omitempty"`
@@ -249,7 +252,7 @@ func (p *Producer) PublishBatch(ctx context.Context, topic string, msgs []BatchM
 		enc := json.NewEncoder(&body)
 		for _, i := range todo {
 			m := msgs[i]
-			w := wireItem{ID: m.ID, Meta: m.Meta}
+			w := BatchLine{ID: m.ID, Meta: m.Meta}
 			if m.JSON != nil {
 				w.Data = m.JSON
 			} else {

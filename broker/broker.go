@@ -94,6 +94,12 @@ func serverOptions(cfg Config) (*server.Options, error) {
 		opts.Cluster = server.ClusterOpts{Name: c.Name, Host: host, Port: port, Advertise: c.Advertise}
 		opts.Routes = server.RoutesFromStr(strings.Join(c.Routes, ","))
 	}
+	if cfg.LameDuck > 0 {
+		// Clients are told at once (they move on their own, see
+		// internal/bus); the stragglers are closed after half the time.
+		opts.LameDuckDuration = cfg.LameDuck
+		opts.LameDuckGracePeriod = cfg.LameDuck / 2
+	}
 	if cfg.Listen == "" {
 		opts.DontListen = true
 	} else {
@@ -190,15 +196,47 @@ func (b *Broker) Ready() bool {
 	return b.srv.Running() && b.srv.JetStreamEnabled() && b.nc.IsConnected()
 }
 
-// Run blocks until ctx is done, then shuts the broker down.
+// Run blocks until ctx is done, then leaves (LameDuck) and shuts down.
 func (b *Broker) Run(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 	case <-b.stopped():
 		return errors.New("broker: server stopped")
 	}
-	b.Shutdown()
+	b.LameDuck()
 	return nil
+}
+
+// LameDuck leaves the cluster gracefully, then shuts down: it transfers the
+// Raft leaderships this broker holds (meta, streams, consumers) to the
+// others, stops JetStream here, stops accepting clients, tells connected
+// clients to move and closes the rest spread over cfg.LameDuck. Without a
+// lame-duck time or a client listener it is Shutdown. It returns when the
+// server is down.
+func (b *Broker) LameDuck() {
+	if b.cfg.LameDuck <= 0 || b.cfg.Listen == "" {
+		b.Shutdown()
+		return
+	}
+	b.stopOnce.Do(func() {
+		b.log.Info("broker lame duck: handing off leadership and moving clients", zap.Duration("for", b.cfg.LameDuck))
+		if b.nc != nil {
+			b.nc.Close()
+		}
+		done := make(chan struct{})
+		go func() {
+			b.srv.LameDuckShutdown()
+			close(done)
+		}()
+		// The server bounds its own lame duck; this bounds a server that
+		// would not finish it (a leadership transfer takes about 1 s).
+		select {
+		case <-done:
+		case <-time.After(b.cfg.LameDuck + 10*time.Second):
+			b.log.Warn("lame duck did not finish; stopping now")
+		}
+		b.shutdownServer()
+	})
 }
 
 func (b *Broker) stopped() <-chan struct{} {

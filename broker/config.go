@@ -28,6 +28,11 @@ type Config struct {
 	OpsListen string `mapstructure:"ops_listen"`
 	// Cluster joins this broker to others; no name means a lone broker.
 	Cluster Cluster `mapstructure:"cluster"`
+	// LameDuck is how long a stopping broker takes to leave: it hands its
+	// stream and consumer leaderships to the others, stops accepting clients,
+	// tells connected clients to move, and closes the rest spread over this
+	// time. 0 stops at once (a lone broker has nobody to hand over to).
+	LameDuck time.Duration `mapstructure:"lame_duck"`
 
 	// Topics is the topology to provision; filled from the top-level
 	// `topics` key by the config loader.
@@ -75,6 +80,7 @@ func DefaultConfig() Config {
 		ReadyTimeout: 30 * time.Second,
 		OpsListen:    "",
 		Cluster:      Cluster{Routes: []string{}},
+		LameDuck:     0,
 	}
 }
 
@@ -102,6 +108,9 @@ func (c Config) Validate() error {
 		if err := sluice.ValidateName(strings.ToLower(c.Cluster.Name)); err != nil {
 			errs = append(errs, &topology.KeyError{Key: "broker.cluster.name", Msg: err.Error()})
 		}
+	}
+	if c.LameDuck < 0 {
+		errs = append(errs, &topology.KeyError{Key: "broker.lame_duck", Msg: "must not be negative"})
 	}
 	if c.ReadyTimeout <= 0 {
 		errs = append(errs, &topology.KeyError{Key: "broker.ready_timeout", Msg: "must be positive"})

@@ -3,6 +3,7 @@
 # separate processes: 3 brokers, 2 gateways, 2 demo workers per family.
 #   deploy/cluster.sh up     # pids and logs under $RUN_DIR (default run/cluster)
 #   deploy/cluster.sh down
+#   deploy/cluster.sh stop broker-2      # SIGTERM one process, wait for its exit
 #   deploy/cluster.sh restart broker-2   # start one process again (chaos tests)
 # WORKERS=0 starts no demo workers (tests attach their own).
 # PORT_OFFSET shifts every port (tests run a second cluster beside yours).
@@ -90,6 +91,19 @@ restart() {
   if [ -n "$u" ] && [ "${WAIT:-1}" = 1 ]; then wait_ready "$u"; fi
 }
 
+# stop NAME: SIGTERM one process (a broker or gateway leaves in lame duck)
+# and wait until it has exited.
+stop() {
+  local f="$RUN_DIR/pids/$1.pid" pid
+  [ -e "$f" ] || { echo "not running: $1" >&2; return 1; }
+  pid=$(cat "$f")
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || { rm -f "$f"; return 0; }; sleep 0.2; done
+  echo "$1 did not exit within 30 s of SIGTERM; killing it" >&2
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$f"
+}
+
 down() {
   [ -d "$RUN_DIR/pids" ] || { echo "no cluster running under $RUN_DIR"; return 0; }
   # Workers and gateways first (they drain), brokers last.
@@ -113,6 +127,7 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   restart) restart "$2" ;;
+  stop) stop "$2" ;;
   pid) cat "$RUN_DIR/pids/$2.pid" ;;
-  *) echo "usage: $0 up|down|restart NAME|pid NAME" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|stop NAME|restart NAME|pid NAME" >&2; exit 2 ;;
 esac

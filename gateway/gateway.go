@@ -18,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
+
+	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
 // Gateway is an HTTP ingest node.
@@ -121,6 +123,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	if g.cfg.LameDuck > 0 {
 		g.stopping.Store(true)
+		srv.SetKeepAlivesEnabled(false)
 		g.log.Info("gateway lame duck: readyz says 503, still serving", zap.Duration("for", g.cfg.LameDuck))
 		time.Sleep(g.cfg.LameDuck)
 	}
@@ -148,5 +151,18 @@ func (g *Gateway) routes(gatherer prometheus.Gatherer) http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: %s %s", errRouteNotFound, r.Method, r.URL.Path), 0)
 	})
-	return g.instrument(mux)
+	return g.instrument(g.announceLameDuck(mux))
+}
+
+// announceLameDuck tells clients of a stopping gateway to go elsewhere: the
+// connection closes after the response and the SDK moves to another gateway
+// before this one stops listening.
+func (g *Gateway) announceLameDuck(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if g.stopping.Load() {
+			w.Header().Set("Connection", "close")
+			w.Header().Set(sluice.HeaderLameDuck, "true")
+		}
+		next.ServeHTTP(w, r)
+	})
 }

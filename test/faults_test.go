@@ -55,29 +55,66 @@ func startFaultEnv(t *testing.T, slowFamily bool) *faultEnv {
 	return e
 }
 
+// readers are one worker per family recording every delivery in a checker.
+type readers struct {
+	t       *testing.T
+	nc      *nats.Conn
+	chk     *checker.Checker
+	credit  int
+	slow    time.Duration
+	running []*reader
+}
+
+type reader struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
 // startReaders runs a worker of each family on nc (credit each) that records
 // every delivery in chk; shipping's handler takes slowShipping per message.
-func startReaders(t *testing.T, nc *nats.Conn, chk *checker.Checker, credit int, slowShipping time.Duration) {
+func startReaders(t *testing.T, nc *nats.Conn, chk *checker.Checker, credit int, slowShipping time.Duration) *readers {
 	t.Helper()
+	rs := &readers{t: t, nc: nc, chk: chk, credit: credit, slow: slowShipping}
 	for _, fam := range []string{"billing", "shipping"} {
-		delay := time.Duration(0)
-		if fam == "shipping" {
-			delay = slowShipping
+		rs.running = append(rs.running, rs.start(fam))
+	}
+	t.Cleanup(func() {
+		for _, r := range rs.running {
+			r.cancel()
+			<-r.done
 		}
-		w, err := sluice.NewWorker(nc, "orders", fam, sluice.HandlerFunc(func(_ context.Context, m *sluice.Message) error {
-			chk.Delivered(fam, m.ID, m.Seq)
-			if delay > 0 {
-				time.Sleep(delay)
-			}
-			return nil
-		}), sluice.WithCredit(credit))
-		if err != nil {
-			t.Fatal(err)
+	})
+	return rs
+}
+
+func (rs *readers) start(fam string) *reader {
+	rs.t.Helper()
+	delay := time.Duration(0)
+	if fam == "shipping" {
+		delay = rs.slow
+	}
+	w, err := sluice.NewWorker(rs.nc, "orders", fam, sluice.HandlerFunc(func(_ context.Context, m *sluice.Message) error {
+		rs.chk.Delivered(fam, m.ID, m.Seq)
+		if delay > 0 {
+			time.Sleep(delay)
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { _ = w.Run(ctx); close(done) }()
-		t.Cleanup(func() { cancel(); <-done })
+		return nil
+	}), sluice.WithCredit(rs.credit))
+	if err != nil {
+		rs.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &reader{cancel: cancel, done: make(chan struct{})}
+	go func() { _ = w.Run(ctx); close(r.done) }()
+	return r
+}
+
+// restart stops each family's worker (it drains) and starts a new one.
+func (rs *readers) restart() {
+	for i, fam := range []string{"billing", "shipping"} {
+		rs.running[i].cancel()
+		<-rs.running[i].done
+		rs.running[i] = rs.start(fam)
 	}
 }
 
@@ -93,15 +130,19 @@ func (e *faultEnv) run(t *testing.T, fault func()) checker.Report {
 
 // drive publishes from two SDK writers through gateways, recording each
 // final outcome in chk, for settle before fault, during fault and settle
-// after; then it waits for the readers to receive every acked message and
+// after (opts add to the producers' options); then it waits for the readers to receive every acked message and
 // returns the report.
-func drive(t *testing.T, chk *checker.Checker, gateways []string, settle time.Duration, fault func()) checker.Report {
+func drive(t *testing.T, chk *checker.Checker, gateways []string, settle time.Duration, fault func(), opts ...sluice.ProducerOption) checker.Report {
 	t.Helper()
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for w := range 2 {
 		wg.Go(func() {
-			p, _ := sluice.NewProducer(gateways, sluice.WithRetry(8, 20*time.Millisecond, 500*time.Millisecond))
+			p, err := sluice.NewProducer(gateways, append([]sluice.ProducerOption{sluice.WithRetry(8, 20*time.Millisecond, 500*time.Millisecond)}, opts...)...)
+			if err != nil {
+				t.Error(err)
+				return
+			}
 			for n := 0; ; n++ {
 				select {
 				case <-stop:

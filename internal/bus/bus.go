@@ -25,6 +25,14 @@ func Connect(urls []string, timeout time.Duration, name string, log *zap.Logger)
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			log.Info("reconnected to the bus", zap.String("url", c.ConnectedUrlRedacted()))
 		}),
+		// A broker leaving (lame duck) says so before it closes its
+		// clients: move now, while it still forwards what is in flight.
+		nats.LameDuckModeHandler(func(c *nats.Conn) {
+			log.Info("broker is leaving; moving to another", zap.String("url", c.ConnectedUrlRedacted()))
+			if err := c.ForceReconnect(); err != nil {
+				log.Warn("moving off a leaving broker", zap.Error(err))
+			}
+		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			log.Warn("bus error", zap.Error(err))
 		}),

@@ -224,6 +224,12 @@ func (c *Cluster) Leader(t testing.TB, js jetstream.JetStream, topic string) int
 // Current reports whether topic's stream has a leader and all its
 // followers current.
 func (c *Cluster) Current(js jetstream.JetStream, topic string) bool {
+	return ReplicasCurrent(js, topic)
+}
+
+// ReplicasCurrent reports whether topic's stream, seen through js, has a
+// leader and every follower online and current.
+func ReplicasCurrent(js jetstream.JetStream, topic string) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	s, err := js.Stream(ctx, sluice.StreamName(topic))

@@ -62,6 +62,9 @@ const (
 	HeaderContentType = "Content-Type"
 	// HeaderMsgID is JetStream's deduplication header; it carries the idempotency key.
 	HeaderMsgID = "Nats-Msg-Id"
+	// HeaderLameDuck on a gateway's response: the gateway is stopping; the
+	// Producer sends its next requests to another gateway.
+	HeaderLameDuck = "Sluice-Lame-Duck"
 
 	// Headers added when a message moves to a dead-letter stream. The
 	// original headers are kept, except Nats-Msg-Id which moves to

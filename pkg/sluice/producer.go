@@ -428,7 +428,21 @@ func (p *Producer) do(ctx context.Context, u string, header http.Header, body []
 		}
 		return nil, &transportError{err: fmt.Errorf("%w: %w", ErrUnavailable, err)}
 	}
+	if resp.Header.Get(HeaderLameDuck) != "" {
+		p.leave(u)
+	}
 	return resp, nil
+}
+
+// leave moves the next requests off the stopping gateway whose request URL
+// is u, unless a concurrent request already did.
+func (p *Producer) leave(u string) {
+	turn := p.next.Load()
+	if strings.HasPrefix(u, p.urls[int(turn%uint32(len(p.urls)))]+"/") {
+		if p.next.CompareAndSwap(turn, turn+1) {
+			p.log.Debug("gateway is stopping; moving to the next", zap.String("url", u))
+		}
+	}
 }
 
 // sentMaybe: unless the connection was refused or the name did not

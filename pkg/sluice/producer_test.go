@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -189,6 +190,38 @@ func TestProducerRotatesThroughGatewaysEvenly(t *testing.T) {
 	}
 	if a, b := hits[0].Load(), hits[1].Load(); a != 8 || b != 8 {
 		t.Fatalf("attempts per gateway = %d, %d; want 8, 8", a, b)
+	}
+}
+
+func TestProducerMovesOffAStoppingGateway(t *testing.T) {
+	// The first gateway is in lame duck: it still stores the message, and
+	// the producer's next publishes go to the second.
+	var hits [2]atomic.Int32
+	var urls []string
+	for i := range hits {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			n := hits[i].Add(1)
+			if i == 0 {
+				w.Header().Set(sluice.HeaderLameDuck, "true")
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusAccepted)
+			fmt.Fprintf(w, `{"topic":"orders","seq":%d,"id":"x"}`, n)
+		}))
+		t.Cleanup(srv.Close)
+		urls = append(urls, srv.URL)
+	}
+	p, err := sluice.NewProducer(urls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		if _, err := p.Publish(context.Background(), "orders", []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a, b := hits[0].Load(), hits[1].Load(); a != 1 || b != 4 {
+		t.Fatalf("publishes per gateway = %d, %d; want 1 to the stopping one, then 4 to the other", a, b)
 	}
 }
 

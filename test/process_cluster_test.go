@@ -1,0 +1,96 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluicebus/sluice/internal/checker"
+	"github.com/sluicebus/sluice/pkg/sluice"
+)
+
+// processCluster is `make cluster` without demo workers: the test's own SDK
+// readers record every delivery.
+type processCluster struct {
+	t      *testing.T
+	runDir string
+	offset int // PORT_OFFSET: brokers on 4222+offset.., gateways on 8080+offset..
+	js     jetstream.JetStream
+	// readers are the test's workers, one per family.
+	readers *readers
+}
+
+func (p *processCluster) script(args ...string) *exec.Cmd {
+	cmd := exec.Command("deploy/cluster.sh", args...)
+	cmd.Dir = repoRoot
+	cmd.Env = append(os.Environ(), "BIN="+sluiceBin, "RUN_DIR="+p.runDir, "PORT_OFFSET="+strconv.Itoa(p.offset), "WORKERS=0")
+	return cmd
+}
+
+func (p *processCluster) do(args ...string) {
+	p.t.Helper()
+	if out, err := p.script(args...).CombinedOutput(); err != nil {
+		p.t.Fatalf("cluster %v: %v\n%s", args, err, out)
+	}
+}
+
+func (p *processCluster) signal(name string, sig syscall.Signal) {
+	p.t.Helper()
+	out, err := p.script("pid", name).Output()
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err := syscall.Kill(pid, sig); err != nil {
+		p.t.Fatalf("%s %v: %v", name, sig, err)
+	}
+}
+
+// leader is the broker process leading the topic's stream.
+func (p *processCluster) leader() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := p.js.Stream(ctx, sluice.StreamName("orders"))
+	if err != nil || s.CachedInfo().Cluster == nil {
+		p.t.Fatalf("no stream leader: %v", err)
+	}
+	return s.CachedInfo().Cluster.Leader
+}
+
+// gateways is the URLs of the cluster's two gateways.
+func (p *processCluster) gateways() []string {
+	return []string{fmt.Sprintf("http://127.0.0.1:%d", 8080+p.offset), fmt.Sprintf("http://127.0.0.1:%d", 8081+p.offset)}
+}
+
+// startProcessCluster runs deploy/cluster.sh up with ports shifted by
+// offset and no demo workers, and starts the test's readers on it.
+func startProcessCluster(t *testing.T, offset int, chk *checker.Checker, slowShipping bool) *processCluster {
+	p := &processCluster{t: t, runDir: t.TempDir(), offset: offset}
+	if out, err := p.script("up").CombinedOutput(); err != nil {
+		_ = p.script("down").Run()
+		t.Fatalf("cluster up: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _ = p.script("down").Run() })
+	brokerURLs := fmt.Sprintf("nats://127.0.0.1:%d,nats://127.0.0.1:%d,nats://127.0.0.1:%d", 4222+offset, 4223+offset, 4224+offset)
+	nc, err := nats.Connect(brokerURLs, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	p.js, _ = jetstream.New(nc)
+	slow := time.Duration(0)
+	if slowShipping {
+		slow = 20 * time.Millisecond
+	}
+	p.readers = startReaders(t, nc, chk, 8, slow)
+	return p
+}

@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -37,7 +38,11 @@ func TestProvisionsSyncAlwaysTopicsFamiliesAndDeadLetters(t *testing.T) {
 			t.Fatal(err)
 		}
 		cc := c.CachedInfo().Config
-		if cc.AckPolicy != jetstream.AckExplicitPolicy || cc.MaxAckPending != 64 || cc.AckWait != 2*time.Second ||
+		// Ack-wait expiry follows the retry schedule: ack wait + 20ms, 40ms, 40ms.
+		wantExpiry := []time.Duration{2020 * time.Millisecond, 2040 * time.Millisecond, 2040 * time.Millisecond}
+		if cc.AckPolicy != jetstream.AckExplicitPolicy || cc.MaxAckPending != 64 || cc.AckWait != wantExpiry[0] ||
+			!slices.Equal(cc.BackOff, wantExpiry) || cc.Metadata[sluice.MetadataAckWait] != "2s" ||
+			!slices.Equal(cc.FilterSubjects, []string{sluice.Subject("orders"), sluice.RedriveSubject("orders", fam)}) ||
 			cc.Metadata[sluice.MetadataMaxAttempts] != "3" || cc.Metadata[sluice.MetadataBackoff] != "20ms,40ms" {
 			t.Fatalf("%s consumer config %+v", fam, cc)
 		}

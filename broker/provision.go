@@ -29,7 +29,7 @@ func StreamConfig(t topology.Topic) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:              sluice.StreamName(t.Name),
 		Description:       "Sluice topic " + t.Name,
-		Subjects:          []string{sluice.Subject(t.Name)},
+		Subjects:          []string{sluice.Subject(t.Name), sluice.RedriveSubjects(t.Name)},
 		Retention:         jetstream.InterestPolicy,
 		Storage:           jetstream.FileStorage,
 		Discard:           jetstream.DiscardNew,
@@ -83,18 +83,25 @@ func ConsumerConfig(t topology.Topic, f topology.Family) jetstream.ConsumerConfi
 	for i, d := range f.Backoff {
 		backoff[i] = d.String()
 	}
+	expiry := AckExpiry(f)
+	ackWait := f.AckWait
+	if len(expiry) > 0 {
+		ackWait = expiry[0] // what the server makes of it anyway
+	}
 	return jetstream.ConsumerConfig{
-		Durable:       f.Name,
-		Description:   "Sluice family " + f.Name + " of topic " + t.Name,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       f.AckWait,
-		MaxDeliver:    -1,
-		FilterSubject: sluice.Subject(t.Name),
-		ReplayPolicy:  jetstream.ReplayInstantPolicy,
-		MaxAckPending: f.Credit,
-		Replicas:      t.Replicas,
+		Durable:        f.Name,
+		Description:    "Sluice family " + f.Name + " of topic " + t.Name,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        ackWait,
+		BackOff:        expiry,
+		MaxDeliver:     -1,
+		FilterSubjects: []string{sluice.Subject(t.Name), sluice.RedriveSubject(t.Name, f.Name)},
+		ReplayPolicy:   jetstream.ReplayInstantPolicy,
+		MaxAckPending:  f.Credit,
+		Replicas:       t.Replicas,
 		Metadata: map[string]string{
+			sluice.MetadataAckWait:        f.AckWait.String(),
 			sluice.MetadataTopic:          t.Name,
 			sluice.MetadataFamily:         f.Name,
 			sluice.MetadataMaxAttempts:    strconv.Itoa(f.MaxAttempts),
@@ -106,6 +113,30 @@ func ConsumerConfig(t topology.Topic, f topology.Family) jetstream.ConsumerConfi
 			sluice.MetadataRetryDeadline:  f.RetryDeadline.String(),
 		},
 	}
+}
+
+// maxExpirySteps bounds a consumer's BackOff list; past it the last entry
+// repeats.
+const maxExpirySteps = 32
+
+// AckExpiry is when the server redelivers a message whose ack wait ran out
+// (a worker died or hung holding it): the ack wait plus the family's retry
+// delay for that attempt (without jitter, which the server does not do),
+// so a crash is retried on the same curve as a handler error. Nil when the
+// family has no delays.
+func AckExpiry(f topology.Family) []time.Duration {
+	steps := min(f.MaxAttempts, maxExpirySteps)
+	var out []time.Duration
+	delayed := false
+	for attempt := 1; attempt <= steps; attempt++ {
+		d := sluice.RetryDelay(f.BackoffCurve, f.Backoff, f.BackoffInitial, f.BackoffMax, attempt)
+		delayed = delayed || d > 0
+		out = append(out, f.AckWait+d)
+	}
+	if !delayed {
+		return nil
+	}
+	return out
 }
 
 // Provision creates or updates every declared topic, dead-letter stream and
@@ -182,8 +213,13 @@ func compatibleStream(have, want jetstream.StreamConfig) error {
 		return fmt.Errorf("%w: stream %s has retention %v, declared %v (retention cannot change in place)", ErrIncompatible, want.Name, have.Retention, want.Retention)
 	case have.Storage != want.Storage:
 		return fmt.Errorf("%w: stream %s has storage %v, declared %v (storage cannot change in place)", ErrIncompatible, want.Name, have.Storage, want.Storage)
-	case !slices.Equal(have.Subjects, want.Subjects):
-		return fmt.Errorf("%w: stream %s has subjects %v, declared %v", ErrIncompatible, want.Name, have.Subjects, want.Subjects)
+	}
+	// Subjects may be added in place (the redrive subjects came later);
+	// one that would go away holds messages somebody published.
+	for _, subj := range have.Subjects {
+		if !slices.Contains(want.Subjects, subj) {
+			return fmt.Errorf("%w: stream %s has subjects %v, declared %v", ErrIncompatible, want.Name, have.Subjects, want.Subjects)
+		}
 	}
 	return nil
 }
@@ -193,7 +229,8 @@ func streamDiffers(have, want jetstream.StreamConfig) bool {
 		have.MaxMsgSize != want.MaxMsgSize || have.MaxAge != want.MaxAge ||
 		have.Replicas != want.Replicas || have.Duplicates != want.Duplicates ||
 		have.Discard != want.Discard || have.Description != want.Description ||
-		have.AllowDirect != want.AllowDirect || !sameMetadata(have.Metadata, want.Metadata)
+		have.AllowDirect != want.AllowDirect || !sameMetadata(have.Metadata, want.Metadata) ||
+		!slices.Equal(have.Subjects, want.Subjects)
 }
 
 func ensureConsumer(ctx context.Context, s jetstream.Stream, want jetstream.ConsumerConfig, log *zap.Logger) error {
@@ -217,10 +254,12 @@ func ensureConsumer(ctx context.Context, s jetstream.Stream, want jetstream.Cons
 	switch {
 	case have.AckPolicy != want.AckPolicy, have.DeliverPolicy != want.DeliverPolicy:
 		return fmt.Errorf("%w: consumer %s has ack policy %v / deliver policy %v, declared %v / %v", ErrIncompatible, want.Durable, have.AckPolicy, have.DeliverPolicy, want.AckPolicy, want.DeliverPolicy)
-	case have.FilterSubject != want.FilterSubject:
-		return fmt.Errorf("%w: consumer %s filters %q, declared %q", ErrIncompatible, want.Durable, have.FilterSubject, want.FilterSubject)
 	}
+	// Filters and BackOff are updated in place (a family provisioned before
+	// redrive filtered on the topic's subject only).
 	if have.AckWait != want.AckWait || have.MaxAckPending != want.MaxAckPending ||
+		have.FilterSubject != want.FilterSubject || !slices.Equal(have.FilterSubjects, want.FilterSubjects) ||
+		!slices.Equal(have.BackOff, want.BackOff) ||
 		have.MaxDeliver != want.MaxDeliver || have.Description != want.Description ||
 		!sameMetadata(have.Metadata, want.Metadata) || (want.Replicas != 0 && have.Replicas != want.Replicas) {
 		if _, err := s.UpdateConsumer(ctx, want); err != nil {

@@ -37,6 +37,14 @@ func StreamName(topic string) string { return "SLUICE_" + topic }
 // Subject is the NATS subject a topic's messages are published on.
 func Subject(topic string) string { return "sluice.topic." + topic }
 
+// RedriveSubjects is the subject filter, in a topic's stream, of the
+// messages redriven from the families' dead letters.
+func RedriveSubjects(topic string) string { return "sluice.redrive." + topic + ".*" }
+
+// RedriveSubject is where a family's dead letters are redriven: in the
+// topic's stream, consumed by that family only.
+func RedriveSubject(topic, family string) string { return "sluice.redrive." + topic + "." + family }
+
 // DeadLetterStream is the stream holding a family's dead letters.
 func DeadLetterStream(topic, family string) string { return "SLUICE_DLQ_" + topic + "__" + family }
 
@@ -86,6 +94,8 @@ const (
 	MetadataFamily      = "sluice.family"
 	MetadataMaxAttempts = "sluice.max_attempts"
 	MetadataBackoff     = "sluice.backoff"
+	// MetadataAckWait is the family's declared ack wait.
+	MetadataAckWait = "sluice.ack_wait"
 	// MetadataBackoffCurve and the keys after it complete the retry policy.
 	MetadataBackoffCurve   = "sluice.backoff_curve"
 	MetadataBackoffInitial = "sluice.backoff_initial"

@@ -143,31 +143,51 @@ type policy struct {
 	ackWait      time.Duration
 }
 
-// delay is the wait before the attempt after `attempt` (1-based).
+// delay is the wait before the attempt after `attempt` (1-based), with the
+// family's jitter.
 func (p policy) delay(attempt int) time.Duration {
-	var d time.Duration
-	switch p.curve {
-	case "exponential":
-		d = p.initial
-		for i := 1; i < attempt && d < p.max; i++ {
-			d *= 2
-		}
-		d = min(d, p.max)
-	case "linear":
-		d = min(p.max, time.Duration(attempt)*p.initial)
-	default:
-		if len(p.backoff) > 0 {
-			d = p.backoff[min(attempt-1, len(p.backoff)-1)]
-		}
-	}
+	d := RetryDelay(p.curve, p.backoff, p.initial, p.max, attempt)
 	if p.jitter && d > 0 {
 		d = rand.N(d)
 	}
 	return d
 }
 
+// RetryDelay is a family's wait before the attempt after `attempt`
+// (1-based), before jitter: for curve "exponential" initial doubled per
+// attempt up to max, for "linear" attempt*initial up to max, otherwise
+// (the "schedule") the attempt's entry of schedule, its last entry repeated.
+// Workers apply it to handler errors; brokers to ack-wait expiry.
+func RetryDelay(curve string, schedule []time.Duration, initial, maxDelay time.Duration, attempt int) time.Duration {
+	var d time.Duration
+	switch curve {
+	case "exponential":
+		d = initial
+		for i := 1; i < attempt && d < maxDelay; i++ {
+			d *= 2
+		}
+		d = min(d, maxDelay)
+	case "linear":
+		d = min(maxDelay, time.Duration(attempt)*initial)
+	default:
+		if len(schedule) > 0 {
+			d = schedule[min(attempt-1, len(schedule)-1)]
+		}
+	}
+	return d
+}
+
 func readPolicy(cfg jetstream.ConsumerConfig) (policy, error) {
 	p := policy{ackWait: cfg.AckWait}
+	if v := cfg.Metadata[MetadataAckWait]; v != "" {
+		// With a BackOff the consumer's AckWait is its first entry (ack
+		// wait plus the first retry delay); the family's own is here.
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return p, fmt.Errorf("consumer %s: bad %s %q", cfg.Durable, MetadataAckWait, v)
+		}
+		p.ackWait = d
+	}
 	ma, ok := cfg.Metadata[MetadataMaxAttempts]
 	if !ok {
 		return p, fmt.Errorf("consumer %s has no %s metadata: not provisioned by a Sluice broker", cfg.Durable, MetadataMaxAttempts)

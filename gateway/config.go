@@ -52,6 +52,9 @@ type Config struct {
 	// HeartbeatInterval is how often gateways tell each other they are alive
 	// (credit is shared among the gateways heard from in 3 intervals).
 	HeartbeatInterval time.Duration `mapstructure:"heartbeat_interval"`
+	// RedriveRate bounds how fast dead letters are redriven (messages/s,
+	// per gateway), on top of the topic's admission.
+	RedriveRate float64 `mapstructure:"redrive_rate"`
 	// MaxBatchBytes and MaxBatchLines bound one NDJSON batch request.
 	MaxBatchBytes bytesize.Size `mapstructure:"max_batch_bytes"`
 	MaxBatchLines int           `mapstructure:"max_batch_lines"`
@@ -85,6 +88,7 @@ func DefaultConfig() Config {
 		HeartbeatInterval:    time.Second,
 		MaxBatchBytes:        16 << 20,
 		MaxBatchLines:        1000,
+		RedriveRate:          100,
 	}
 }
 
@@ -135,6 +139,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxClients < 1 {
 		bad("max_clients", "must be at least 1, got %d", c.MaxClients)
+	}
+	if !(c.RedriveRate > 0) {
+		bad("redrive_rate", "must be positive, got %v", c.RedriveRate)
 	}
 	if c.MaxBatchLines < 1 {
 		bad("max_batch_lines", "must be at least 1, got %d", c.MaxBatchLines)

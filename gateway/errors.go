@@ -20,6 +20,8 @@ var (
 	errMalformed        = errors.New("malformed request")
 	errRouteNotFound    = errors.New("no such route")
 	errTopicNotFound    = errors.New("unknown topic")
+	errFamilyNotFound   = errors.New("unknown family")
+	errDeadNotFound     = errors.New("no such dead letter")
 	errMethodNotAllowed = errors.New("method not allowed")
 	errTooLarge         = errors.New("too large")
 	errMediaType        = errors.New("unsupported media type")
@@ -47,6 +49,8 @@ var kinds = []struct {
 	{errMalformed, problemKind{http.StatusBadRequest, sluice.ProblemBadRequest, "Bad request", false}},
 	{errRouteNotFound, problemKind{http.StatusNotFound, sluice.ProblemNotFound, "Not found", false}},
 	{errTopicNotFound, problemKind{http.StatusNotFound, sluice.ProblemTopicNotFound, "Topic not found", false}},
+	{errFamilyNotFound, problemKind{http.StatusNotFound, sluice.ProblemFamilyNotFound, "Family not found", false}},
+	{errDeadNotFound, problemKind{http.StatusNotFound, sluice.ProblemDeadLetterNotFound, "Dead letter not found", false}},
 	{errMethodNotAllowed, problemKind{http.StatusMethodNotAllowed, sluice.ProblemMethodNotAllowed, "Method not allowed", false}},
 	{errTooLarge, problemKind{http.StatusRequestEntityTooLarge, sluice.ProblemMessageTooLarge, "Content too large", false}},
 	{errMediaType, problemKind{http.StatusUnsupportedMediaType, sluice.ProblemUnsupportedMediaType, "Unsupported media type", false}},

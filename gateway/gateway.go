@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
@@ -33,6 +34,8 @@ type Gateway struct {
 	limits  *limits
 	clients *clients // nil: no per-client limit
 	adm     *admission
+	// redriveRate paces dead-letter redrives at this gateway.
+	redriveRate *rate.Limiter
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -56,7 +59,7 @@ func New(cfg Config, nc *nats.Conn, logger *zap.Logger, reg prometheus.Registere
 		return nil, fmt.Errorf("gateway metrics: %w", err)
 	}
 	g := &Gateway{cfg: cfg, log: logger.Named("gateway"), nc: nc, js: js, metrics: m,
-		limits: newLimits(cfg), clients: newClients(cfg)}
+		limits: newLimits(cfg), clients: newClients(cfg), redriveRate: rate.NewLimiter(rate.Limit(cfg.RedriveRate), 1)}
 	g.adm = newAdmission(cfg, nc, js, g.log)
 	if err := m.registerState(reg, g); err != nil {
 		return nil, fmt.Errorf("gateway metrics: %w", err)
@@ -143,6 +146,11 @@ func (g *Gateway) routes(gatherer prometheus.Gatherer) http.Handler {
 	mux.Handle("/v1/topics/{topic}/messages:batch", g.bounded(map[string]handlerFunc{http.MethodPost: g.publishBatch}))
 	mux.Handle("/v1/topics", g.bounded(map[string]handlerFunc{http.MethodGet: g.listTopics}))
 	mux.Handle("/v1/topics/{topic}", g.bounded(map[string]handlerFunc{http.MethodGet: g.getTopic}))
+	dead := "/v1/topics/{topic}/families/{family}/dead-letters"
+	mux.Handle(dead, g.bounded(map[string]handlerFunc{http.MethodGet: g.listDeadLetters, http.MethodDelete: g.purgeDeadLetters}))
+	mux.Handle(dead+"/redrive", g.bounded(map[string]handlerFunc{http.MethodPost: g.redriveDeadLetters}))
+	mux.Handle(dead+"/{seq}", g.bounded(map[string]handlerFunc{http.MethodGet: g.peekDeadLetter, http.MethodDelete: g.deleteDeadLetter}))
+	mux.Handle(dead+"/{seq}/redrive", g.bounded(map[string]handlerFunc{http.MethodPost: g.redriveOne}))
 	mux.Handle("/healthz", g.methods(map[string]handlerFunc{http.MethodGet: g.healthz}))
 	mux.Handle("/readyz", g.methods(map[string]handlerFunc{http.MethodGet: g.readyz}))
 	if gatherer != nil {

@@ -10,6 +10,7 @@ type metrics struct {
 	publishDuration *prometheus.HistogramVec
 	messages        *prometheus.CounterVec
 	refusals        *prometheus.CounterVec
+	redriven        *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -36,9 +37,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "sluice_gateway_refusals_total",
 			Help: "429 and 503 answers by topic and reason: in_flight, body_bytes, publish_window, client_rate, admission, topic_full, stream_busy, bus-unavailable, publish-outcome-unknown.",
 		}, []string{"topic", "reason"}),
+		redriven: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_gateway_dead_letters_redriven_total",
+			Help: "Dead letters redriven to their family by topic and family.",
+		}, []string{"topic", "family"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.duration, m.publishDuration, m.messages, m.refusals} {
+		for _, c := range []prometheus.Collector{m.requests, m.duration, m.publishDuration, m.messages, m.refusals, m.redriven} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -12,6 +12,8 @@ const (
 	ProblemBadRequest           = "urn:sluice:problem:bad-request"
 	ProblemNotFound             = "urn:sluice:problem:not-found"
 	ProblemTopicNotFound        = "urn:sluice:problem:topic-not-found"
+	ProblemFamilyNotFound       = "urn:sluice:problem:family-not-found"
+	ProblemDeadLetterNotFound   = "urn:sluice:problem:dead-letter-not-found"
 	ProblemMethodNotAllowed     = "urn:sluice:problem:method-not-allowed"
 	ProblemMessageTooLarge      = "urn:sluice:problem:message-too-large"
 	ProblemUnsupportedMediaType = "urn:sluice:problem:unsupported-media-type"

@@ -68,7 +68,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, fam *family, m *
 		return
 	}
 	message := &Message{
-		Topic: w.topic, Family: w.family, ID: msg.Headers().Get(HeaderMsgID),
+		Topic: w.topic, Family: w.family, ID: messageID(msg.Headers()),
 		Seq: md.Sequence.Stream, Attempt: attempt, Published: md.Timestamp,
 		Data: msg.Data(), Header: msg.Headers(),
 	}
@@ -145,7 +145,9 @@ func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstrea
 	dl.Data = msg.Data()
 	for k, v := range msg.Headers() {
 		if k == HeaderMsgID {
-			dl.Header[HeaderOriginalID] = v
+			if msg.Headers().Get(HeaderOriginalID) == "" { // else redriven: its original id is kept
+				dl.Header[HeaderOriginalID] = v
+			}
 			continue
 		}
 		dl.Header[k] = v
@@ -199,4 +201,14 @@ func headerSafe(s string) string {
 		s = strings.ToValidUTF8(s[:maxErrorHeader], "")
 	}
 	return s
+}
+
+// messageID is the idempotency key the message was published with; a
+// redriven message carries it in HeaderOriginalID (its deduplication id
+// is the redrive's).
+func messageID(h nats.Header) string {
+	if id := h.Get(HeaderOriginalID); id != "" {
+		return id
+	}
+	return h.Get(HeaderMsgID)
 }

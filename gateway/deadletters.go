@@ -1,0 +1,367 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/sluicebus/sluice/internal/topology"
+	"github.com/sluicebus/sluice/pkg/sluice"
+)
+
+const (
+	// defaultDeadPage and maxDeadPage bound one list of dead letters.
+	defaultDeadPage, maxDeadPage = 50, 500
+	// defaultRedrive and maxRedrive bound one redrive request.
+	defaultRedrive, maxRedrive = 100, 10000
+	// redriveBudget bounds the time one redrive request runs; what is
+	// left is reported as remaining.
+	redriveBudget = 20 * time.Second
+)
+
+// family resolves the {topic} and {family} path values.
+func (g *Gateway) family(r *http.Request) (topology.Topic, topology.Family, error) {
+	t, err := g.topic(r)
+	if err != nil {
+		return t, topology.Family{}, err
+	}
+	name := r.PathValue("family")
+	f, ok := t.Families[name]
+	if !ok {
+		if len(name) > sluice.MaxNameLen {
+			name = name[:sluice.MaxNameLen] + "..."
+		}
+		return t, f, fmt.Errorf("%w: %q in topic %s", errFamilyNotFound, name, t.Name)
+	}
+	return t, f, nil
+}
+
+// deadStream is the family's dead-letter stream on the bus.
+func (g *Gateway) deadStream(ctx context.Context, t topology.Topic, f topology.Family) (jetstream.Stream, error) {
+	if !g.nc.IsConnected() {
+		return nil, fmt.Errorf("%w: not connected to any broker", errBusUnavailable)
+	}
+	s, err := g.js.Stream(ctx, sluice.DeadLetterStream(t.Name, f.Name))
+	if err != nil {
+		return nil, fmt.Errorf("%w: dead letters of %s/%s: %v", errBusUnavailable, t.Name, f.Name, err)
+	}
+	return s, nil
+}
+
+// seqParam parses the {seq} path value or a query parameter.
+func seqParam(v, what string) (uint64, error) {
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %s %q is not a sequence number", errMalformed, what, v)
+	}
+	return n, nil
+}
+
+// intParam parses an optional positive query parameter bounded by hi.
+func intParam(r *http.Request, name string, def, hi int) (int, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > hi {
+		return 0, fmt.Errorf("%w: %s must be 1..%d, got %q", errMalformed, name, hi, v)
+	}
+	return n, nil
+}
+
+// nextDead reads the family's first dead letter at or after seq; nil when none.
+func nextDead(ctx context.Context, s jetstream.Stream, t topology.Topic, f topology.Family, seq uint64) (*jetstream.RawStreamMsg, error) {
+	m, err := s.GetMsg(ctx, max(seq, 1), jetstream.WithGetMsgSubject(sluice.DeadLetterSubjects(t.Name, f.Name)))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading dead letters: %v", errBusUnavailable, err)
+	}
+	return m, nil
+}
+
+// deadView is what the API shows of a dead letter; full adds the payload.
+func deadView(m *jetstream.RawStreamMsg, full bool) sluice.DeadLetter {
+	h := m.Header
+	d := sluice.DeadLetter{Seq: m.Sequence, ID: h.Get(sluice.HeaderOriginalID), Reason: h.Get(sluice.HeaderDeadReason),
+		Error: h.Get(sluice.HeaderDeadError), Size: len(m.Data)}
+	d.OriginalSeq, _ = strconv.ParseUint(h.Get(sluice.HeaderOriginalSeq), 10, 64)
+	d.Attempts, _ = strconv.Atoi(h.Get(sluice.HeaderDeadAttempts))
+	d.DeadAt, _ = time.Parse(time.RFC3339Nano, h.Get(sluice.HeaderDeadAt))
+	if !full {
+		return d
+	}
+	d.ContentType = h.Get(sluice.HeaderContentType)
+	for k, v := range h {
+		if meta, ok := strings.CutPrefix(k, sluice.HeaderMetaPrefix); ok && len(v) > 0 {
+			if d.Meta == nil {
+				d.Meta = map[string]string{}
+			}
+			d.Meta[strings.ToLower(meta)] = v[0]
+		}
+	}
+	if utf8.Valid(m.Data) {
+		s := string(m.Data)
+		d.Data = &s
+	} else {
+		d.DataBase64 = m.Data
+	}
+	return d
+}
+
+// listDeadLetters handles GET .../families/{family}/dead-letters?after=&limit=.
+func (g *Gateway) listDeadLetters(w http.ResponseWriter, r *http.Request) error {
+	t, f, err := g.family(r)
+	if err != nil {
+		return err
+	}
+	limit, err := intParam(r, "limit", defaultDeadPage, maxDeadPage)
+	if err != nil {
+		return err
+	}
+	var after uint64
+	if v := r.URL.Query().Get("after"); v != "" {
+		if after, err = seqParam(v, "after"); err != nil {
+			return err
+		}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), statsTimeout)
+	defer cancel()
+	s, err := g.deadStream(ctx, t, f)
+	if err != nil {
+		return err
+	}
+	st := s.CachedInfo().State
+	page := sluice.DeadLetterPage{Topic: t.Name, Family: f.Name, Total: st.Msgs, Bytes: st.Bytes, DeadLetters: []sluice.DeadLetter{}}
+	next := after + 1
+	for len(page.DeadLetters) < limit {
+		m, err := nextDead(ctx, s, t, f, next)
+		if err != nil {
+			return err
+		}
+		if m == nil {
+			break
+		}
+		page.DeadLetters = append(page.DeadLetters, deadView(m, false))
+		next = m.Sequence + 1
+	}
+	if len(page.DeadLetters) == limit && next <= st.LastSeq {
+		page.Next = next - 1
+	}
+	writeJSON(w, http.StatusOK, page)
+	return nil
+}
+
+// peekDeadLetter handles GET .../dead-letters/{seq}.
+func (g *Gateway) peekDeadLetter(w http.ResponseWriter, r *http.Request) error {
+	_, _, _, m, err := g.oneDead(r)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, deadView(m, true))
+	return nil
+}
+
+// oneDead resolves the dead letter named by {seq}.
+func (g *Gateway) oneDead(r *http.Request) (topology.Topic, topology.Family, jetstream.Stream, *jetstream.RawStreamMsg, error) {
+	t, f, err := g.family(r)
+	if err != nil {
+		return t, f, nil, nil, err
+	}
+	seq, err := seqParam(r.PathValue("seq"), "dead letter")
+	if err != nil {
+		return t, f, nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), statsTimeout)
+	defer cancel()
+	s, err := g.deadStream(ctx, t, f)
+	if err != nil {
+		return t, f, nil, nil, err
+	}
+	m, err := nextDead(ctx, s, t, f, seq)
+	if err != nil {
+		return t, f, nil, nil, err
+	}
+	if m == nil || m.Sequence != seq {
+		return t, f, nil, nil, fmt.Errorf("%w: %d in %s/%s", errDeadNotFound, seq, t.Name, f.Name)
+	}
+	return t, f, s, m, nil
+}
+
+// purgeDeadLetters handles DELETE .../dead-letters (all of the family's).
+func (g *Gateway) purgeDeadLetters(w http.ResponseWriter, r *http.Request) error {
+	t, f, err := g.family(r)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), statsTimeout)
+	defer cancel()
+	s, err := g.deadStream(ctx, t, f)
+	if err != nil {
+		return err
+	}
+	n := s.CachedInfo().State.Msgs
+	if err := s.Purge(ctx); err != nil {
+		return fmt.Errorf("%w: purging dead letters: %v", errBusUnavailable, err)
+	}
+	g.log.Info("dead letters purged", zap.String("topic", t.Name), zap.String("family", f.Name), zap.Uint64("count", n))
+	writeJSON(w, http.StatusOK, sluice.PurgeResult{Purged: n})
+	return nil
+}
+
+// deleteDeadLetter handles DELETE .../dead-letters/{seq}.
+func (g *Gateway) deleteDeadLetter(w http.ResponseWriter, r *http.Request) error {
+	t, f, s, m, err := g.oneDead(r)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), statsTimeout)
+	defer cancel()
+	if err := s.DeleteMsg(ctx, m.Sequence); err != nil {
+		return fmt.Errorf("%w: deleting dead letter %d: %v", errBusUnavailable, m.Sequence, err)
+	}
+	g.log.Info("dead letter purged", zap.String("topic", t.Name), zap.String("family", f.Name), zap.Uint64("seq", m.Sequence))
+	writeJSON(w, http.StatusOK, sluice.PurgeResult{Purged: 1})
+	return nil
+}
+
+// redriveDeadLetters handles POST .../dead-letters/redrive?limit=: the
+// family's oldest dead letters, one by one, each through the topic's
+// admission and the redrive rate, for at most redriveBudget.
+func (g *Gateway) redriveDeadLetters(w http.ResponseWriter, r *http.Request) error {
+	t, f, err := g.family(r)
+	if err != nil {
+		return err
+	}
+	limit, err := intParam(r, "limit", defaultRedrive, maxRedrive)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), redriveBudget)
+	defer cancel()
+	s, err := g.deadStream(ctx, t, f)
+	if err != nil {
+		return err
+	}
+	res := sluice.RedriveResult{Seqs: []sluice.RedrivenSeq{}}
+	next := uint64(1)
+	for res.Redriven < limit {
+		m, err := nextDead(ctx, s, t, f, next)
+		if err != nil {
+			if ctx.Err() != nil {
+				res.Stopped = "time"
+				break
+			}
+			return g.redriveEnd(w, t, f, s, res, err)
+		}
+		if m == nil {
+			break
+		}
+		seq, err := g.redrive(ctx, t, f, s, m)
+		if err != nil {
+			return g.redriveEnd(w, t, f, s, res, err)
+		}
+		res.Redriven++
+		res.Seqs = append(res.Seqs, sluice.RedrivenSeq{DeadLetter: m.Sequence, TopicSeq: seq})
+		next = m.Sequence + 1
+	}
+	return g.redriveEnd(w, t, f, s, res, nil)
+}
+
+// redriveOne handles POST .../dead-letters/{seq}/redrive.
+func (g *Gateway) redriveOne(w http.ResponseWriter, r *http.Request) error {
+	t, f, s, m, err := g.oneDead(r)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), redriveBudget)
+	defer cancel()
+	seq, err := g.redrive(ctx, t, f, s, m)
+	if err != nil {
+		return err
+	}
+	res := sluice.RedriveResult{Redriven: 1, Seqs: []sluice.RedrivenSeq{{DeadLetter: m.Sequence, TopicSeq: seq}}}
+	return g.redriveEnd(w, t, f, s, res, nil)
+}
+
+// redriveEnd answers a redrive: a refusal before anything was redriven is
+// the refusal itself (429/503 with Retry-After); after some progress it is
+// 200 with what was done, why it stopped and when to go on.
+func (g *Gateway) redriveEnd(w http.ResponseWriter, t topology.Topic, f topology.Family, s jetstream.Stream, res sluice.RedriveResult, err error) error {
+	if err != nil {
+		if res.Redriven == 0 {
+			return err
+		}
+		p, kind := problemFor(err)
+		res.Stopped = strings.TrimPrefix(p.Type, "urn:sluice:problem:")
+		if kind.retry {
+			ra := g.adm.retryAfter(t.Name)
+			var rf *refusal
+			if errors.As(err, &rf) {
+				ra = rf.retryAfter
+			}
+			res.RetryAfter = int(max(time.Second, ra).Round(time.Second) / time.Second)
+			w.Header().Set("Retry-After", strconv.Itoa(res.RetryAfter))
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), statsTimeout)
+	defer cancel()
+	if info, ierr := s.Info(ctx); ierr == nil {
+		res.Remaining = info.State.Msgs
+	}
+	if res.Redriven > 0 {
+		g.log.Info("dead letters redriven", zap.String("topic", t.Name), zap.String("family", f.Name),
+			zap.Int("count", res.Redriven), zap.Uint64("remaining", res.Remaining), zap.String("stopped", res.Stopped))
+	}
+	writeJSON(w, http.StatusOK, res)
+	return nil
+}
+
+// redrive puts one dead letter back in its topic on the family's redrive
+// subject (only that family consumes it), through the topic's admission
+// and the redrive rate, and then deletes it from the dead letters. The
+// publish's deduplication id is the dead letter's, so a redrive repeated
+// after a failed delete is stored once within the duplicate window.
+func (g *Gateway) redrive(ctx context.Context, t topology.Topic, f topology.Family, s jetstream.Stream, m *jetstream.RawStreamMsg) (seq uint64, err error) {
+	if err := g.redriveRate.Wait(ctx); err != nil {
+		return 0, fmt.Errorf("%w: redrive rate: %v", errOverloaded, err)
+	}
+	size := int64(len(m.Data))
+	ok, wait := g.adm.take(t.Name, size)
+	if !ok {
+		return 0, refuse("admission", wait, fmt.Errorf("%w: no admission credit left for topic %s at this gateway", errTopicFull, t.Name))
+	}
+	defer func() { g.adm.finish(t.Name, size, err) }()
+	msg := nats.NewMsg(sluice.RedriveSubject(t.Name, f.Name))
+	msg.Data = m.Data
+	for k, v := range m.Header {
+		if k == sluice.HeaderContentType || k == sluice.HeaderOriginalID || strings.HasPrefix(k, sluice.HeaderMetaPrefix) {
+			msg.Header[k] = v
+		}
+	}
+	id := fmt.Sprintf("redrive.%s.%d", f.Name, m.Sequence)
+	receipt, err := g.store(ctx, t.Name, id, msg)
+	if err != nil {
+		return 0, err
+	}
+	dctx, cancel := context.WithTimeout(context.Background(), statsTimeout)
+	defer cancel()
+	if err := s.DeleteMsg(dctx, m.Sequence); err != nil {
+		// Stored again but still listed: a second redrive of it is a
+		// duplicate within the window (and a duplicate delivery after it).
+		g.log.Warn("redriven dead letter not deleted", zap.Uint64("seq", m.Sequence), zap.Error(err))
+	}
+	g.metrics.redriven.WithLabelValues(t.Name, f.Name).Inc()
+	return receipt.Seq, nil
+}

@@ -1,0 +1,76 @@
+package test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/pkg/sluice"
+)
+
+// TestDLQCommand drives `sluice dlq` against a gateway whose billing family
+// dead-letters everything: list, peek, redrive one, purge the rest.
+func TestDLQCommand(t *testing.T) {
+	topics := testharness.Topics(testharness.Topic("orders", "billing"))
+	b := testharness.StartBroker(t, topics)
+	nc := testharness.Connect(t, b)
+	_, srv := testharness.StartGateway(t, testharness.GatewayConfig(topics), nc)
+	w, err := sluice.NewWorker(nc, "orders", "billing", sluice.HandlerFunc(func(_ context.Context, m *sluice.Message) error {
+		return sluice.Permanent(errors.New("card declined for " + string(m.Data)))
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = w.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	p, _ := sluice.NewProducer([]string{srv.URL})
+	for _, id := range []string{"o-1", "o-2", "o-3"} {
+		if _, err := p.Publish(context.Background(), "orders", []byte("order "+id), sluice.WithID(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dlq := func(args ...string) string {
+		t.Helper()
+		out, err := command(t, append([]string{"dlq", args[0], "--gateway", srv.URL, "--topic", "orders", "--family", "billing"}, args[1:]...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("sluice dlq %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	var page sluice.DeadLetterPage
+	testharness.Eventually(t, 10*time.Second, func() bool {
+		return json.Unmarshal([]byte(dlq("list", "-o", "json")), &page) == nil && page.Total == 3
+	}, "3 dead letters listed")
+	text := dlq("list")
+	for _, want := range []string{"orders/billing: 3 dead letters", "o-1", "o-3", "permanent", "card declined for order o-2"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("list does not show %q:\n%s", want, text)
+		}
+	}
+	seq := strconv.FormatUint(page.DeadLetters[0].Seq, 10)
+	if out := dlq("peek", "--seq", seq); !strings.Contains(out, `"data": "order o-1"`) {
+		t.Errorf("peek:\n%s", out)
+	}
+	if out := dlq("redrive", "--seq", seq); !strings.Contains(out, "redriven 1, ") {
+		t.Errorf("redrive:\n%s", out)
+	}
+	// Billing still declines it: it dies again, under its original id.
+	testharness.Eventually(t, 10*time.Second, func() bool {
+		return json.Unmarshal([]byte(dlq("list", "-o", "json")), &page) == nil && page.Total == 3 &&
+			page.DeadLetters[2].ID == "o-1" && page.DeadLetters[2].Seq > page.DeadLetters[1].Seq
+	}, "the redriven o-1 dead again, last")
+	if out := dlq("purge", "--all"); !strings.Contains(out, "purged 3") {
+		t.Errorf("purge:\n%s", out)
+	}
+	out, err := command(t, "dlq", "purge", "--gateway", srv.URL, "--topic", "orders", "--family", "nobody", "--all").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "Family not found") {
+		t.Errorf("unknown family: %v\n%s", err, out)
+	}
+}

@@ -61,7 +61,7 @@ func TestWorkerRefusesUndeclaredTopicOrFamily(t *testing.T) {
 }
 
 func TestHelpExplainsEveryCommand(t *testing.T) {
-	for _, c := range []string{"dev", "broker", "gateway", "worker", "version"} {
+	for _, c := range []string{"dev", "broker", "gateway", "worker", "produce", "version"} {
 		out, err := command(t, c, "--help").CombinedOutput()
 		if err != nil {
 			t.Fatalf("%s --help: %v\n%s", c, err, out)

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/sluicebus/sluice/internal/testharness"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
@@ -72,5 +74,37 @@ func TestDLQCommand(t *testing.T) {
 	out, err := command(t, "dlq", "purge", "--gateway", srv.URL, "--topic", "orders", "--family", "nobody", "--all").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "Family not found") {
 		t.Errorf("unknown family: %v\n%s", err, out)
+	}
+}
+
+// TestProduceCommand publishes through a gateway with the producer config
+// and reports every message's outcome; the stream holds them all.
+func TestProduceCommand(t *testing.T) {
+	topics := testharness.Topics(testharness.Topic("orders", "billing"))
+	b := testharness.StartBroker(t, topics)
+	nc := testharness.Connect(t, b)
+	_, srv := testharness.StartGateway(t, testharness.GatewayConfig(topics), nc)
+	out, err := command(t, "produce", "--topic", "orders", "--count", "50", "--rate", "0", "--gateway", srv.URL, "--id-prefix", "p-").Output()
+	if err != nil {
+		t.Fatalf("produce: %v\n%s", err, out)
+	}
+	var rep struct{ Sent, Acked, Unknown, Failed int }
+	if err := json.Unmarshal(out, &rep); err != nil || rep.Sent != 50 || rep.Acked != 50 || rep.Unknown != 0 || rep.Failed != 0 {
+		t.Fatalf("report %s (%v)", out, err)
+	}
+	js, _ := jetstream.New(nc)
+	s, err := js.Stream(context.Background(), sluice.StreamName("orders"))
+	if err != nil || s.CachedInfo().State.Msgs != 50 {
+		t.Fatalf("stream: %v %+v", err, s)
+	}
+	// The same run again: every key is a duplicate, nothing stored twice.
+	out, err = command(t, "produce", "--topic", "orders", "--count", "50", "--rate", "0", "--gateway", srv.URL, "--id-prefix", "p-").Output()
+	if err != nil || !strings.Contains(string(out), `"duplicates":50`) {
+		t.Fatalf("second run: %v\n%s", err, out)
+	}
+	bad := command(t, "produce", "--topic", "orders", "--count", "1", "--gateway", srv.URL)
+	bad.Env = append(bad.Env, "SLUICE_PRODUCER_RETRY_BUDGET=-1")
+	if out, err := bad.CombinedOutput(); err == nil || !strings.Contains(string(out), "producer.retry") {
+		t.Errorf("a negative retry budget: %v\n%s", err, out)
 	}
 }

@@ -11,16 +11,27 @@ import (
 	"github.com/sluicebus/sluice/broker"
 	"github.com/sluicebus/sluice/gateway"
 	"github.com/sluicebus/sluice/internal/topology"
+	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
 // Config is the whole configuration file.
 type Config struct {
-	Log     Log                       `mapstructure:"log"`
-	Bus     Bus                       `mapstructure:"bus"`
-	Broker  broker.Config             `mapstructure:"broker"`
-	Gateway gateway.Config            `mapstructure:"gateway"`
-	Demo    Demo                      `mapstructure:"demo"`
-	Topics  map[string]topology.Topic `mapstructure:"-"`
+	Log      Log                       `mapstructure:"log"`
+	Bus      Bus                       `mapstructure:"bus"`
+	Broker   broker.Config             `mapstructure:"broker"`
+	Gateway  gateway.Config            `mapstructure:"gateway"`
+	Demo     Demo                      `mapstructure:"demo"`
+	Producer Producer                  `mapstructure:"producer"`
+	Topics   map[string]topology.Topic `mapstructure:"-"`
+}
+
+// Producer is how Sluice's own HTTP clients (`sluice produce`, the compose
+// demo's loadgen) publish: which gateways, and the retry strategy.
+type Producer struct {
+	// Gateways are the gateway URLs; the producer fails over between them.
+	Gateways []string `mapstructure:"gateways"`
+	// Retry is the retry strategy: attempts, backoff, deadline and budget.
+	Retry sluice.RetryPolicy `mapstructure:"retry"`
 }
 
 // Log configures zap.
@@ -67,7 +78,9 @@ func DefaultConfig() Config {
 		Broker:  broker.DefaultConfig(),
 		Gateway: gateway.DefaultConfig(),
 		Demo:    Demo{Enabled: true, Delay: 10 * time.Millisecond, FailureRate: 0, Credit: 16},
-		Topics:  map[string]topology.Topic{"orders": orders},
+		Producer: Producer{Gateways: []string{"http://127.0.0.1:8080"},
+			Retry: sluice.RetryPolicy{MaxAttempts: 10, Initial: 100 * time.Millisecond, Max: 5 * time.Second, Deadline: 30 * time.Second, Budget: 0.2}},
+		Topics: map[string]topology.Topic{"orders": orders},
 	}
 }
 
@@ -125,6 +138,12 @@ func (c *Config) ValidateFor(roles Role) error {
 	}
 	if c.Demo.Credit < 1 {
 		bad("demo.credit", "must be at least 1, got %d", c.Demo.Credit)
+	}
+	if len(c.Producer.Gateways) == 0 {
+		bad("producer.gateways", "at least one gateway URL is needed")
+	}
+	if err := c.Producer.Retry.Validate(); err != nil {
+		bad("producer.retry", "%v", err)
 	}
 	if roles&RoleBroker != 0 {
 		if err := c.Broker.Validate(); err != nil { // the topology included

@@ -2,6 +2,7 @@ package sluice
 
 import (
 	"math/rand/v2"
+	"sync"
 	"time"
 )
 
@@ -41,4 +42,36 @@ func sleep(done <-chan struct{}, d time.Duration) bool {
 	case <-done:
 		return false
 	}
+}
+
+// retryBudget caps a producer's retries at ratio per first attempt, plus a
+// reserve: every message deposits ratio tokens (up to the cap), every retry
+// takes one.
+type retryBudget struct {
+	mu             sync.Mutex
+	ratio, tokens  float64
+	reserve, limit float64
+}
+
+// retryReserve is the budget's retries when nothing was deposited yet.
+const retryReserve = 10
+
+func newRetryBudget(ratio float64) *retryBudget {
+	return &retryBudget{ratio: ratio, tokens: retryReserve, reserve: retryReserve, limit: retryReserve + 100*ratio}
+}
+
+func (b *retryBudget) deposit() {
+	b.mu.Lock()
+	b.tokens = min(b.limit, b.tokens+b.ratio)
+	b.mu.Unlock()
+}
+
+func (b *retryBudget) withdraw() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }

@@ -45,6 +45,10 @@ var (
 	// ErrConflict: the idempotency key was already used, within the duplicate
 	// window, for a message with another payload (409).
 	ErrConflict = errors.New("sluice: idempotency key reused for another message")
+	// ErrRetryBudget: the producer's retry budget (RetryPolicy.Budget) was
+	// spent, so a message that could have been retried was not; the error
+	// also wraps the last attempt's.
+	ErrRetryBudget = errors.New("sluice: retry budget exhausted")
 	// ErrInternal: the gateway answered 500, which is always a gateway bug.
 	ErrInternal = errors.New("sluice: internal gateway error")
 	// ErrPermanent marks a handler error that must not be retried; see Permanent.

@@ -44,6 +44,8 @@ type Producer struct {
 	client      *http.Client
 	backoff     backoff
 	maxAttempts int
+	deadline    time.Duration // per message, over all attempts; 0: none
+	budget      *retryBudget  // nil: retries limited per message only
 	log         *zap.Logger
 	next        atomic.Uint32
 	pace        pacer
@@ -75,6 +77,61 @@ func WithRetry(maxAttempts int, initial, maxWait time.Duration) ProducerOption {
 	}
 }
 
+// RetryPolicy is a producer's retry strategy, as declared in config (the
+// `producer.retry` section of a Sluice config file).
+type RetryPolicy struct {
+	// MaxAttempts per message, the first included (at least 1).
+	MaxAttempts int `mapstructure:"max_attempts"`
+	// Initial and Max bound the full-jitter exponential backoff between
+	// attempts; a longer Retry-After from the gateway wins.
+	Initial time.Duration `mapstructure:"initial"`
+	Max     time.Duration `mapstructure:"max"`
+	// Deadline bounds one message over all its attempts (0: only the
+	// caller's context does).
+	Deadline time.Duration `mapstructure:"deadline"`
+	// Budget caps retries across the producer as a fraction of first
+	// attempts (0.2: at most one retry per five messages, plus a reserve
+	// of 10 retries), so an outage does not multiply the load on the
+	// gateways; 0 disables the budget. Past it a message fails with its
+	// last error, wrapped with ErrRetryBudget.
+	Budget float64 `mapstructure:"budget"`
+}
+
+// DefaultRetryPolicy is the producer's retry policy when none is given.
+func DefaultRetryPolicy() RetryPolicy {
+	return RetryPolicy{MaxAttempts: 10, Initial: 100 * time.Millisecond, Max: 5 * time.Second}
+}
+
+// Validate reports what is wrong with the policy.
+func (r RetryPolicy) Validate() error {
+	switch {
+	case r.MaxAttempts < 1:
+		return fmt.Errorf("%w: retry max_attempts must be at least 1, got %d", ErrInvalidOption, r.MaxAttempts)
+	case r.Initial <= 0 || r.Max < r.Initial:
+		return fmt.Errorf("%w: retry needs 0 < initial <= max, got %v and %v", ErrInvalidOption, r.Initial, r.Max)
+	case r.Deadline < 0:
+		return fmt.Errorf("%w: retry deadline must not be negative, got %v", ErrInvalidOption, r.Deadline)
+	case r.Budget < 0 || r.Budget > 10:
+		return fmt.Errorf("%w: retry budget must be 0..10 retries per message, got %v", ErrInvalidOption, r.Budget)
+	}
+	return nil
+}
+
+// WithRetryPolicy sets the whole retry policy.
+func WithRetryPolicy(r RetryPolicy) ProducerOption {
+	return func(p *Producer) error {
+		if err := r.Validate(); err != nil {
+			return err
+		}
+		p.maxAttempts, p.backoff, p.deadline = r.MaxAttempts, backoff{initial: r.Initial, max: r.Max}, r.Deadline
+		p.budget = nil
+		if r.Budget > 0 {
+			p.budget = newRetryBudget(r.Budget)
+		}
+		return nil
+	}
+}
+
 // WithProducerLogger sets the logger (default: none).
 func WithProducerLogger(l *zap.Logger) ProducerOption {
 	return func(p *Producer) error {
@@ -95,7 +152,7 @@ func NewProducer(urls []string, opts ...ProducerOption) (*Producer, error) {
 	p := &Producer{
 		client:      &http.Client{Timeout: 30 * time.Second},
 		backoff:     backoff{initial: 100 * time.Millisecond, max: 5 * time.Second},
-		maxAttempts: 10,
+		maxAttempts: DefaultRetryPolicy().MaxAttempts,
 		log:         zap.NewNop(),
 	}
 	for _, u := range urls {
@@ -357,6 +414,14 @@ func maybeStored(err error) bool {
 // good, runs out of attempts or ctx ends. If any failed attempt may have
 // stored the message, the error matches ErrOutcomeUnknown, whatever came after.
 func (p *Producer) retry(ctx context.Context, attempt func(ctx context.Context, base string) error) error {
+	if p.deadline > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.deadline)
+		defer cancel()
+	}
+	if p.budget != nil {
+		p.budget.deposit()
+	}
 	var last error
 	doubt := false
 	for n := 0; n < p.maxAttempts; n++ {
@@ -390,6 +455,9 @@ func (p *Producer) retry(ctx context.Context, attempt func(ctx context.Context, 
 		}
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
 			break // the next attempt could not start before the deadline
+		}
+		if p.budget != nil && !p.budget.withdraw() {
+			return withDoubt(fmt.Errorf("%w: %w", last, ErrRetryBudget), doubt)
 		}
 		p.log.Debug("retrying", zap.Int("attempt", n+1), zap.Duration("wait", wait), zap.Error(err))
 		if !sleep(ctx.Done(), wait) {

@@ -274,3 +274,62 @@ func TestProducerConflictIsTyped(t *testing.T) {
 		t.Fatalf("want ErrConflict, got %v", err)
 	}
 }
+
+// unavailableGateway always answers 503 and counts the requests.
+func unavailableGateway(t *testing.T) (string, *atomic.Int32) {
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		hits.Add(1)
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(`{"type":"urn:sluice:problem:overloaded","title":"Overloaded","status":503}`))
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL, &hits
+}
+
+func TestProducerRetryDeadlineBoundsAMessage(t *testing.T) {
+	url, hits := unavailableGateway(t)
+	p, err := sluice.NewProducer([]string{url}, sluice.WithRetryPolicy(sluice.RetryPolicy{
+		MaxAttempts: 1000, Initial: 5 * time.Millisecond, Max: 5 * time.Millisecond, Deadline: 100 * time.Millisecond}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = p.Publish(context.Background(), "orders", []byte("x"))
+	if !errors.Is(err, sluice.ErrUnavailable) {
+		t.Fatalf("want the last 503, got %v", err)
+	}
+	if n := hits.Load(); n < 2 || n >= 1000 {
+		t.Errorf("%d attempts: the deadline, not max_attempts, should have ended the retries", n)
+	}
+}
+
+func TestProducerRetryBudgetCapsRetries(t *testing.T) {
+	url, hits := unavailableGateway(t)
+	p, err := sluice.NewProducer([]string{url}, sluice.WithRetryPolicy(sluice.RetryPolicy{
+		MaxAttempts: 5, Initial: time.Microsecond, Max: time.Microsecond, Budget: 0.1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	spent := 0
+	for range 50 {
+		_, err := p.Publish(context.Background(), "orders", []byte("x"))
+		if !errors.Is(err, sluice.ErrUnavailable) {
+			t.Fatalf("want ErrUnavailable, got %v", err)
+		}
+		if errors.Is(err, sluice.ErrRetryBudget) {
+			spent++
+		}
+	}
+	// 50 first attempts, the reserve of 10 retries and 0.1 per message:
+	// at most 65 requests (250 without a budget).
+	if n := hits.Load(); n > 65 {
+		t.Errorf("%d requests for 50 messages with a 0.1 retry budget", n)
+	}
+	if spent == 0 {
+		t.Error("no publish reported the spent budget")
+	}
+	if _, err := sluice.NewProducer([]string{url}, sluice.WithRetryPolicy(sluice.RetryPolicy{MaxAttempts: 1, Initial: time.Second, Max: time.Millisecond})); !errors.Is(err, sluice.ErrInvalidOption) {
+		t.Errorf("max < initial: %v", err)
+	}
+}

@@ -200,9 +200,9 @@ func TestFaults(t *testing.T) {
 				testharness.Eventually(t, 30*time.Second, e.current, "replicas current again")
 			}
 		}},
-		{"minority partition 3 s", false, func(t *testing.T, e *faultEnv) {
+		{"minority partition 10 s", false, func(t *testing.T, e *faultEnv) {
 			e.c.Isolate(2)
-			time.Sleep(3 * time.Second)
+			time.Sleep(10 * time.Second)
 			e.c.Heal(2)
 		}},
 		{"all brokers stopped and restarted", false, func(t *testing.T, e *faultEnv) {

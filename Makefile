@@ -1,10 +1,15 @@
 # Sluice — `make run` starts a complete single-node Sluice, `make test` runs every test.
+SHELL   := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 GO      ?= go
 BIN     := bin/sluice
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
+# docker compose (v2 plugin) or docker-compose (v1), whichever is installed.
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+DEMO    := $(COMPOSE) -f deploy/docker-compose.yml -p sluice-demo
 
-.PHONY: build run test lint bench bench-overload cluster cluster-down chaos image clean
+.PHONY: build run test lint bench bench-overload cluster cluster-down chaos image demo demo-down demo-test clean
 
 build: ## static, trimmed binary in bin/sluice
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/sluice
@@ -19,6 +24,7 @@ lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags chaos ./test/
+	$(GO) vet -tags demo ./test/
 
 bench: ## benchmarks (the load tool and side-by-side runs come with the performance issue)
 	$(GO) test -run '^$$' -bench . -benchtime 200x -count 1 ./pkg/... ./gateway/...
@@ -38,6 +44,19 @@ chaos: ## fault scenarios on the process cluster, real SIGKILL/SIGSTOP, minutes;
 
 image: build ## container image sluice:dev, FROM scratch around bin/sluice
 	docker build -f deploy/Dockerfile -t sluice:dev .
+
+demo: image ## the compose cluster: 3 brokers, 2 gateways (:8080, :8081), demo workers; waits until ready
+	$(DEMO) up -d
+	deploy/demo-wait.sh
+	@echo "Sluice demo up: curl -X POST --data-binary 'hello' http://127.0.0.1:8080/v1/topics/orders/messages"
+	@echo "watch: curl -s http://127.0.0.1:8081/v1/topics/orders | $(COMPOSE) -f deploy/docker-compose.yml -p sluice-demo logs -f billing"
+	@echo "load: $(COMPOSE) -f deploy/docker-compose.yml -p sluice-demo --profile loadgen up loadgen    stop: make demo-down"
+
+demo-down: ## stop and remove the demo's containers, network and volumes
+	$(DEMO) --profile loadgen --profile monitoring down -v --remove-orphans
+
+demo-test: image ## end-to-end fault test against the compose cluster (docker kill, network cut, restart)
+	COMPOSE="$(COMPOSE)" $(GO) test -tags demo -count=1 -timeout 15m -run TestDemo -v ./test/ 2>&1 | grep -v 'logger.go'
 
 clean:
 	rm -rf bin data

@@ -134,6 +134,13 @@ func (e *faultEnv) run(t *testing.T, fault func()) checker.Report {
 // returns the report.
 func drive(t *testing.T, chk *checker.Checker, gateways []string, settle time.Duration, fault func(), opts ...sluice.ProducerOption) checker.Report {
 	t.Helper()
+	return driveSync(t, chk, gateways, settle, fault, nil, opts...)
+}
+
+// driveSync is drive for readers outside the test process: collect (if
+// not nil) records their deliveries in chk, and is called until none is missing.
+func driveSync(t *testing.T, chk *checker.Checker, gateways []string, settle time.Duration, fault, collect func(), opts ...sluice.ProducerOption) checker.Report {
+	t.Helper()
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for w := range 2 {
@@ -170,8 +177,24 @@ func drive(t *testing.T, chk *checker.Checker, gateways []string, settle time.Du
 	time.Sleep(settle)
 	close(stop)
 	wg.Wait()
-	testharness.Eventually(t, 2*time.Minute, func() bool { return chk.Missing() == 0 },
-		"readers should receive every acked message")
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		if collect != nil {
+			collect()
+		}
+		if chk.Missing() == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("readers should receive every acked message: %d deliveries missing after 2 min, e.g. %v",
+				chk.Missing(), chk.MissingSample(5))
+		}
+		if collect != nil {
+			time.Sleep(time.Second) // reading the readers' logs is not free
+		} else {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 	return chk.Report()
 }
 

@@ -11,9 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
 
+	"github.com/sluicebus/sluice/internal/bus"
 	"github.com/sluicebus/sluice/internal/checker"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
@@ -80,8 +81,12 @@ func startProcessCluster(t *testing.T, offset int, chk *checker.Checker, slowShi
 		t.Fatalf("cluster up: %v\n%s", err, out)
 	}
 	t.Cleanup(func() { _ = p.script("down").Run() })
-	brokerURLs := fmt.Sprintf("nats://127.0.0.1:%d,nats://127.0.0.1:%d,nats://127.0.0.1:%d", 4222+offset, 4223+offset, 4224+offset)
-	nc, err := nats.Connect(brokerURLs, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	var urls []string
+	for i := range 3 {
+		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", 4222+offset+i))
+	}
+	// As the `sluice worker` command connects: moving off a leaving broker.
+	nc, err := bus.Connect(urls, 5*time.Second, "test-readers", zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,7 +29,7 @@ workers that pull with credits.` + configHelp,
 	root.PersistentFlags().String("config", "", "configuration file (YAML)")
 	root.PersistentFlags().String("log-level", "", "log level: debug, info, warn, error (key log.level)")
 	root.PersistentFlags().String("log-format", "", "log format: auto, console, json (key log.format)")
-	root.AddCommand(newDevCmd(), newBrokerCmd(), newGatewayCmd(), newWorkerCmd(), newBenchCmd(), newProduceCmd(), newDLQCmd(), newVersionCmd())
+	root.AddCommand(newDevCmd(), newBrokerCmd(), newGatewayCmd(), newWorkerCmd(), newBenchCmd(), newProduceCmd(), newDLQCmd(), newHealthCmd(), newVersionCmd())
 	return root
 }
 

@@ -109,6 +109,25 @@ func (c *Checker) Missing() int {
 	return n
 }
 
+// MissingSample lists up to n ids per family that were acked and not yet
+// delivered there, for diagnostics.
+func (c *Checker) MissingSample(n int) map[string][]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string][]string{}
+	for id, o := range c.attempts {
+		if o != OK {
+			continue
+		}
+		for _, f := range c.families {
+			if len(c.deliveries[f][id]) == 0 && len(out[f]) < n {
+				out[f] = append(out[f], id)
+			}
+		}
+	}
+	return out
+}
+
 // Report checks the history recorded so far.
 func (c *Checker) Report() Report {
 	c.mu.Lock()

@@ -1,0 +1,192 @@
+//go:build demo
+
+package test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/sluicebus/sluice/internal/bus"
+	"github.com/sluicebus/sluice/internal/checker"
+	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/pkg/sluice"
+)
+
+// demoCluster is the compose demo (deploy/docker-compose.yml) under its own
+// project name and host ports, so it runs beside a `make demo`.
+type demoCluster struct {
+	t       *testing.T
+	compose []string
+	env     []string
+}
+
+const demoProject = "sluice-demo-test"
+
+func (d *demoCluster) cmd(args ...string) *exec.Cmd {
+	all := append(append(append([]string{}, d.compose[1:]...), "-f", "deploy/docker-compose.yml", "-p", demoProject), args...)
+	cmd := exec.Command(d.compose[0], all...)
+	cmd.Dir = repoRoot
+	cmd.Env = append(os.Environ(), d.env...)
+	return cmd
+}
+
+func (d *demoCluster) run(args ...string) string {
+	d.t.Helper()
+	out, err := d.cmd(args...).CombinedOutput()
+	if err != nil {
+		d.t.Fatalf("%s %v: %v\n%s", d.compose, args, err, out)
+	}
+	return string(out)
+}
+
+// docker runs a docker command on the engine.
+func (d *demoCluster) docker(args ...string) string {
+	d.t.Helper()
+	out, err := exec.Command("docker", args...).CombinedOutput()
+	if err != nil {
+		d.t.Fatalf("docker %v: %v\n%s", args, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// container is the id of a service's (first) container.
+func (d *demoCluster) container(service string) string {
+	d.t.Helper()
+	id := strings.Fields(d.run("ps", "-q", service))
+	if len(id) == 0 {
+		d.t.Fatalf("no container for %s", service)
+	}
+	return id[0]
+}
+
+// TestDemo (make demo-test) brings the compose cluster up from the sluice:dev
+// image and publishes through both gateways with the SDK while it kills a
+// broker and starts it again, cuts a broker off the cluster network for 15 s,
+// and restarts a gateway. The demo's own worker containers are the readers:
+// their logs say what each family handled. The checker must show lost = 0
+// and stored twice = 0, and every broker must be current again after each
+// fault. Everything is torn down, pass or fail.
+func TestDemo(t *testing.T) {
+	if out, err := exec.Command("docker", "info").CombinedOutput(); err != nil {
+		t.Fatalf("no Docker engine answers (make demo-test needs one): %v\n%s", err, out)
+	}
+	compose := strings.Fields(os.Getenv("COMPOSE"))
+	if len(compose) == 0 {
+		compose = []string{"docker-compose"}
+	}
+	d := &demoCluster{t: t, compose: compose, env: []string{
+		"SLUICE_DEMO_GATEWAY_1=18080", "SLUICE_DEMO_GATEWAY_2=18081",
+		"SLUICE_DEMO_NATS_1=24222", "SLUICE_DEMO_NATS_2=24223", "SLUICE_DEMO_NATS_3=24224",
+	}}
+	_, _ = d.cmd("down", "-v", "--remove-orphans").CombinedOutput() // a previous run's leftovers
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := d.cmd("logs", "--no-color", "--tail", "40").CombinedOutput()
+			t.Logf("last logs:\n%s", out)
+		}
+		if out, err := d.cmd("down", "-v", "--remove-orphans").CombinedOutput(); err != nil {
+			t.Errorf("demo down: %v\n%s", err, out)
+		}
+	})
+	start := time.Now()
+	d.run("up", "-d")
+	gateways := []string{"http://127.0.0.1:18080", "http://127.0.0.1:18081"}
+	for _, g := range gateways {
+		testharness.Eventually(t, 3*time.Minute, func() bool {
+			resp, err := http.Get(g + "/readyz")
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			return resp.StatusCode == http.StatusOK
+		}, "gateway %s ready", g)
+	}
+	t.Logf("demo cluster ready %v after `up -d`", time.Since(start).Round(100*time.Millisecond))
+
+	nc, err := bus.Connect([]string{"nats://127.0.0.1:24222", "nats://127.0.0.1:24223", "nats://127.0.0.1:24224"},
+		5*time.Second, "demo-test", zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	current := func(why string) {
+		t.Helper()
+		begin := time.Now()
+		testharness.Eventually(t, 2*time.Minute, func() bool { return testharness.ReplicasCurrent(js, "orders") },
+			"%s: all 3 replicas of orders should be current", why)
+		t.Logf("%s: all 3 replicas current after %v", why, time.Since(begin).Round(100*time.Millisecond))
+	}
+	current("cluster up")
+
+	chk := checker.New("billing", "shipping")
+	seen := map[string]bool{}
+	readLogs := func() {
+		out, err := d.cmd("logs", "--no-color", "--no-log-prefix", "billing", "shipping").Output()
+		if err != nil {
+			return
+		}
+		sc := bufio.NewScanner(bytes.NewReader(out))
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			if seen[line] || !strings.Contains(line, `"handled"`) {
+				continue
+			}
+			seen[line] = true
+			var h struct {
+				Msg, Family, ID string
+				Seq             uint64
+			}
+			if json.Unmarshal([]byte(line), &h) == nil && h.Msg == "handled" {
+				chk.Delivered(h.Family, h.ID, h.Seq)
+			}
+		}
+	}
+	rows := []string{checker.Header}
+	scenarios := []struct {
+		name  string
+		fault func()
+	}{
+		{"docker kill a broker, start it after 10 s", func() {
+			id := d.container("broker-2")
+			d.docker("kill", id)
+			time.Sleep(10 * time.Second)
+			d.docker("start", id)
+			current("broker-2 killed and started")
+		}},
+		{"a broker off the network for 15 s", func() {
+			id := d.container("broker-3")
+			network := d.docker("inspect", "-f", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}}{{end}}", id)
+			d.docker("network", "disconnect", network, id)
+			time.Sleep(15 * time.Second)
+			d.docker("network", "connect", "--alias", "broker-3", network, id)
+			current("broker-3 reconnected")
+		}},
+		{"a gateway restarted", func() {
+			d.docker("restart", d.container("gateway-1"))
+		}},
+	}
+	for _, sc := range scenarios {
+		r := driveSync(t, chk, gateways, 5*time.Second, sc.fault, readLogs,
+			sluice.WithRetry(30, 50*time.Millisecond, time.Second))
+		rows = append(rows, r.Row(sc.name))
+		t.Log(r.Row(sc.name))
+		if r.Acked == 0 || r.Lost != 0 || r.StoredTwice != 0 || r.Unexpected != 0 {
+			t.Errorf("%s: %+v", sc.name, r)
+		}
+	}
+	fmt.Println("\n" + strings.Join(rows, "\n"))
+	t.Logf("demo test took %v", time.Since(start).Round(time.Second))
+}

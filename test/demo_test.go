@@ -130,8 +130,11 @@ func TestDemo(t *testing.T) {
 	}
 	current("cluster up")
 
-	chk := checker.New("billing", "shipping")
-	seen := map[string]bool{}
+	// Each scenario has its own checker and ids (prefix); the workers'
+	// logs are read whole each time and filtered by the prefix.
+	var chk *checker.Checker
+	var prefix string
+	var seen map[string]bool
 	readLogs := func() {
 		out, err := d.cmd("logs", "--no-color", "--no-log-prefix", "billing", "shipping").Output()
 		if err != nil {
@@ -149,7 +152,7 @@ func TestDemo(t *testing.T) {
 				Msg, Family, ID string
 				Seq             uint64
 			}
-			if json.Unmarshal([]byte(line), &h) == nil && h.Msg == "handled" {
+			if json.Unmarshal([]byte(line), &h) == nil && h.Msg == "handled" && strings.HasPrefix(h.ID, prefix) {
 				chk.Delivered(h.Family, h.ID, h.Seq)
 			}
 		}
@@ -178,8 +181,9 @@ func TestDemo(t *testing.T) {
 			d.docker("restart", d.container("gateway-1"))
 		}},
 	}
-	for _, sc := range scenarios {
-		r := driveSync(t, chk, gateways, 5*time.Second, sc.fault, readLogs,
+	for i, sc := range scenarios {
+		chk, prefix, seen = checker.New("billing", "shipping"), fmt.Sprintf("s%d-", i+1), map[string]bool{}
+		r := driveSync(t, chk, prefix, gateways, 5*time.Second, sc.fault, readLogs,
 			sluice.WithRetry(30, 50*time.Millisecond, time.Second))
 		rows = append(rows, r.Row(sc.name))
 		t.Log(r.Row(sc.name))

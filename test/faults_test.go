@@ -134,12 +134,12 @@ func (e *faultEnv) run(t *testing.T, fault func()) checker.Report {
 // returns the report.
 func drive(t *testing.T, chk *checker.Checker, gateways []string, settle time.Duration, fault func(), opts ...sluice.ProducerOption) checker.Report {
 	t.Helper()
-	return driveSync(t, chk, gateways, settle, fault, nil, opts...)
+	return driveSync(t, chk, "", gateways, settle, fault, nil, opts...)
 }
 
-// driveSync is drive for readers outside the test process: collect (if
-// not nil) records their deliveries in chk, and is called until none is missing.
-func driveSync(t *testing.T, chk *checker.Checker, gateways []string, settle time.Duration, fault, collect func(), opts ...sluice.ProducerOption) checker.Report {
+// driveSync is drive for readers outside the test process, with ids
+// starting with prefix: collect (if not nil) records their deliveries in chk, and is called until none is missing.
+func driveSync(t *testing.T, chk *checker.Checker, prefix string, gateways []string, settle time.Duration, fault, collect func(), opts ...sluice.ProducerOption) checker.Report {
 	t.Helper()
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -156,7 +156,7 @@ func driveSync(t *testing.T, chk *checker.Checker, gateways []string, settle tim
 					return
 				default:
 				}
-				id := fmt.Sprintf("w%d-%d", w, n)
+				id := fmt.Sprintf("%sw%d-%d", prefix, w, n)
 				ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
 				_, err := p.Publish(ctx, "orders", []byte(id), sluice.WithID(id))
 				cancel()

@@ -71,7 +71,7 @@ func setup(cmd *cobra.Command, roles config.Role, flagKeys map[string]string, de
 }
 
 func newNode(cfg config.Config, dev bool) (node, error) {
-	log, err := logging.New(cfg.Log.Level, cfg.Log.Format, dev)
+	log, err := logging.New(cfg.Log.Level, cfg.Log.Format, cfg.Log.Sampling, dev)
 	if err != nil {
 		return node{}, err
 	}

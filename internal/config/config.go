@@ -40,6 +40,10 @@ type Log struct {
 	Level string `mapstructure:"level"`
 	// Format is console, json, or auto (console for `sluice dev`, json otherwise).
 	Format string `mapstructure:"format"`
+	// Sampling thins JSON logs under load: per second, the first 100 lines
+	// of each message, then every 100th. Off, every line is kept (the
+	// demo's per-message lines, which the demo test reads).
+	Sampling bool `mapstructure:"sampling"`
 }
 
 // Bus is how gateways and workers reach the brokers.
@@ -73,7 +77,7 @@ func DefaultConfig() Config {
 		orders.Families[name] = f
 	}
 	return Config{
-		Log:     Log{Level: "info", Format: "auto"},
+		Log:     Log{Level: "info", Format: "auto", Sampling: true},
 		Bus:     Bus{URLs: []string{"nats://127.0.0.1:4222"}, ConnectTimeout: 5 * time.Second},
 		Broker:  broker.DefaultConfig(),
 		Gateway: gateway.DefaultConfig(),

@@ -11,7 +11,9 @@ import (
 
 // New returns a logger at level ("debug", "info", "warn", "error") in format
 // "json" or "console"; "auto" picks console when dev is true, json otherwise.
-func New(level, format string, dev bool) (*zap.Logger, error) {
+// With sampling, JSON logs keep the first 100 lines per second of each
+// message and every 100th after that.
+func New(level, format string, sampling, dev bool) (*zap.Logger, error) {
 	lvl, err := zapcore.ParseLevel(level)
 	if err != nil {
 		return nil, fmt.Errorf("log.level: %w", err)
@@ -32,6 +34,9 @@ func New(level, format string, dev bool) (*zap.Logger, error) {
 		cfg.EncoderConfig.EncodeLevel = zapcore.CapitalColorLevelEncoder
 	default:
 		return nil, fmt.Errorf("log.format: %q is not json, console or auto", format)
+	}
+	if !sampling {
+		cfg.Sampling = nil
 	}
 	cfg.Level = zap.NewAtomicLevelAt(lvl)
 	cfg.Development = false

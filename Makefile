@@ -49,7 +49,8 @@ demo: image ## the compose cluster: 3 brokers, 2 gateways (:8080, :8081), demo w
 	$(DEMO) up -d
 	deploy/demo-wait.sh
 	@echo "Sluice demo up: curl -X POST --data-binary 'hello' http://127.0.0.1:8080/v1/topics/orders/messages"
-	@echo "watch: curl -s http://127.0.0.1:8081/v1/topics/orders | $(COMPOSE) -f deploy/docker-compose.yml -p sluice-demo logs -f billing"
+	@echo "state: curl -s http://127.0.0.1:8081/v1/topics/orders"
+	@echo "watch: $(COMPOSE) -f deploy/docker-compose.yml -p sluice-demo logs -f billing"
 	@echo "load: $(COMPOSE) -f deploy/docker-compose.yml -p sluice-demo --profile loadgen up loadgen    stop: make demo-down"
 
 demo-down: ## stop and remove the demo's containers, network and volumes

@@ -28,6 +28,9 @@ const (
 	redriveBudget = 20 * time.Second
 )
 
+// errRedriveTime: a redrive request used up redriveBudget.
+var errRedriveTime = errors.New("redrive time budget used up")
+
 // family resolves the {topic} and {family} path values.
 func (g *Gateway) family(r *http.Request) (topology.Topic, topology.Family, error) {
 	t, err := g.topic(r)
@@ -255,8 +258,11 @@ func (g *Gateway) redriveDeadLetters(w http.ResponseWriter, r *http.Request) err
 		return err
 	}
 	res := sluice.RedriveResult{Seqs: []sluice.RedrivenSeq{}}
+	// Only what was dead when the request came: a redriven message that
+	// dies again meanwhile is not redriven again by the same request.
+	last := s.CachedInfo().State.LastSeq
 	next := uint64(1)
-	for res.Redriven < limit {
+	for res.Redriven < limit && next <= last {
 		m, err := nextDead(ctx, s, t, f, next)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -265,10 +271,14 @@ func (g *Gateway) redriveDeadLetters(w http.ResponseWriter, r *http.Request) err
 			}
 			return g.redriveEnd(w, t, f, s, res, err)
 		}
-		if m == nil {
+		if m == nil || m.Sequence > last {
 			break
 		}
 		seq, err := g.redrive(ctx, t, f, s, m)
+		if errors.Is(err, errRedriveTime) {
+			res.Stopped = "time"
+			break
+		}
 		if err != nil {
 			return g.redriveEnd(w, t, f, s, res, err)
 		}
@@ -335,7 +345,8 @@ func (g *Gateway) redriveEnd(w http.ResponseWriter, t topology.Topic, f topology
 // after a failed delete is stored once within the duplicate window.
 func (g *Gateway) redrive(ctx context.Context, t topology.Topic, f topology.Family, s jetstream.Stream, m *jetstream.RawStreamMsg) (seq uint64, err error) {
 	if err := g.redriveRate.Wait(ctx); err != nil {
-		return 0, fmt.Errorf("%w: redrive rate: %v", errOverloaded, err)
+		// The request's time is up before the rate allows another.
+		return 0, fmt.Errorf("%w: %w: %v", errOverloaded, errRedriveTime, err)
 	}
 	size := int64(len(m.Data))
 	ok, wait := g.adm.take(t.Name, size)
@@ -350,7 +361,9 @@ func (g *Gateway) redrive(ctx context.Context, t topology.Topic, f topology.Fami
 			msg.Header[k] = v
 		}
 	}
-	id := fmt.Sprintf("redrive.%s.%d", f.Name, m.Sequence)
+	// The dead letter's seq and time: unique even if the dead-letter
+	// stream were recreated (and its sequence restarted) within the window.
+	id := fmt.Sprintf("redrive.%s.%d.%d", f.Name, m.Sequence, m.Time.UnixNano())
 	receipt, err := g.store(ctx, t.Name, id, msg)
 	if err != nil {
 		return 0, err

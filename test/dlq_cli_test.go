@@ -82,6 +82,15 @@ func TestDLQCommand(t *testing.T) {
 		}
 		return false
 	}, "the redriven o-1 dead again, under a new seq")
+	// Redrive all while billing still declines: each is redriven once,
+	// not again when it dies anew during the same request.
+	var res sluice.RedriveResult
+	if err := json.Unmarshal([]byte(dlq("redrive", "--limit", "100", "-o", "json")), &res); err != nil || res.Redriven != 3 {
+		t.Fatalf("redrive all: %+v (%v)", res, err)
+	}
+	testharness.Eventually(t, 10*time.Second, func() bool {
+		return json.Unmarshal([]byte(dlq("list", "-o", "json")), &page) == nil && page.Total == 3
+	}, "all three dead again")
 	if out := dlq("purge", "--all"); !strings.Contains(out, "purged 3") {
 		t.Errorf("purge:\n%s", out)
 	}

@@ -172,11 +172,13 @@ func driveSync(t *testing.T, chk *checker.Checker, prefix string, gateways []str
 			}
 		})
 	}
+	var stopOnce sync.Once
+	halt := func() { stopOnce.Do(func() { close(stop) }); wg.Wait() }
+	defer halt() // also when fault fails the test
 	time.Sleep(settle)
 	fault()
 	time.Sleep(settle)
-	close(stop)
-	wg.Wait()
+	halt()
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		if collect != nil {

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
+	"github.com/sluicebus/sluice/internal/config"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
@@ -38,12 +39,12 @@ through the gateways in producer.gateways, at most --rate per second from
 producer.retry (attempts, backoff, deadline, budget): 429 and 503 are retried
 with the same idempotency key, honouring Retry-After. Prints one JSON report
 at the end: sent, acked, duplicates, unknown (the outcome of a message that
-may be stored), failed.
+may be stored), failed; exits 1 when any message failed or is unknown.
 
 Config keys used: log.*, producer.* (gateways, retry.*).` + configHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			n, err := setup(cmd, 0, map[string]string{"gateway": "producer.gateways"}, false)
+			n, err := setup(cmd, config.RoleProducer, map[string]string{"gateway": "producer.gateways"}, false)
 			if err != nil {
 				return err
 			}
@@ -79,8 +80,9 @@ Config keys used: log.*, producer.* (gateways, retry.*).` + configHelp,
 			rep := produce(ctx, p, topic, prefix, count, size, conc, perSec, n.log)
 			out, _ := json.Marshal(rep)
 			fmt.Fprintln(cmd.OutOrStdout(), string(out))
-			if rep.Failed > 0 {
-				return fmt.Errorf("%d of %d messages failed", rep.Failed, rep.Sent)
+			if rep.Failed > 0 || rep.Unknown > 0 {
+				return fmt.Errorf("of %d messages, %d failed and %d have an unknown outcome (may be stored; publish again with the same --id-prefix)",
+					rep.Sent, rep.Failed, rep.Unknown)
 			}
 			return nil
 		},

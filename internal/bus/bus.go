@@ -26,7 +26,10 @@ func Connect(urls []string, timeout time.Duration, name string, log *zap.Logger)
 			log.Info("reconnected to the bus", zap.String("url", c.ConnectedUrlRedacted()))
 		}),
 		// A broker leaving (lame duck) says so before it closes its
-		// clients: move now, while it still forwards what is in flight.
+		// clients: move now rather than when it cuts us off. Requests in
+		// flight on the old connection fail (a gateway answers 503 outcome
+		// unknown; the producer retries with the same key), as they would
+		// when the broker closes it.
 		nats.LameDuckModeHandler(func(c *nats.Conn) {
 			log.Info("broker is leaving; moving to another", zap.String("url", c.ConnectedUrlRedacted()))
 			if err := c.ForceReconnect(); err != nil {

@@ -103,8 +103,10 @@ const (
 	RoleBroker Role = 1 << iota
 	RoleGateway
 	RoleWorker
+	// RoleProducer is `sluice produce`: the producer section.
+	RoleProducer
 	// RoleAll is every node: `sluice dev`, and the default.
-	RoleAll = RoleBroker | RoleGateway | RoleWorker
+	RoleAll = RoleBroker | RoleGateway | RoleWorker | RoleProducer
 )
 
 // Validate reports every problem for all roles, each naming its key.
@@ -143,11 +145,13 @@ func (c *Config) ValidateFor(roles Role) error {
 	if c.Demo.Credit < 1 {
 		bad("demo.credit", "must be at least 1, got %d", c.Demo.Credit)
 	}
-	if len(c.Producer.Gateways) == 0 {
-		bad("producer.gateways", "at least one gateway URL is needed")
-	}
-	if err := c.Producer.Retry.Validate(); err != nil {
-		bad("producer.retry", "%v", err)
+	if roles&RoleProducer != 0 {
+		if len(c.Producer.Gateways) == 0 {
+			bad("producer.gateways", "at least one gateway URL is needed")
+		}
+		if err := c.Producer.Retry.Validate(); err != nil {
+			bad("producer.retry", "%v", err)
+		}
 	}
 	if roles&RoleBroker != 0 {
 		if err := c.Broker.Validate(); err != nil { // the topology included

@@ -90,13 +90,15 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, fam *family, m *
 		w.deadLetter(ctx, msg, md, ReasonPermanent, attempt, herr, fam, m)
 	case attempt >= pol.maxAttempts:
 		w.deadLetter(ctx, msg, md, ReasonMaxAttempts, attempt, herr, fam, m)
-	case pol.deadline > 0 && time.Since(md.Timestamp)+pol.delay(attempt) > pol.deadline:
-		w.deadLetter(ctx, msg, md, ReasonRetryDeadline, attempt, herr, fam, m)
 	default:
-		delay := pol.delay(attempt)
+		nak, delay := pol.nakDelay(attempt, pol.delay(attempt))
+		if pol.deadline > 0 && time.Since(md.Timestamp)+delay > pol.deadline {
+			w.deadLetter(ctx, msg, md, ReasonRetryDeadline, attempt, herr, fam, m)
+			return
+		}
 		w.log.Debug("handler failed; retrying", zap.Uint64("seq", message.Seq), zap.Int("attempt", attempt),
 			zap.Duration("delay", delay), zap.Error(herr))
-		if err := msg.NakWithDelay(delay); err != nil {
+		if err := msg.NakWithDelay(nak); err != nil {
 			w.log.Warn("nak failed; the message will be redelivered after the ack wait", zap.Error(err))
 		}
 		m.outcome("retried")

@@ -141,6 +141,26 @@ type policy struct {
 	jitter       bool
 	deadline     time.Duration
 	ackWait      time.Duration
+	// expiry is the consumer's BackOff: when the server redelivers a
+	// message whose attempt k expired (ack wait + the curve's delay).
+	expiry []time.Duration
+}
+
+// nakDelay is what to nak with so that the server redelivers after wait.
+// With a BackOff the server counts a nak's delay from its redelivery
+// deadline for that attempt, BackOff[k-1], minus AckWait (= BackOff[0]):
+// the wait would come out BackOff[k-1]-BackOff[0] longer than asked. The
+// offset is taken off here; a wait shorter than the offset (a small
+// jittered draw) is rounded up to it.
+func (p policy) nakDelay(attempt int, wait time.Duration) (nak, actual time.Duration) {
+	if len(p.expiry) == 0 {
+		return wait, wait
+	}
+	offset := p.expiry[min(max(attempt-1, 0), len(p.expiry)-1)] - p.expiry[0]
+	if wait-offset < time.Millisecond {
+		return time.Millisecond, offset + time.Millisecond
+	}
+	return wait - offset, wait
 }
 
 // delay is the wait before the attempt after `attempt` (1-based), with the
@@ -178,7 +198,7 @@ func RetryDelay(curve string, schedule []time.Duration, initial, maxDelay time.D
 }
 
 func readPolicy(cfg jetstream.ConsumerConfig) (policy, error) {
-	p := policy{ackWait: cfg.AckWait}
+	p := policy{ackWait: cfg.AckWait, expiry: cfg.BackOff}
 	if v := cfg.Metadata[MetadataAckWait]; v != "" {
 		// With a BackOff the consumer's AckWait is its first entry (ack
 		// wait plus the first retry delay); the family's own is here.

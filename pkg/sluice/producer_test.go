@@ -296,8 +296,10 @@ func TestProducerRetryDeadlineBoundsAMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = p.Publish(context.Background(), "orders", []byte("x"))
-	if !errors.Is(err, sluice.ErrUnavailable) {
-		t.Fatalf("want the last 503, got %v", err)
+	// The deadline lands between attempts (the last 503) or during one
+	// (cut short: its outcome unknown).
+	if !errors.Is(err, sluice.ErrUnavailable) && !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("want the last 503 or the deadline, got %v", err)
 	}
 	if n := hits.Load(); n < 2 || n >= 1000 {
 		t.Errorf("%d attempts: the deadline, not max_attempts, should have ended the retries", n)

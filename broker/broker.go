@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -33,6 +34,15 @@ type Broker struct {
 	js  jetstream.JetStream
 
 	stopOnce sync.Once
+	fatal    atomic.Pointer[error] // the server's first fatal error
+}
+
+// fatalErr is the server's first fatal error, nil if none.
+func (b *Broker) fatalErr() error {
+	if e := b.fatal.Load(); e != nil {
+		return fmt.Errorf("%w: nats-server: %w", ErrNotReady, *e)
+	}
+	return nil
 }
 
 // New starts an embedded nats-server with JetStream under cfg.DataDir, waits
@@ -51,9 +61,9 @@ func New(cfg Config, logger *zap.Logger, reg prometheus.Registerer) (*Broker, er
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
-	srv.SetLoggerV2(natsLogger{log: log.Named("nats").Sugar()}, log.Core().Enabled(zap.DebugLevel), false, false)
-	srv.Start()
 	b := &Broker{cfg: cfg, log: log, srv: srv}
+	srv.SetLoggerV2(natsLogger{log: log.Named("nats").Sugar(), fatal: &b.fatal}, log.Core().Enabled(zap.DebugLevel), false, false)
+	srv.Start()
 	if err := b.waitReady(); err != nil {
 		b.shutdownServer()
 		return nil, err
@@ -114,8 +124,18 @@ func serverOptions(cfg Config) (*server.Options, error) {
 
 func (b *Broker) waitReady() error {
 	deadline := time.Now().Add(b.cfg.ReadyTimeout)
-	if !b.srv.ReadyForConnections(b.cfg.ReadyTimeout) {
-		return fmt.Errorf("%w: server did not accept connections within %v", ErrNotReady, b.cfg.ReadyTimeout)
+	// In short steps: a listener that failed to bind is a fatal error in
+	// the log, and the server would never become ready.
+	for !b.srv.ReadyForConnections(100 * time.Millisecond) {
+		if err := b.fatalErr(); err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: server did not accept connections within %v", ErrNotReady, b.cfg.ReadyTimeout)
+		}
+	}
+	if err := b.fatalErr(); err != nil {
+		return err
 	}
 	if !b.srv.JetStreamEnabled() {
 		return fmt.Errorf("%w: JetStream is not enabled", ErrNotReady)
@@ -142,6 +162,9 @@ func (b *Broker) waitReady() error {
 		if err == nil {
 			break
 		}
+		if ferr := b.fatalErr(); ferr != nil {
+			return ferr
+		}
 		if ctx.Err() != nil || time.Now().After(deadline) {
 			return fmt.Errorf("%w: JetStream did not answer: %w", ErrNotReady, err)
 		}
@@ -155,6 +178,9 @@ func (b *Broker) waitReady() error {
 		pcancel()
 		if err == nil {
 			return nil
+		}
+		if ferr := b.fatalErr(); ferr != nil {
+			return ferr
 		}
 		if errors.Is(err, ErrIncompatible) || ctx.Err() != nil {
 			return fmt.Errorf("broker: provisioning topology: %w", err)

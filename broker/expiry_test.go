@@ -2,7 +2,10 @@ package broker_test
 
 import (
 	"context"
+	"errors"
+	"net"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -107,5 +110,30 @@ func TestProvisionUpgradesFamiliesForRedrive(t *testing.T) {
 	c, _ := s.Consumer(ctx, "billing")
 	if got := c.CachedInfo().Config.FilterSubjects; !slices.Equal(got, []string{sluice.Subject("orders"), sluice.RedriveSubject("orders", "billing")}) {
 		t.Errorf("filters %v (single %q)", got, c.CachedInfo().Config.FilterSubject)
+	}
+}
+
+// TestBrokerFailsWhenItsRoutePortIsTaken: nats-server only logs a route
+// listener that cannot bind; the broker must fail its start at once, not
+// wait for routes that will never come.
+func TestBrokerFailsWhenItsRoutePortIsTaken(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	cfg := testharness.BrokerConfig(t.TempDir(), testharness.Topics(testharness.Topic("orders", "billing")))
+	cfg.Cluster = broker.Cluster{Name: "test", Listen: taken.Addr().String(), Routes: []string{"nats-route://127.0.0.1:1"}}
+	start := time.Now()
+	b, err := broker.New(cfg, testharness.Logger(t), nil)
+	if err == nil {
+		b.Shutdown()
+		t.Fatal("started with its route port taken")
+	}
+	if !errors.Is(err, broker.ErrNotReady) || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("want ErrNotReady naming the bind failure, got %v", err)
+	}
+	if waited := time.Since(start); waited > cfg.ReadyTimeout/2 {
+		t.Errorf("failed only after %v", waited)
 	}
 }

@@ -183,7 +183,7 @@ func TestDemo(t *testing.T) {
 	}
 	for i, sc := range scenarios {
 		chk, prefix, seen = checker.New("billing", "shipping"), fmt.Sprintf("s%d-", i+1), map[string]bool{}
-		r := driveSync(t, chk, prefix, gateways, 5*time.Second, sc.fault, readLogs,
+		r := driveSync(t, chk, prefix, gateways, 5*time.Second, sc.fault, readLogs, nil,
 			sluice.WithRetry(30, 50*time.Millisecond, time.Second))
 		rows = append(rows, r.Row(sc.name))
 		t.Log(r.Row(sc.name))

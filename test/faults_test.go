@@ -134,12 +134,13 @@ func (e *faultEnv) run(t *testing.T, fault func()) checker.Report {
 // returns the report.
 func drive(t *testing.T, chk *checker.Checker, gateways []string, settle time.Duration, fault func(), opts ...sluice.ProducerOption) checker.Report {
 	t.Helper()
-	return driveSync(t, chk, "", gateways, settle, fault, nil, opts...)
+	return driveSync(t, chk, "", gateways, settle, fault, nil, nil, opts...)
 }
 
 // driveSync is drive for readers outside the test process, with ids
-// starting with prefix: collect (if not nil) records their deliveries in chk, and is called until none is missing.
-func driveSync(t *testing.T, chk *checker.Checker, prefix string, gateways []string, settle time.Duration, fault, collect func(), opts ...sluice.ProducerOption) checker.Report {
+// starting with prefix: diagnose (if not nil) describes the bus when
+// deliveries are missing; collect (if not nil) records their deliveries in chk, and is called until none is missing.
+func driveSync(t *testing.T, chk *checker.Checker, prefix string, gateways []string, settle time.Duration, fault, collect func(), diagnose func() string, opts ...sluice.ProducerOption) checker.Report {
 	t.Helper()
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -179,7 +180,10 @@ func driveSync(t *testing.T, chk *checker.Checker, prefix string, gateways []str
 	fault()
 	time.Sleep(settle)
 	halt()
-	deadline := time.Now().Add(2 * time.Minute)
+	// Redeliveries of deliveries lost while clients move follow the
+	// families' expiry (ack wait + backoff: 31 s, 35 s, 60 s in the
+	// cluster configs): allow for three in a row.
+	deadline := time.Now().Add(3 * time.Minute)
 	for {
 		if collect != nil {
 			collect()
@@ -188,8 +192,12 @@ func driveSync(t *testing.T, chk *checker.Checker, prefix string, gateways []str
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("readers should receive every acked message: %d deliveries missing after 2 min, e.g. %v",
-				chk.Missing(), chk.MissingSample(5))
+			state := ""
+			if diagnose != nil {
+				state = diagnose()
+			}
+			t.Fatalf("readers should receive every acked message: %d deliveries missing after 3 min, e.g. %v\n%s",
+				chk.Missing(), chk.MissingSample(5), state)
 		}
 		if collect != nil {
 			time.Sleep(time.Second) // reading the readers' logs is not free

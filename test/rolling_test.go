@@ -1,6 +1,7 @@
 package test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"sync"
@@ -50,7 +51,24 @@ func TestRollingRestartUnderLoad(t *testing.T) {
 	}
 	caughtUp("cluster up")
 	start := time.Now()
-	r := drive(t, chk, p.gateways(), 2*time.Second, func() {
+	diagnose := func() string {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s, err := p.js.Stream(ctx, sluice.StreamName("orders"))
+		if err != nil {
+			return err.Error()
+		}
+		out := fmt.Sprintf("stream: %+v cluster: %+v", s.CachedInfo().State, s.CachedInfo().Cluster)
+		for _, fam := range []string{"billing", "shipping"} {
+			if c, err := s.Consumer(ctx, fam); err == nil {
+				ci := c.CachedInfo()
+				out += fmt.Sprintf("\n%s: delivered %+v ack floor %+v ack pending %d redelivered %d pending %d waiting %d",
+					fam, ci.Delivered, ci.AckFloor, ci.NumAckPending, ci.NumRedelivered, ci.NumPending, ci.NumWaiting)
+			}
+		}
+		return out
+	}
+	r := driveSync(t, chk, "", p.gateways(), 2*time.Second, func() {
 		for i := 1; i <= 3; i++ {
 			name := fmt.Sprintf("broker-%d", i)
 			p.do("stop", name)
@@ -63,7 +81,7 @@ func TestRollingRestartUnderLoad(t *testing.T) {
 			p.do("restart", name)
 		}
 		p.readers.restart()
-	}, sluice.WithHTTPClient(client))
+	}, nil, diagnose, sluice.WithHTTPClient(client))
 	counter.mu.Lock()
 	defer counter.mu.Unlock()
 	t.Logf("rolling restart of 3 brokers, 2 gateways and the workers in %v: %s; answers %v, no answer %d",

@@ -65,6 +65,27 @@ func freePort(t testing.TB) int {
 // are shut down when the test ends.
 func StartCluster(t testing.TB, n int, topics map[string]topology.Topic) *Cluster {
 	t.Helper()
+	// Free ports are picked, released and then bound by the brokers: another
+	// process may take one in between. Such a start is tried again on other
+	// ports; any other failure fails the test.
+	for try := 1; ; try++ {
+		c, err := startCluster(t, n, topics)
+		if err == nil {
+			t.Cleanup(func() {
+				for i := range c.Nodes {
+					c.Stop(i)
+				}
+			})
+			return c
+		}
+		if !strings.Contains(err.Error(), "address already in use") || try == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("cluster start lost a port race (%v); trying other ports", err)
+	}
+}
+
+func startCluster(t testing.TB, n int, topics map[string]topology.Topic) (*Cluster, error) {
 	c := &Cluster{t: t, topics: topics, proxies: map[[2]int]*Proxy{}}
 	base := t.TempDir()
 	for i := range n {
@@ -91,15 +112,13 @@ func StartCluster(t testing.TB, n int, topics map[string]topology.Topic) *Cluste
 	wg.Wait()
 	for i, err := range errs {
 		if err != nil {
-			t.Fatalf("start %s: %v", c.Nodes[i].Name, err)
+			for j := range c.Nodes {
+				c.Stop(j)
+			}
+			return nil, fmt.Errorf("start %s: %w", c.Nodes[i].Name, err)
 		}
 	}
-	t.Cleanup(func() {
-		for i := range c.Nodes {
-			c.Stop(i)
-		}
-	})
-	return c
+	return c, nil
 }
 
 func (c *Cluster) config(i int) broker.Config {

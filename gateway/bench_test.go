@@ -1,0 +1,83 @@
+package gateway_test
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/sluicebus/sluice/internal/testharness"
+)
+
+// benchGateway is a gateway on a single broker whose topic has no family
+// consuming it fast enough to matter: the benchmarks measure the publish
+// path (validation, admission, durable JetStream write), called in process
+// through the gateway's handler (no TCP).
+func benchGateway(b *testing.B) http.Handler {
+	b.Helper()
+	topic := testharness.Topic("orders", "billing")
+	topic.MaxMessages = 10_000_000
+	topics := testharness.Topics(topic)
+	br := testharness.StartBroker(b, topics)
+	g, _ := testharness.StartGateway(b, testharness.GatewayConfig(topics), testharness.Connect(b, br))
+	return g.Handler()
+}
+
+// mallocsPer reports heap allocations per message of the timed loop. The
+// broker runs in the same process, so its allocations are counted too: a
+// ceiling for the gateway's own, and a baseline to compare changes against.
+func mallocsPer(b *testing.B, before runtime.MemStats, msgs int) {
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	b.ReportMetric(float64(after.Mallocs-before.Mallocs)/float64(msgs), "allocs/msg")
+}
+
+// BenchmarkGatewayPublish: one 128-byte message per request, through to
+// the durable ack (fsync), allocations per request.
+func BenchmarkGatewayPublish(b *testing.B) {
+	h := benchGateway(b)
+	payload := bytes.Repeat([]byte("x"), 128)
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		req := httptest.NewRequest(http.MethodPost, "/v1/topics/orders/messages", bytes.NewReader(payload))
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusAccepted {
+			b.Fatalf("%d %s", rec.Code, rec.Body)
+		}
+		n++
+	}
+	mallocsPer(b, before, n)
+}
+
+// BenchmarkGatewayBatch: NDJSON batches of 100 messages of 128 bytes,
+// allocations per message (the target of issue 6: none beyond the payload).
+func BenchmarkGatewayBatch(b *testing.B) {
+	h := benchGateway(b)
+	var body strings.Builder
+	for i := range 100 {
+		fmt.Fprintf(&body, `{"data":"%s-%03d"}`+"\n", strings.Repeat("x", 120), i)
+	}
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		req := httptest.NewRequest(http.MethodPost, "/v1/topics/orders/messages:batch", strings.NewReader(body.String()))
+		req.Header.Set("Content-Type", "application/x-ndjson")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK || strings.Contains(rec.Body.String(), `"status"`) {
+			b.Fatalf("%d %s", rec.Code, rec.Body)
+		}
+		n += 100
+	}
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "msgs/s")
+	mallocsPer(b, before, n)
+}

@@ -136,11 +136,8 @@ func TestTwoGatewaysShareAdmissionAndNeverReachTheHardBound(t *testing.T) {
 	}
 
 	// A worker drains the topic: admission reopens by itself.
-	w, _ := sluice.NewWorker(testharness.Connect(t, b), "orders", "billing",
-		sluice.HandlerFunc(func(context.Context, *sluice.Message) error { return nil }))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { _ = w.Run(ctx) }()
+	testharness.RunWorker(t, testharness.Connect(t, b), "orders", "billing",
+		func(context.Context, *sluice.Message) error { return nil })
 	testharness.Eventually(t, 10*time.Second, func() bool {
 		resp := post(t, urlA+"/v1/topics/orders/messages", "", strings.NewReader("x"), nil)
 		return resp.StatusCode == 202

@@ -31,25 +31,25 @@ const (
 // errRedriveTime: a redrive request used up redriveBudget.
 var errRedriveTime = errors.New("redrive time budget used up")
 
-// family resolves the {topic} and {family} path values.
-func (g *Gateway) family(r *http.Request) (topology.Topic, topology.Family, error) {
+// deadLetters is one family's dead-letter stream.
+type deadLetters struct {
+	t topology.Topic
+	f topology.Family
+	s jetstream.Stream
+}
+
+// openDead resolves the {topic} and {family} path values to the family's
+// dead-letter stream on the bus (its info as of now).
+func (g *Gateway) openDead(ctx context.Context, r *http.Request) (*deadLetters, error) {
 	t, err := g.topic(r)
 	if err != nil {
-		return t, topology.Family{}, err
+		return nil, err
 	}
 	name := r.PathValue("family")
 	f, ok := t.Families[name]
 	if !ok {
-		if len(name) > sluice.MaxNameLen {
-			name = name[:sluice.MaxNameLen] + "..."
-		}
-		return t, f, fmt.Errorf("%w: %q in topic %s", errFamilyNotFound, name, t.Name)
+		return nil, fmt.Errorf("%w: %q in topic %s", errFamilyNotFound, clip(name), t.Name)
 	}
-	return t, f, nil
-}
-
-// deadStream is the family's dead-letter stream on the bus.
-func (g *Gateway) deadStream(ctx context.Context, t topology.Topic, f topology.Family) (jetstream.Stream, error) {
 	if !g.nc.IsConnected() {
 		return nil, fmt.Errorf("%w: not connected to any broker", errBusUnavailable)
 	}
@@ -57,7 +57,7 @@ func (g *Gateway) deadStream(ctx context.Context, t topology.Topic, f topology.F
 	if err != nil {
 		return nil, fmt.Errorf("%w: dead letters of %s/%s: %v", errBusUnavailable, t.Name, f.Name, err)
 	}
-	return s, nil
+	return &deadLetters{t: t, f: f, s: s}, nil
 }
 
 // seqParam parses the {seq} path value or a query parameter.
@@ -82,14 +82,26 @@ func intParam(r *http.Request, name string, def, hi int) (int, error) {
 	return n, nil
 }
 
-// nextDead reads the family's first dead letter at or after seq; nil when none.
-func nextDead(ctx context.Context, s jetstream.Stream, t topology.Topic, f topology.Family, seq uint64) (*jetstream.RawStreamMsg, error) {
-	m, err := s.GetMsg(ctx, max(seq, 1), jetstream.WithGetMsgSubject(sluice.DeadLetterSubjects(t.Name, f.Name)))
+// next reads the family's first dead letter at or after seq; nil when none.
+func (d *deadLetters) next(ctx context.Context, seq uint64) (*jetstream.RawStreamMsg, error) {
+	m, err := d.s.GetMsg(ctx, max(seq, 1), jetstream.WithGetMsgSubject(sluice.DeadLetterSubjects(d.t.Name, d.f.Name)))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: reading dead letters: %v", errBusUnavailable, err)
+	}
+	return m, nil
+}
+
+// one reads the dead letter at seq.
+func (d *deadLetters) one(ctx context.Context, seq uint64) (*jetstream.RawStreamMsg, error) {
+	m, err := d.next(ctx, seq)
+	if err != nil {
+		return nil, err
+	}
+	if m == nil || m.Sequence != seq {
+		return nil, fmt.Errorf("%w: %d in %s/%s", errDeadNotFound, seq, d.t.Name, d.f.Name)
 	}
 	return m, nil
 }
@@ -125,10 +137,6 @@ func deadView(m *jetstream.RawStreamMsg, full bool) sluice.DeadLetter {
 
 // listDeadLetters handles GET .../families/{family}/dead-letters?after=&limit=.
 func (g *Gateway) listDeadLetters(w http.ResponseWriter, r *http.Request) error {
-	t, f, err := g.family(r)
-	if err != nil {
-		return err
-	}
 	limit, err := intParam(r, "limit", defaultDeadPage, maxDeadPage)
 	if err != nil {
 		return err
@@ -141,15 +149,15 @@ func (g *Gateway) listDeadLetters(w http.ResponseWriter, r *http.Request) error 
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), statsTimeout)
 	defer cancel()
-	s, err := g.deadStream(ctx, t, f)
+	d, err := g.openDead(ctx, r)
 	if err != nil {
 		return err
 	}
-	st := s.CachedInfo().State
-	page := sluice.DeadLetterPage{Topic: t.Name, Family: f.Name, Total: st.Msgs, Bytes: st.Bytes, DeadLetters: []sluice.DeadLetter{}}
+	st := d.s.CachedInfo().State
+	page := sluice.DeadLetterPage{Topic: d.t.Name, Family: d.f.Name, Total: st.Msgs, Bytes: st.Bytes, DeadLetters: []sluice.DeadLetter{}}
 	next := after + 1
 	for len(page.DeadLetters) < limit {
-		m, err := nextDead(ctx, s, t, f, next)
+		m, err := d.next(ctx, next)
 		if err != nil {
 			return err
 		}
@@ -166,9 +174,25 @@ func (g *Gateway) listDeadLetters(w http.ResponseWriter, r *http.Request) error 
 	return nil
 }
 
+// oneDead resolves the family's dead letter named by {seq}.
+func (g *Gateway) oneDead(ctx context.Context, r *http.Request) (*deadLetters, *jetstream.RawStreamMsg, error) {
+	seq, err := seqParam(r.PathValue("seq"), "dead letter")
+	if err != nil {
+		return nil, nil, err
+	}
+	d, err := g.openDead(ctx, r)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := d.one(ctx, seq)
+	return d, m, err
+}
+
 // peekDeadLetter handles GET .../dead-letters/{seq}.
 func (g *Gateway) peekDeadLetter(w http.ResponseWriter, r *http.Request) error {
-	_, _, _, m, err := g.oneDead(r)
+	ctx, cancel := context.WithTimeout(r.Context(), statsTimeout)
+	defer cancel()
+	_, m, err := g.oneDead(ctx, r)
 	if err != nil {
 		return err
 	}
@@ -176,65 +200,35 @@ func (g *Gateway) peekDeadLetter(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// oneDead resolves the dead letter named by {seq}.
-func (g *Gateway) oneDead(r *http.Request) (topology.Topic, topology.Family, jetstream.Stream, *jetstream.RawStreamMsg, error) {
-	t, f, err := g.family(r)
-	if err != nil {
-		return t, f, nil, nil, err
-	}
-	seq, err := seqParam(r.PathValue("seq"), "dead letter")
-	if err != nil {
-		return t, f, nil, nil, err
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), statsTimeout)
-	defer cancel()
-	s, err := g.deadStream(ctx, t, f)
-	if err != nil {
-		return t, f, nil, nil, err
-	}
-	m, err := nextDead(ctx, s, t, f, seq)
-	if err != nil {
-		return t, f, nil, nil, err
-	}
-	if m == nil || m.Sequence != seq {
-		return t, f, nil, nil, fmt.Errorf("%w: %d in %s/%s", errDeadNotFound, seq, t.Name, f.Name)
-	}
-	return t, f, s, m, nil
-}
-
 // purgeDeadLetters handles DELETE .../dead-letters (all of the family's).
 func (g *Gateway) purgeDeadLetters(w http.ResponseWriter, r *http.Request) error {
-	t, f, err := g.family(r)
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithTimeout(r.Context(), statsTimeout)
 	defer cancel()
-	s, err := g.deadStream(ctx, t, f)
+	d, err := g.openDead(ctx, r)
 	if err != nil {
 		return err
 	}
-	n := s.CachedInfo().State.Msgs
-	if err := s.Purge(ctx); err != nil {
+	n := d.s.CachedInfo().State.Msgs
+	if err := d.s.Purge(ctx); err != nil {
 		return fmt.Errorf("%w: purging dead letters: %v", errBusUnavailable, err)
 	}
-	g.log.Info("dead letters purged", zap.String("topic", t.Name), zap.String("family", f.Name), zap.Uint64("count", n))
+	g.log.Info("dead letters purged", zap.String("topic", d.t.Name), zap.String("family", d.f.Name), zap.Uint64("count", n))
 	writeJSON(w, http.StatusOK, sluice.PurgeResult{Purged: n})
 	return nil
 }
 
 // deleteDeadLetter handles DELETE .../dead-letters/{seq}.
 func (g *Gateway) deleteDeadLetter(w http.ResponseWriter, r *http.Request) error {
-	t, f, s, m, err := g.oneDead(r)
+	ctx, cancel := context.WithTimeout(r.Context(), statsTimeout)
+	defer cancel()
+	d, m, err := g.oneDead(ctx, r)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), statsTimeout)
-	defer cancel()
-	if err := s.DeleteMsg(ctx, m.Sequence); err != nil {
+	if err := d.s.DeleteMsg(ctx, m.Sequence); err != nil {
 		return fmt.Errorf("%w: deleting dead letter %d: %v", errBusUnavailable, m.Sequence, err)
 	}
-	g.log.Info("dead letter purged", zap.String("topic", t.Name), zap.String("family", f.Name), zap.Uint64("seq", m.Sequence))
+	g.log.Info("dead letter purged", zap.String("topic", d.t.Name), zap.String("family", d.f.Name), zap.Uint64("seq", m.Sequence))
 	writeJSON(w, http.StatusOK, sluice.PurgeResult{Purged: 1})
 	return nil
 }
@@ -243,72 +237,68 @@ func (g *Gateway) deleteDeadLetter(w http.ResponseWriter, r *http.Request) error
 // family's oldest dead letters, one by one, each through the topic's
 // admission and the redrive rate, for at most redriveBudget.
 func (g *Gateway) redriveDeadLetters(w http.ResponseWriter, r *http.Request) error {
-	t, f, err := g.family(r)
-	if err != nil {
-		return err
-	}
 	limit, err := intParam(r, "limit", defaultRedrive, maxRedrive)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), redriveBudget)
 	defer cancel()
-	s, err := g.deadStream(ctx, t, f)
+	d, err := g.openDead(ctx, r)
 	if err != nil {
 		return err
 	}
 	res := sluice.RedriveResult{Seqs: []sluice.RedrivenSeq{}}
 	// Only what was dead when the request came: a redriven message that
 	// dies again meanwhile is not redriven again by the same request.
-	last := s.CachedInfo().State.LastSeq
+	last := d.s.CachedInfo().State.LastSeq
 	next := uint64(1)
 	for res.Redriven < limit && next <= last {
-		m, err := nextDead(ctx, s, t, f, next)
+		m, err := d.next(ctx, next)
 		if err != nil {
 			if ctx.Err() != nil {
 				res.Stopped = "time"
 				break
 			}
-			return g.redriveEnd(w, t, f, s, res, err)
+			return g.redriveEnd(w, d, res, err)
 		}
 		if m == nil || m.Sequence > last {
 			break
 		}
-		seq, err := g.redrive(ctx, t, f, s, m)
+		seq, err := g.redrive(ctx, d, m)
 		if errors.Is(err, errRedriveTime) {
 			res.Stopped = "time"
 			break
 		}
 		if err != nil {
-			return g.redriveEnd(w, t, f, s, res, err)
+			return g.redriveEnd(w, d, res, err)
 		}
 		res.Redriven++
 		res.Seqs = append(res.Seqs, sluice.RedrivenSeq{DeadLetter: m.Sequence, TopicSeq: seq})
 		next = m.Sequence + 1
 	}
-	return g.redriveEnd(w, t, f, s, res, nil)
+	return g.redriveEnd(w, d, res, nil)
 }
 
 // redriveOne handles POST .../dead-letters/{seq}/redrive.
 func (g *Gateway) redriveOne(w http.ResponseWriter, r *http.Request) error {
-	t, f, s, m, err := g.oneDead(r)
+	ctx, cancel := context.WithTimeout(r.Context(), redriveBudget)
+	defer cancel()
+	d, m, err := g.oneDead(ctx, r)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), redriveBudget)
-	defer cancel()
-	seq, err := g.redrive(ctx, t, f, s, m)
+	seq, err := g.redrive(ctx, d, m)
 	if err != nil {
 		return err
 	}
 	res := sluice.RedriveResult{Redriven: 1, Seqs: []sluice.RedrivenSeq{{DeadLetter: m.Sequence, TopicSeq: seq}}}
-	return g.redriveEnd(w, t, f, s, res, nil)
+	return g.redriveEnd(w, d, res, nil)
 }
 
 // redriveEnd answers a redrive: a refusal before anything was redriven is
 // the refusal itself (429/503 with Retry-After); after some progress it is
 // 200 with what was done, why it stopped and when to go on.
-func (g *Gateway) redriveEnd(w http.ResponseWriter, t topology.Topic, f topology.Family, s jetstream.Stream, res sluice.RedriveResult, err error) error {
+func (g *Gateway) redriveEnd(w http.ResponseWriter, d *deadLetters, res sluice.RedriveResult, err error) error {
 	if err != nil {
 		if res.Redriven == 0 {
 			return err
@@ -316,7 +306,7 @@ func (g *Gateway) redriveEnd(w http.ResponseWriter, t topology.Topic, f topology
 		p, kind := problemFor(err)
 		res.Stopped = strings.TrimPrefix(p.Type, "urn:sluice:problem:")
 		if kind.retry {
-			ra := g.adm.retryAfter(t.Name)
+			ra := g.adm.retryAfter(d.t.Name)
 			var rf *refusal
 			if errors.As(err, &rf) {
 				ra = rf.retryAfter
@@ -327,11 +317,11 @@ func (g *Gateway) redriveEnd(w http.ResponseWriter, t topology.Topic, f topology
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), statsTimeout)
 	defer cancel()
-	if info, ierr := s.Info(ctx); ierr == nil {
+	if info, ierr := d.s.Info(ctx); ierr == nil {
 		res.Remaining = info.State.Msgs
 	}
 	if res.Redriven > 0 {
-		g.log.Info("dead letters redriven", zap.String("topic", t.Name), zap.String("family", f.Name),
+		g.log.Info("dead letters redriven", zap.String("topic", d.t.Name), zap.String("family", d.f.Name),
 			zap.Int("count", res.Redriven), zap.Uint64("remaining", res.Remaining), zap.String("stopped", res.Stopped))
 	}
 	writeJSON(w, http.StatusOK, res)
@@ -343,15 +333,15 @@ func (g *Gateway) redriveEnd(w http.ResponseWriter, t topology.Topic, f topology
 // and the redrive rate, and then deletes it from the dead letters. The
 // publish's deduplication id is the dead letter's, so a redrive repeated
 // after a failed delete is stored once within the duplicate window.
-func (g *Gateway) redrive(ctx context.Context, t topology.Topic, f topology.Family, s jetstream.Stream, m *jetstream.RawStreamMsg) (seq uint64, err error) {
+func (g *Gateway) redrive(ctx context.Context, d *deadLetters, m *jetstream.RawStreamMsg) (seq uint64, err error) {
+	t, f := d.t, d.f
 	if err := g.redriveRate.Wait(ctx); err != nil {
 		// The request's time is up before the rate allows another.
 		return 0, fmt.Errorf("%w: %w: %v", errOverloaded, errRedriveTime, err)
 	}
 	size := int64(len(m.Data))
-	ok, wait := g.adm.take(t.Name, size)
-	if !ok {
-		return 0, refuse("admission", wait, fmt.Errorf("%w: no admission credit left for topic %s at this gateway", errTopicFull, t.Name))
+	if err := g.takeCredit(t.Name, size); err != nil {
+		return 0, err
 	}
 	defer func() { g.adm.finish(t.Name, size, err) }()
 	msg := nats.NewMsg(sluice.RedriveSubject(t.Name, f.Name))
@@ -370,7 +360,7 @@ func (g *Gateway) redrive(ctx context.Context, t topology.Topic, f topology.Fami
 	}
 	dctx, cancel := context.WithTimeout(context.Background(), statsTimeout)
 	defer cancel()
-	if err := s.DeleteMsg(dctx, m.Sequence); err != nil {
+	if err := d.s.DeleteMsg(dctx, m.Sequence); err != nil {
 		// Stored again but still listed: a second redrive of it is a
 		// duplicate within the window (and a duplicate delivery after it).
 		g.log.Warn("redriven dead letter not deleted", zap.Uint64("seq", m.Sequence), zap.Error(err))

@@ -51,20 +51,13 @@ func TestDeadLettersListPeekRedrivePurge(t *testing.T) {
 	var fixed atomic.Bool
 	got := &deliveries{seen: map[string][]string{}}
 	for _, fam := range []string{"billing", "shipping"} {
-		w, err := sluice.NewWorker(nc, "orders", fam, sluice.HandlerFunc(func(_ context.Context, m *sluice.Message) error {
+		testharness.RunWorker(t, nc, "orders", fam, func(_ context.Context, m *sluice.Message) error {
 			got.add(fam, m.ID)
 			if fam == "billing" && strings.HasPrefix(string(m.Data), "bad") && !fixed.Load() {
 				return sluice.Permanent(errors.New("cannot bill " + string(m.Data)))
 			}
 			return nil
-		}))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { _ = w.Run(ctx); close(done) }()
-		t.Cleanup(func() { cancel(); <-done })
+		})
 	}
 	p, err := sluice.NewProducer([]string{srv.URL})
 	if err != nil {
@@ -169,15 +162,9 @@ func TestRedriveGoesThroughAdmission(t *testing.T) {
 	b := testharness.StartBroker(t, topics)
 	nc := testharness.Connect(t, b)
 	_, srv := testharness.StartGateway(t, testharness.GatewayConfig(topics), nc)
-	w, err := sluice.NewWorker(nc, "orders", "billing", sluice.HandlerFunc(func(context.Context, *sluice.Message) error {
+	stopBilling := testharness.RunWorker(t, nc, "orders", "billing", func(context.Context, *sluice.Message) error {
 		return sluice.Permanent(errors.New("no"))
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = w.Run(ctx); close(done) }()
+	})
 	p, _ := sluice.NewProducer([]string{srv.URL}, sluice.WithRetry(1, time.Millisecond, time.Millisecond))
 	if _, err := p.Publish(context.Background(), "orders", []byte("dies")); err != nil {
 		t.Fatal(err)
@@ -187,8 +174,7 @@ func TestRedriveGoesThroughAdmission(t *testing.T) {
 		page, err := admin.ListDeadLetters(context.Background(), "orders", "billing", 0, 1)
 		return err == nil && page.Total == 1
 	}, "one dead letter")
-	cancel() // billing stops: the topic fills up
-	<-done
+	stopBilling() // the topic fills up
 	for i := 0; ; i++ {
 		_, err := p.Publish(context.Background(), "orders", []byte("fill"))
 		if errors.Is(err, sluice.ErrThrottled) {
@@ -198,7 +184,7 @@ func TestRedriveGoesThroughAdmission(t *testing.T) {
 			t.Fatalf("filling the topic: %d published, then %v", i, err)
 		}
 	}
-	_, err = admin.Redrive(context.Background(), "orders", "billing", 0, 10)
+	_, err := admin.Redrive(context.Background(), "orders", "billing", 0, 10)
 	var se *sluice.Error
 	if !errors.As(err, &se) || se.Status != http.StatusTooManyRequests || se.Type != sluice.ProblemTopicFull || se.RetryAfter <= 0 {
 		t.Fatalf("redrive into a full topic: %v, want 429 topic-full with Retry-After", err)

@@ -100,13 +100,20 @@ func (g *Gateway) admitClient(r *http.Request, n int) error {
 // admitTopic takes one message of admission credit for topic and advertises
 // what is left in the RateLimit headers.
 func (g *Gateway) admitTopic(w http.ResponseWriter, topic string, size int64) error {
-	ok, wait := g.adm.take(topic, size)
+	err := g.takeCredit(topic, size)
 	g.adm.setHeaders(w.Header(), topic)
-	if ok {
-		return nil
+	return err
+}
+
+// takeCredit takes one message of size bytes of topic's admission credit,
+// or refuses with the advertised wait. Whoever took it settles it with
+// g.adm.finish.
+func (g *Gateway) takeCredit(topic string, size int64) error {
+	if ok, wait := g.adm.take(topic, size); !ok {
+		return refuse("admission", wait, fmt.Errorf("%w: no admission credit left for topic %s at this gateway: "+
+			"its workers have not yet made room; retry after the advertised time", errTopicFull, topic))
 	}
-	return refuse("admission", wait, fmt.Errorf("%w: no admission credit left for topic %s at this gateway: "+
-		"its workers have not yet made room; retry after the advertised time", errTopicFull, topic))
+	return nil
 }
 
 // topic resolves the {topic} path value to a declared topic.
@@ -114,12 +121,17 @@ func (g *Gateway) topic(r *http.Request) (topology.Topic, error) {
 	name := r.PathValue("topic")
 	t, ok := g.cfg.Topics[name]
 	if !ok {
-		if len(name) > sluice.MaxNameLen {
-			name = name[:sluice.MaxNameLen] + "..."
-		}
-		return topology.Topic{}, fmt.Errorf("%w: %q", errTopicNotFound, name)
+		return topology.Topic{}, fmt.Errorf("%w: %q", errTopicNotFound, clip(name))
 	}
 	return t, nil
+}
+
+// clip shortens a name from a request path for an error message.
+func clip(name string) string {
+	if len(name) > sluice.MaxNameLen {
+		return name[:sluice.MaxNameLen] + "..."
+	}
+	return name
 }
 
 // checkEncoding refuses compressed bodies: the payload is stored as sent and

@@ -22,16 +22,9 @@ func TestDLQCommand(t *testing.T) {
 	b := testharness.StartBroker(t, topics)
 	nc := testharness.Connect(t, b)
 	_, srv := testharness.StartGateway(t, testharness.GatewayConfig(topics), nc)
-	w, err := sluice.NewWorker(nc, "orders", "billing", sluice.HandlerFunc(func(_ context.Context, m *sluice.Message) error {
+	testharness.RunWorker(t, nc, "orders", "billing", func(_ context.Context, m *sluice.Message) error {
 		return sluice.Permanent(errors.New("card declined for " + string(m.Data)))
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = w.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	})
 	p, _ := sluice.NewProducer([]string{srv.URL})
 	for _, id := range []string{"o-1", "o-2", "o-3"} {
 		if _, err := p.Publish(context.Background(), "orders", []byte("order "+id), sluice.WithID(id)); err != nil {

@@ -57,64 +57,48 @@ func startFaultEnv(t *testing.T, slowFamily bool) *faultEnv {
 
 // readers are one worker per family recording every delivery in a checker.
 type readers struct {
-	t       *testing.T
-	nc      *nats.Conn
-	chk     *checker.Checker
-	credit  int
-	slow    time.Duration
-	running []*reader
+	t      *testing.T
+	nc     *nats.Conn
+	chk    *checker.Checker
+	credit int
+	slow   time.Duration
+	stops  []func() // one per family, as in families
 }
 
-type reader struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-}
+var families = []string{"billing", "shipping"}
 
 // startReaders runs a worker of each family on nc (credit each) that records
 // every delivery in chk; shipping's handler takes slowShipping per message.
 func startReaders(t *testing.T, nc *nats.Conn, chk *checker.Checker, credit int, slowShipping time.Duration) *readers {
 	t.Helper()
 	rs := &readers{t: t, nc: nc, chk: chk, credit: credit, slow: slowShipping}
-	for _, fam := range []string{"billing", "shipping"} {
-		rs.running = append(rs.running, rs.start(fam))
+	for _, fam := range families {
+		rs.stops = append(rs.stops, rs.start(fam))
 	}
-	t.Cleanup(func() {
-		for _, r := range rs.running {
-			r.cancel()
-			<-r.done
-		}
-	})
 	return rs
 }
 
-func (rs *readers) start(fam string) *reader {
+func (rs *readers) start(fam string) (stop func()) {
 	rs.t.Helper()
 	delay := time.Duration(0)
 	if fam == "shipping" {
 		delay = rs.slow
 	}
-	w, err := sluice.NewWorker(rs.nc, "orders", fam, sluice.HandlerFunc(func(_ context.Context, m *sluice.Message) error {
+	return testharness.RunWorker(rs.t, rs.nc, "orders", fam, func(_ context.Context, m *sluice.Message) error {
 		rs.chk.Delivered(fam, m.ID, m.Seq)
 		if delay > 0 {
 			time.Sleep(delay)
 		}
 		return nil
-	}), sluice.WithCredit(rs.credit))
-	if err != nil {
-		rs.t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &reader{cancel: cancel, done: make(chan struct{})}
-	go func() { _ = w.Run(ctx); close(r.done) }()
-	return r
+	}, sluice.WithCredit(rs.credit))
 }
 
-// restart stops each family's worker (it drains) and starts a new one.
+// restart stops each family's worker (what it holds is handed back) and
+// starts a new one.
 func (rs *readers) restart() {
-	for i, fam := range []string{"billing", "shipping"} {
-		rs.running[i].cancel()
-		<-rs.running[i].done
-		rs.running[i] = rs.start(fam)
+	for i, fam := range families {
+		rs.stops[i]()
+		rs.stops[i] = rs.start(fam)
 	}
 }
 

@@ -59,7 +59,7 @@ func TestRollingRestartUnderLoad(t *testing.T) {
 			return err.Error()
 		}
 		out := fmt.Sprintf("stream: %+v cluster: %+v", s.CachedInfo().State, s.CachedInfo().Cluster)
-		for _, fam := range []string{"billing", "shipping"} {
+		for _, fam := range families {
 			if c, err := s.Consumer(ctx, fam); err == nil {
 				ci := c.CachedInfo()
 				out += fmt.Sprintf("\n%s: delivered %+v ack floor %+v ack pending %d redelivered %d pending %d waiting %d",

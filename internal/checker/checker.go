@@ -93,39 +93,37 @@ type Report struct {
 // Missing is how many acked or recovered messages some family has not yet
 // received: 0 means the readers have caught up.
 func (c *Checker) Missing() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := 0
-	for id, o := range c.attempts {
-		if o != OK {
-			continue
-		}
-		for _, f := range c.families {
-			if len(c.deliveries[f][id]) == 0 {
-				n++
-			}
-		}
-	}
+	n, _ := c.missing(0)
 	return n
 }
 
 // MissingSample lists up to n ids per family that were acked and not yet
 // delivered there, for diagnostics.
 func (c *Checker) MissingSample(n int) map[string][]string {
+	_, sample := c.missing(n)
+	return sample
+}
+
+// missing counts the deliveries still missing, listing up to n ids per family.
+func (c *Checker) missing(n int) (int, map[string][]string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := map[string][]string{}
+	count, sample := 0, map[string][]string{}
 	for id, o := range c.attempts {
 		if o != OK {
 			continue
 		}
 		for _, f := range c.families {
-			if len(c.deliveries[f][id]) == 0 && len(out[f]) < n {
-				out[f] = append(out[f], id)
+			if len(c.deliveries[f][id]) != 0 {
+				continue
+			}
+			count++
+			if len(sample[f]) < n {
+				sample[f] = append(sample[f], id)
 			}
 		}
 	}
-	return out
+	return count, sample
 }
 
 // Report checks the history recorded so far.

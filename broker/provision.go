@@ -42,7 +42,10 @@ func StreamConfig(t topology.Topic) jetstream.StreamConfig {
 		Replicas:          t.Replicas,
 		Duplicates:        t.DuplicateWindow,
 		AllowDirect:       true,
-		Metadata:          map[string]string{sluice.MetadataTopic: t.Name},
+		// Gateways group-commit concurrent publishes as atomic batches:
+		// one durable write (one fsync, one Raft proposal) for many.
+		AllowAtomicPublish: true,
+		Metadata:           map[string]string{sluice.MetadataTopic: t.Name},
 	}
 }
 
@@ -229,7 +232,7 @@ func streamDiffers(have, want jetstream.StreamConfig) bool {
 		have.MaxMsgSize != want.MaxMsgSize || have.MaxAge != want.MaxAge ||
 		have.Replicas != want.Replicas || have.Duplicates != want.Duplicates ||
 		have.Discard != want.Discard || have.Description != want.Description ||
-		have.AllowDirect != want.AllowDirect || !sameMetadata(have.Metadata, want.Metadata) ||
+		have.AllowDirect != want.AllowDirect || have.AllowAtomicPublish != want.AllowAtomicPublish || !sameMetadata(have.Metadata, want.Metadata) ||
 		!slices.Equal(have.Subjects, want.Subjects)
 }
 

@@ -8,10 +8,10 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicebus/sluice/internal/topology"
 	"github.com/sluicebus/sluice/pkg/sluice"
@@ -27,11 +27,7 @@ type batchReceipt struct {
 // pending is a validated line on its way to the bus.
 type pending struct {
 	line int
-	id   string
-	msg  *nats.Msg
-	fut  jetstream.PubAckFuture
-	ack  *jetstream.PubAck
-	err  error
+	entry
 	// admitted: it holds admission credit for size bytes.
 	admitted bool
 	size     int64
@@ -89,7 +85,7 @@ func (g *Gateway) publishBatch(w http.ResponseWriter, r *http.Request) error {
 			p.ID, p.Line = it.id, it.line
 			res = p
 		} else {
-			res = batchReceipt{Line: it.line, Receipt: Receipt{Topic: t.Name, Seq: it.ack.Sequence, ID: it.id, Duplicate: it.ack.Duplicate}}
+			res = batchReceipt{Line: it.line, Receipt: Receipt{Topic: t.Name, Seq: it.seq, ID: it.id, Duplicate: it.dup}}
 		}
 		if err := enc.Encode(res); err != nil {
 			return nil // the client went away; nothing more to tell it
@@ -192,8 +188,8 @@ func (g *Gateway) admitAll(r *http.Request, w http.ResponseWriter, topic string,
 	}
 }
 
-// publishAll publishes every valid item asynchronously (the bus acks them in
-// a pipeline) and waits for every ack or the publish timeout.
+// publishAll hands every valid item to the topic's group commit and waits
+// for every answer (each within the publish timeout).
 func (g *Gateway) publishAll(ctx context.Context, topic string, items []*pending) {
 	defer func() {
 		for _, it := range items {
@@ -207,52 +203,33 @@ func (g *Gateway) publishAll(ctx context.Context, topic string, items []*pending
 			if it.err == nil {
 				it.err = fmt.Errorf("%w: not connected to any broker (%s)", errBusUnavailable, g.nc.Status())
 			}
-			g.record(topic, nil, it.err)
+			g.record(topic, false, it.err)
 		}
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.PublishTimeout)
 	defer cancel()
-	start := time.Now()
-	stream := sluice.StreamName(topic)
-	var window int // publish window slots held
+	deadline := time.Now().Add(g.cfg.PublishTimeout)
+	var done sync.WaitGroup
+	queued := make([]*entry, 0, len(items))
 	defer func() {
-		for range window {
+		for range queued {
 			g.limits.releasePublish()
 		}
 	}()
 	for _, it := range items {
-		if it.err != nil {
-			continue
-		}
-		if !g.limits.acquirePublish(ctx) {
+		if it.err == nil && !g.limits.acquirePublish(ctx) {
 			it.err = refuse("publish_window", g.adm.shedRetryAfter(),
 				fmt.Errorf("%w: %d publishes awaiting the bus's ack at this gateway", errOverloaded, g.cfg.PublishWindow))
-			continue
 		}
-		window++
-		it.fut, it.err = g.js.PublishMsgAsync(it.msg, jetstream.WithMsgID(it.id), jetstream.WithExpectStream(stream))
 		if it.err != nil {
-			it.err = g.classify(topic, it.err)
-		}
-	}
-	for _, it := range items {
-		if it.fut == nil {
-			g.record(topic, nil, it.err)
+			g.record(topic, false, it.err) // never sent
 			continue
 		}
-		select {
-		case ack := <-it.fut.Ok():
-			it.ack = ack
-			if ack.Duplicate {
-				it.err = g.sameMessage(ctx, topic, it.id, ack.Sequence, it.msg.Data)
-			}
-		case err := <-it.fut.Err():
-			it.err = g.classify(topic, err)
-		case <-ctx.Done():
-			it.err = g.classify(topic, ctx.Err())
-		}
-		g.record(topic, it.ack, it.err)
+		it.deadline, it.done = deadline, &done
+		queued = append(queued, &it.entry)
 	}
-	g.metrics.publishDuration.WithLabelValues(topic).Observe(time.Since(start).Seconds())
+	done.Add(len(queued))
+	g.commits[topic].submit(queued...)
+	done.Wait()
 }

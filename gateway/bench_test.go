@@ -56,6 +56,31 @@ func BenchmarkGatewayPublish(b *testing.B) {
 	mallocsPer(b, before, n)
 }
 
+// BenchmarkGatewayPublishParallel: 128-byte messages, one per request, from
+// 64 concurrent callers: the case group commit is for (many requests, one
+// durable write).
+func BenchmarkGatewayPublishParallel(b *testing.B) {
+	h := benchGateway(b)
+	payload := bytes.Repeat([]byte("x"), 128)
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	b.ReportAllocs()
+	b.SetParallelism(32) // x GOMAXPROCS callers
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req := httptest.NewRequest(http.MethodPost, "/v1/topics/orders/messages", bytes.NewReader(payload))
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != http.StatusAccepted {
+				b.Errorf("%d %s", rec.Code, rec.Body)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	mallocsPer(b, before, b.N)
+}
+
 // BenchmarkGatewayBatch: NDJSON batches of 100 messages of 128 bytes,
 // allocations per message (the target of issue 6: none beyond the payload).
 func BenchmarkGatewayBatch(b *testing.B) {

@@ -58,10 +58,26 @@ type Config struct {
 	// MaxBatchBytes and MaxBatchLines bound one NDJSON batch request.
 	MaxBatchBytes bytesize.Size `mapstructure:"max_batch_bytes"`
 	MaxBatchLines int           `mapstructure:"max_batch_lines"`
+	// Group commit: messages of concurrent requests to a topic are stored
+	// together, as one JetStream atomic batch of at most CommitBatchMax
+	// messages and CommitBatchBytes payload bytes, with at most
+	// CommitsInFlight such writes per topic in flight. CommitBatchMax 1
+	// stores every message with its own write.
+	CommitBatchMax   int           `mapstructure:"commit_batch_max"`
+	CommitBatchBytes bytesize.Size `mapstructure:"commit_batch_bytes"`
+	CommitsInFlight  int           `mapstructure:"commits_in_flight"`
 
 	// Topics the gateway accepts; filled from the top-level `topics` key.
 	Topics map[string]topology.Topic `mapstructure:"-"`
 }
+
+// MaxCommitBatch is nats-server's default bound on the messages of one
+// atomic batch; MaxCommitsInFlight keeps a gateway well inside its bound of
+// 50 atomic batches in flight per stream.
+const (
+	MaxCommitBatch     = 1000
+	MaxCommitsInFlight = 16
+)
 
 // DefaultConfig returns the development gateway.
 func DefaultConfig() Config {
@@ -88,6 +104,9 @@ func DefaultConfig() Config {
 		HeartbeatInterval:    time.Second,
 		MaxBatchBytes:        16 << 20,
 		MaxBatchLines:        1000,
+		CommitBatchMax:       500,
+		CommitBatchBytes:     4 << 20,
+		CommitsInFlight:      4,
 		RedriveRate:          100,
 	}
 }
@@ -145,6 +164,15 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBatchLines < 1 {
 		bad("max_batch_lines", "must be at least 1, got %d", c.MaxBatchLines)
+	}
+	if c.CommitBatchMax < 1 || c.CommitBatchMax > MaxCommitBatch {
+		bad("commit_batch_max", "must be 1..%d (JetStream's atomic batch limit), got %d", MaxCommitBatch, c.CommitBatchMax)
+	}
+	if c.CommitBatchBytes < 1 {
+		bad("commit_batch_bytes", "must be positive, got %v", c.CommitBatchBytes)
+	}
+	if c.CommitsInFlight < 1 || c.CommitsInFlight > MaxCommitsInFlight {
+		bad("commits_in_flight", "must be 1..%d, got %d", MaxCommitsInFlight, c.CommitsInFlight)
 	}
 	if m := topology.MaxMessageSize(c.Topics); c.MaxBatchBytes < m {
 		bad("max_batch_bytes", "must be at least the largest max_message_size (%v), got %v", m, c.MaxBatchBytes)

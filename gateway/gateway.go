@@ -34,6 +34,8 @@ type Gateway struct {
 	limits  *limits
 	clients *clients // nil: no per-client limit
 	adm     *admission
+	// commits holds each topic's group commit.
+	commits map[string]*committer
 	// redriveRate paces dead-letter redrives at this gateway.
 	redriveRate *rate.Limiter
 
@@ -61,6 +63,10 @@ func New(cfg Config, nc *nats.Conn, logger *zap.Logger, reg prometheus.Registere
 	g := &Gateway{cfg: cfg, log: logger.Named("gateway"), nc: nc, js: js, metrics: m,
 		limits: newLimits(cfg), clients: newClients(cfg), redriveRate: rate.NewLimiter(rate.Limit(cfg.RedriveRate), 1)}
 	g.adm = newAdmission(cfg, nc, js, g.log)
+	g.commits = make(map[string]*committer, len(cfg.Topics))
+	for name, t := range cfg.Topics {
+		g.commits[name] = newCommitter(g, name, t.Replicas)
+	}
 	if err := m.registerState(reg, g); err != nil {
 		return nil, fmt.Errorf("gateway metrics: %w", err)
 	}

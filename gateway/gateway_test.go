@@ -271,9 +271,10 @@ func TestErrorStatusesAreProblems(t *testing.T) {
 }
 
 // TestPublishTimeoutIsNeverSuccess: a publish that cannot be acked in time
-// (here it times out before it is even sent) is 503 outcome-unknown, and the
-// retry stores the message once. TestStoredButAckLost covers a timeout after
-// the message was stored.
+// is never a success. Here its timeout passes before the group commit sends
+// it, so the gateway knows nothing was stored: 503 overloaded (a definite
+// failure), and the retry stores the message once. TestStoredButAckLost
+// covers a timeout after the message was sent and stored (outcome unknown).
 func TestPublishTimeoutIsNeverSuccess(t *testing.T) {
 	topics := testharness.Topics(testharness.Topic("orders", "billing"))
 	b := testharness.StartBroker(t, topics)
@@ -285,7 +286,7 @@ func TestPublishTimeoutIsNeverSuccess(t *testing.T) {
 
 	hdr := map[string]string{"Idempotency-Key": "maybe-stored"}
 	resp := post(t, hurried.URL+"/v1/topics/orders/messages", "", strings.NewReader("m"), hdr)
-	wantProblem(t, resp, 503, sluice.ProblemOutcomeUnknown)
+	wantProblem(t, resp, 503, sluice.ProblemOverloaded)
 	if resp.Header.Get("Retry-After") == "" {
 		t.Fatal("503 without Retry-After")
 	}

@@ -11,6 +11,8 @@ type metrics struct {
 	messages        *prometheus.CounterVec
 	refusals        *prometheus.CounterVec
 	redriven        *prometheus.CounterVec
+	commitSize      *prometheus.HistogramVec
+	commitFallbacks *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -26,7 +28,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"route"}),
 		publishDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "sluice_gateway_publish_duration_seconds",
-			Help:    "Time from publish to the bus's durable ack (a batch counts once).",
+			Help:    "Time from publish to the bus's durable ack (a group commit counts once).",
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16),
 		}, []string{"topic"}),
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -41,9 +43,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "sluice_gateway_dead_letters_redriven_total",
 			Help: "Dead letters redriven to their family by topic and family.",
 		}, []string{"topic", "family"}),
+		commitSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "sluice_gateway_commit_batch_messages",
+			Help:    "Messages stored by one group commit (one atomic batch; smaller commits are published one by one).",
+			Buckets: prometheus.ExponentialBuckets(2, 2, 10),
+		}, []string{"topic"}),
+		commitFallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_gateway_commit_fallbacks_total",
+			Help: "Group commits refused as a whole and published again message by message, by JetStream error code (10201: a key already stored).",
+		}, []string{"topic", "code"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.duration, m.publishDuration, m.messages, m.refusals, m.redriven} {
+		for _, c := range []prometheus.Collector{m.requests, m.duration, m.publishDuration, m.messages, m.refusals, m.redriven,
+			m.commitSize, m.commitFallbacks} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -9,11 +9,10 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-	"go.uber.org/zap"
 
 	"github.com/sluicebus/sluice/internal/topology"
 	"github.com/sluicebus/sluice/pkg/sluice"
@@ -164,8 +163,9 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	return buf.Bytes(), nil
 }
 
-// store publishes msg with id as its deduplication key and waits for the
-// durable ack, bounded by the publish timeout.
+// store publishes msg with id as its deduplication key through the
+// topic's group commit and waits for the durable ack, bounded by the
+// publish timeout.
 func (g *Gateway) store(ctx context.Context, topic, id string, msg *nats.Msg) (Receipt, error) {
 	if !g.nc.IsConnected() {
 		return Receipt{}, fmt.Errorf("%w: not connected to any broker (%s)", errBusUnavailable, g.nc.Status())
@@ -177,23 +177,15 @@ func (g *Gateway) store(ctx context.Context, topic, id string, msg *nats.Msg) (R
 			fmt.Errorf("%w: %d publishes awaiting the bus's ack at this gateway", errOverloaded, g.cfg.PublishWindow))
 	}
 	defer g.limits.releasePublish()
-	start := time.Now()
-	ack, err := g.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(sluice.StreamName(topic)))
-	g.metrics.publishDuration.WithLabelValues(topic).Observe(time.Since(start).Seconds())
-	if err != nil {
-		err = g.classify(topic, err)
-		if errors.Is(err, errOutcomeUnknown) {
-			g.log.Warn("publish outcome unknown", zap.String("topic", topic), zap.String("id", id), zap.Error(err))
-		}
+	var done sync.WaitGroup
+	done.Add(1)
+	e := &entry{id: id, msg: msg, deadline: time.Now().Add(g.cfg.PublishTimeout), done: &done}
+	g.commits[topic].submit(e)
+	done.Wait()
+	if e.err != nil {
+		return Receipt{}, e.err
 	}
-	if err == nil && ack.Duplicate {
-		err = g.sameMessage(ctx, topic, id, ack.Sequence, msg.Data)
-	}
-	g.record(topic, ack, err)
-	if err != nil {
-		return Receipt{}, err
-	}
-	return Receipt{Topic: topic, Seq: ack.Sequence, ID: id, Duplicate: ack.Duplicate}, nil
+	return Receipt{Topic: topic, Seq: e.seq, ID: id, Duplicate: e.dup}, nil
 }
 
 // sameMessage checks that a duplicate carries the payload stored first
@@ -228,13 +220,13 @@ func (g *Gateway) classify(topic string, err error) error {
 }
 
 // record counts one message's outcome.
-func (g *Gateway) record(topic string, ack *jetstream.PubAck, err error) {
-	g.metrics.messages.WithLabelValues(topic, outcomeOf(ack, err)).Inc()
+func (g *Gateway) record(topic string, dup bool, err error) {
+	g.metrics.messages.WithLabelValues(topic, outcomeOf(dup, err)).Inc()
 }
 
-func outcomeOf(ack *jetstream.PubAck, err error) string {
+func outcomeOf(dup bool, err error) string {
 	if err == nil {
-		if ack.Duplicate {
+		if dup {
 			return "duplicate"
 		}
 		return "accepted"

@@ -26,8 +26,9 @@ lint: ## gofmt and go vet
 	$(GO) vet -tags chaos ./test/
 	$(GO) vet -tags demo ./test/
 
-bench: ## benchmarks (the load tool and side-by-side runs come with the performance issue)
-	$(GO) test -run '^$$' -bench . -benchtime 200x -count 1 ./pkg/... ./gateway/...
+bench: build ## side by side: HTTP floor, raw JetStream, Sluice single and batch, end to end (single node and R3; ~6 min), then the Go benchmarks
+	./$(BIN) bench compare --out bench-results
+	$(GO) test -run '^$$' -bench . -benchtime 2000x -count 1 ./pkg/... ./gateway/...
 
 bench-overload: build ## overload benchmark: 10x then 2x the families' capacity, 60 s each (reports in bench-results/)
 	./$(BIN) bench overload --factor 10 --log-level warn

@@ -21,9 +21,13 @@ import (
 // stream's atomic batch in a file store of its own, made and synced for
 // each batch: about 5 ms whatever its size, against about 0.2 ms per message
 // (one fsync each) one by one. Replicated topics stage batches in memory,
-// and a batch is one Raft proposal: atomic pays from 2 messages.
-// (Measured with nats-server 2.15.2 on the project's 2-core machine.)
+// and a batch is one Raft proposal: atomic pays from 2 messages, when
+// CommitAtomicReplicated allows it at all. (Measured with nats-server
+// 2.15.2 on the project's 2-core machine.)
 const atomicMinR1 = 32
+
+// never: no commit is that large, so it is published one by one.
+const never = MaxCommitBatch + 1
 
 // entry is one message on its way to the bus through a committer.
 type entry struct {
@@ -69,9 +73,12 @@ type committer struct {
 }
 
 func newCommitter(g *Gateway, topic string, replicas int) *committer {
-	c := &committer{g: g, topic: topic, stream: sluice.StreamName(topic), atomicMin: 2}
-	if replicas <= 1 {
+	c := &committer{g: g, topic: topic, stream: sluice.StreamName(topic), atomicMin: never}
+	switch {
+	case replicas <= 1:
 		c.atomicMin = atomicMinR1
+	case g.cfg.CommitAtomicReplicated:
+		c.atomicMin = 2
 	}
 	return c
 }

@@ -114,7 +114,7 @@ func TestGroupCommitRefusedBatchFallsBackMessageByMessage(t *testing.T) {
 	for i := range 40 {
 		second = append(second, fmt.Sprintf(`{"id":"n%d","data":{"n":%d}}`, i, 100+i))
 	}
-	second[10] = `{"id":"k7","data":{"n":7}}`      // stored by the first request
+	second[10] = `{"id":"k7","data":{"n":7}}`     // stored by the first request
 	second[30] = `{"id":"n5","data":{"other":1}}` // line 6's key again
 	got2 := postBatch(t, url, second)
 	if n := metricSum(t, reg, "sluice_gateway_commit_fallbacks_total", map[string]string{"code": "10201"}); n != 1 {
@@ -158,6 +158,7 @@ func TestGroupCommitConcurrentRequestsOnR3(t *testing.T) {
 	nc := c.Connect(t)
 	cfg := testharness.GatewayConfig(topics)
 	cfg.CommitsInFlight = 1 // requests queue behind each commit: they group
+	cfg.CommitAtomicReplicated = true
 	url, reg := startGatewayReg(t, cfg, nc)
 	js, _ := jetstream.New(nc)
 

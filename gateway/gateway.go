@@ -121,7 +121,12 @@ func (g *Gateway) Run(ctx context.Context) error {
 		IdleTimeout:       g.cfg.IdleTimeout,
 		MaxHeaderBytes:    int(g.cfg.MaxHeaderBytes),
 		ErrorLog:          zap.NewStdLog(g.log.Named("http")),
+		Protocols:         new(http.Protocols),
 	}
+	// Keep-alive HTTP/1.1, and HTTP/2 over cleartext (h2c) for clients that
+	// multiplex; TLS (and HTTP/2 over it) is a load balancer's job here.
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
 	g.log.Info("gateway listening", zap.String("addr", addr.String()))
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(g.ln) }()

@@ -39,6 +39,12 @@ func Run(ctx context.Context, addr string, ready func() bool, g prometheus.Gathe
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
 		WriteTimeout: 10 * time.Second, IdleTimeout: time.Minute}
 	log.Info("ops endpoints listening", zap.String("addr", ln.Addr().String()))
+	return Serve(ctx, srv, ln)
+}
+
+// Serve serves srv on ln until ctx ends, then shuts it down, giving
+// requests in flight 5 s to finish.
+func Serve(ctx context.Context, srv *http.Server, ln net.Listener) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -48,7 +54,7 @@ func Run(ctx context.Context, addr string, ready func() bool, g prometheus.Gathe
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	err = srv.Shutdown(sctx)
+	err := srv.Shutdown(sctx)
 	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) && err == nil {
 		err = serr
 	}

@@ -2,11 +2,12 @@ package perf
 
 import (
 	"context"
-	"errors"
 	"io"
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/sluicebus/sluice/internal/opshttp"
 )
 
 // ServeFloor serves the HTTP floor on ln until ctx ends: a bare net/http
@@ -25,20 +26,7 @@ func ServeFloor(ctx context.Context, ln net.Listener) error {
 		ReadHeaderTimeout: 5 * time.Second,
 		Protocols:         ServerProtocols(),
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	err := srv.Shutdown(sctx)
-	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) && err == nil {
-		err = serr
-	}
-	return err
+	return opshttp.Serve(ctx, srv, ln)
 }
 
 // ServerProtocols: HTTP/1.1 and HTTP/2 over cleartext (h2c).

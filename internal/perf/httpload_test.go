@@ -38,9 +38,15 @@ func TestRunHTTPClosedAndOpenLoop(t *testing.T) {
 		if res.Msgs == 0 || res.Failed != 0 || res.Status[http.StatusAccepted] != res.Msgs || res.Latency.Count() != uint64(res.Msgs) {
 			t.Fatalf("%s: %+v", proto, res)
 		}
+		// Requests cut off at the end of the previous run may reach the
+		// server late: a few of the other protocol are allowed.
 		got1, got2 := h1.Load()-before1, h2.Load()-before2
-		if (proto == "h2c") != (got2 > 0) || (proto == "h2c") != (got1 == 0) {
-			t.Fatalf("%s: server saw %d HTTP/1 and %d HTTP/2 requests", proto, got1, got2)
+		mine, other := got1, got2
+		if proto == "h2c" {
+			mine, other = got2, got1
+		}
+		if mine < res.Requests || other > 8 {
+			t.Fatalf("%s: %d requests, server saw %d HTTP/1 and %d HTTP/2", proto, res.Requests, got1, got2)
 		}
 	}
 

@@ -209,27 +209,38 @@ func (g *Gateway) publishAll(ctx context.Context, topic string, items []*pending
 	}
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.PublishTimeout)
 	defer cancel()
-	deadline := time.Now().Add(g.cfg.PublishTimeout)
 	var done sync.WaitGroup
-	queued := make([]*entry, 0, len(items))
+	held := 0 // publish window slots
 	defer func() {
-		for range queued {
+		for range held {
 			g.limits.releasePublish()
 		}
 	}()
+	// Items go to the group commit together while window slots are free;
+	// before waiting for a slot, what has its slots is submitted, so a
+	// request never sits on slots while it waits for more.
+	var ready []*entry
+	submit := func() {
+		done.Add(len(ready))
+		g.commits[topic].submit(ready...)
+		ready = ready[:0]
+	}
 	for _, it := range items {
-		if it.err == nil && !g.limits.acquirePublish(ctx) {
-			it.err = refuse("publish_window", g.adm.shedRetryAfter(),
-				fmt.Errorf("%w: %d publishes awaiting the bus's ack at this gateway", errOverloaded, g.cfg.PublishWindow))
+		if it.err == nil && !g.limits.tryAcquirePublish() {
+			submit()
+			if !g.limits.acquirePublish(ctx) {
+				it.err = refuse("publish_window", g.adm.shedRetryAfter(),
+					fmt.Errorf("%w: %d publishes awaiting the bus's ack at this gateway", errOverloaded, g.cfg.PublishWindow))
+			}
 		}
 		if it.err != nil {
 			g.record(topic, false, it.err) // never sent
 			continue
 		}
-		it.deadline, it.done = deadline, &done
-		queued = append(queued, &it.entry)
+		held++
+		it.deadline, it.done = time.Now().Add(g.cfg.PublishTimeout), &done
+		ready = append(ready, &it.entry)
 	}
-	done.Add(len(queued))
-	g.commits[topic].submit(queued...)
+	submit()
 	done.Wait()
 }

@@ -66,14 +66,15 @@ type committer struct {
 	mu       sync.Mutex
 	queue    []*entry // bounded by the publish window: each entry holds a slot
 	inFlight int
-	// held: a commit in flight holds a key that is also queued; nothing
-	// more starts until it ends, so the first message with a key wins.
-	held bool
-	wg   sync.WaitGroup // commit goroutines
+	// flying counts the keys of the messages in commits in flight: a queued
+	// message with one of them waits until that commit ends, so the first
+	// message with a key is stored first (and never two in one batch).
+	flying map[string]int
+	wg     sync.WaitGroup // commit goroutines
 }
 
 func newCommitter(g *Gateway, topic string, replicas int) *committer {
-	c := &committer{g: g, topic: topic, stream: sluice.StreamName(topic), atomicMin: never}
+	c := &committer{g: g, topic: topic, stream: sluice.StreamName(topic), atomicMin: never, flying: map[string]int{}}
 	switch {
 	case replicas <= 1:
 		c.atomicMin = atomicMinR1
@@ -94,16 +95,20 @@ func (c *committer) submit(es ...*entry) {
 // startLocked starts commits of what is queued while fewer than
 // CommitsInFlight are in flight.
 func (c *committer) startLocked() {
-	for !c.held && c.inFlight < c.g.cfg.CommitsInFlight && len(c.queue) > 0 {
-		batch, held := c.takeLocked()
+	for c.inFlight < c.g.cfg.CommitsInFlight && len(c.queue) > 0 {
+		batch := c.takeLocked()
+		if len(batch) == 0 {
+			return // every queued key is in flight: the commits' ends restart this
+		}
 		c.inFlight++
-		c.held = held
 		c.wg.Go(func() {
 			c.commit(batch)
 			c.mu.Lock()
 			c.inFlight--
-			if held {
-				c.held = false
+			for _, e := range batch {
+				if c.flying[e.id]--; c.flying[e.id] <= 0 {
+					delete(c.flying, e.id)
+				}
 			}
 			c.startLocked()
 			c.mu.Unlock()
@@ -111,39 +116,32 @@ func (c *committer) startLocked() {
 	}
 }
 
-// takeLocked removes the next batch from the queue, oldest first. A key
-// already in the batch stays queued (held) for a commit after this one: the
-// server refuses a batch holding a key twice, and the earlier message with
-// the key must be stored first.
-func (c *committer) takeLocked() (batch []*entry, held bool) {
+// takeLocked removes the next batch from the queue, oldest first. A
+// message whose key is in flight, or already met in this pass, stays
+// queued: the server refuses a batch holding a key twice, and the first
+// message with a key must be stored first.
+func (c *committer) takeLocked() []*entry {
 	max, maxBytes := c.g.cfg.CommitBatchMax, int(c.g.cfg.CommitBatchBytes)
-	batch = make([]*entry, 0, min(len(c.queue), max))
-	var ids map[string]struct{}
-	if len(c.queue) > 1 && max > 1 {
-		ids = make(map[string]struct{}, min(len(c.queue), max))
-	}
+	batch := make([]*entry, 0, min(len(c.queue), max))
+	ids := make(map[string]struct{}, len(c.queue))
 	rest := c.queue[:0]
 	size := 0
-	for i, e := range c.queue {
-		if len(batch) == max {
-			rest = append(rest, c.queue[i:]...)
-			break
-		}
+	for _, e := range c.queue {
 		_, seen := ids[e.id]
-		held = held || seen
-		if seen || (len(batch) > 0 && size+len(e.msg.Data) > maxBytes) {
+		ids[e.id] = struct{}{}
+		if seen || c.flying[e.id] > 0 || len(batch) == max || (len(batch) > 0 && size+len(e.msg.Data) > maxBytes) {
 			rest = append(rest, e)
 			continue
-		}
-		if ids != nil {
-			ids[e.id] = struct{}{}
 		}
 		batch = append(batch, e)
 		size += len(e.msg.Data)
 	}
+	for _, e := range batch {
+		c.flying[e.id]++
+	}
 	clear(c.queue[len(rest):]) // let answered entries go
 	c.queue = rest
-	return batch, held
+	return batch
 }
 
 // wait blocks until every commit has ended (for tests and shutdown).
@@ -159,7 +157,7 @@ func (c *committer) commit(batch []*entry) {
 		}
 	}()
 	now := time.Now()
-	deadline := batch[0].deadline
+	var deadline time.Time
 	live := batch[:0:0]
 	for _, e := range batch {
 		if now.After(e.deadline) {
@@ -167,6 +165,9 @@ func (c *committer) commit(batch []*entry) {
 			e.err = refuse("publish_window", g.adm.shedRetryAfter(),
 				fmt.Errorf("%w: waited %v for the bus behind earlier publishes", errOverloaded, g.cfg.PublishTimeout))
 			continue
+		}
+		if len(live) == 0 {
+			deadline = e.deadline
 		}
 		deadline = earliest(deadline, e.deadline)
 		live = append(live, e)
@@ -262,19 +263,38 @@ func (c *committer) oneByOne(ctx context.Context, batch []*entry) {
 		if futs[i] == nil {
 			continue
 		}
-		select {
-		case ack := <-futs[i].Ok():
+		ack, err := awaitAck(ctx, futs[i])
+		switch {
+		case err != nil:
+			e.err = g.classify(c.topic, err)
+		default:
 			e.seq, e.dup = ack.Sequence, ack.Duplicate
 			if ack.Duplicate {
 				e.err = g.sameMessage(ctx, c.topic, e.id, ack.Sequence, e.msg.Data)
 			}
-		case err := <-futs[i].Err():
-			e.err = g.classify(c.topic, err)
-		case <-ctx.Done():
-			e.err = g.classify(c.topic, ctx.Err())
 		}
 		if errors.Is(e.err, errOutcomeUnknown) {
 			g.log.Warn("publish outcome unknown", zap.String("topic", c.topic), zap.String("id", e.id), zap.Error(e.err))
 		}
+	}
+}
+
+// awaitAck waits for f's answer until ctx ends; an answer already in wins
+// over the end of ctx, so a stored message is never reported unknown.
+func awaitAck(ctx context.Context, f jetstream.PubAckFuture) (*jetstream.PubAck, error) {
+	select {
+	case ack := <-f.Ok():
+		return ack, nil
+	case err := <-f.Err():
+		return nil, err
+	default:
+	}
+	select {
+	case ack := <-f.Ok():
+		return ack, nil
+	case err := <-f.Err():
+		return nil, err
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 }

@@ -48,6 +48,16 @@ func (l *limits) reserveBody(n int64) bool {
 
 func (l *limits) releaseBody(n int64) { l.body.Add(-n) }
 
+// tryAcquirePublish takes a slot of the publish window if one is free now.
+func (l *limits) tryAcquirePublish() bool {
+	select {
+	case l.window <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
 // acquirePublish takes a slot of the publish window, waiting at most
 // windowWait (or until ctx ends); releasePublish gives it back.
 func (l *limits) acquirePublish(ctx context.Context) bool {

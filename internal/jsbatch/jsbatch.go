@@ -50,6 +50,9 @@ func Publish(ctx context.Context, nc *nats.Conn, stream string, msgs []*nats.Msg
 	if len(msgs) == 0 {
 		return 0, fmt.Errorf("%w: empty batch", ErrNotSent)
 	}
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrNotSent, err)
+	}
 	id := nuid.Next()
 	last := len(msgs) - 1
 	defer func() {

@@ -198,15 +198,6 @@ func (g *Gateway) publishAll(ctx context.Context, topic string, items []*pending
 			}
 		}
 	}()
-	if !g.nc.IsConnected() {
-		for _, it := range items {
-			if it.err == nil {
-				it.err = fmt.Errorf("%w: not connected to any broker (%s)", errBusUnavailable, g.nc.Status())
-			}
-			g.record(topic, false, it.err)
-		}
-		return
-	}
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.PublishTimeout)
 	defer cancel()
 	var done sync.WaitGroup

@@ -123,28 +123,29 @@ func (c *committer) startLocked() {
 func (c *committer) takeLocked() []*entry {
 	max, maxBytes := c.g.cfg.CommitBatchMax, int(c.g.cfg.CommitBatchBytes)
 	batch := make([]*entry, 0, min(len(c.queue), max))
-	ids := make(map[string]struct{}, len(c.queue))
+	var left map[string]struct{} // keys of entries left queued in this pass
 	rest := c.queue[:0]
 	size := 0
 	for _, e := range c.queue {
-		_, seen := ids[e.id]
-		ids[e.id] = struct{}{}
-		if seen || c.flying[e.id] > 0 || len(batch) == max || (len(batch) > 0 && size+len(e.msg.Data) > maxBytes) {
+		_, behind := left[e.id]
+		if behind || c.flying[e.id] > 0 || len(batch) == max || (len(batch) > 0 && size+len(e.msg.Data) > maxBytes) {
+			if left == nil {
+				left = map[string]struct{}{}
+			}
+			left[e.id] = struct{}{}
 			rest = append(rest, e)
 			continue
 		}
+		c.flying[e.id]++ // taken: later entries with this key stay queued
 		batch = append(batch, e)
 		size += len(e.msg.Data)
-	}
-	for _, e := range batch {
-		c.flying[e.id]++
 	}
 	clear(c.queue[len(rest):]) // let answered entries go
 	c.queue = rest
 	return batch
 }
 
-// wait blocks until every commit has ended (for tests and shutdown).
+// wait blocks until every commit has ended (on shutdown).
 func (c *committer) wait() { c.wg.Wait() }
 
 // commit stores batch and answers each entry.
@@ -166,10 +167,9 @@ func (c *committer) commit(batch []*entry) {
 				fmt.Errorf("%w: waited %v for the bus behind earlier publishes", errOverloaded, g.cfg.PublishTimeout))
 			continue
 		}
-		if len(live) == 0 {
+		if len(live) == 0 || e.deadline.Before(deadline) {
 			deadline = e.deadline
 		}
-		deadline = earliest(deadline, e.deadline)
 		live = append(live, e)
 	}
 	if len(live) == 0 {
@@ -216,13 +216,6 @@ func (c *committer) commit(batch []*entry) {
 			e.err = err
 		}
 	}
-}
-
-func earliest(a, b time.Time) time.Time {
-	if b.Before(a) {
-		return b
-	}
-	return a
 }
 
 // atomic stores batch as one JetStream atomic batch and sets each entry's

@@ -147,6 +147,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) && err == nil {
 		err = serr
 	}
+	for _, c := range g.commits {
+		c.wait() // commits still answering requests that outlived the shutdown timeout
+	}
 	g.log.Info("gateway stopped")
 	return err
 }

@@ -167,9 +167,6 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 // topic's group commit and waits for the durable ack, bounded by the
 // publish timeout.
 func (g *Gateway) store(ctx context.Context, topic, id string, msg *nats.Msg) (Receipt, error) {
-	if !g.nc.IsConnected() {
-		return Receipt{}, fmt.Errorf("%w: not connected to any broker (%s)", errBusUnavailable, g.nc.Status())
-	}
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.PublishTimeout)
 	defer cancel()
 	if !g.limits.acquirePublish(ctx) {

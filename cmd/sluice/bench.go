@@ -64,6 +64,11 @@ runs.`,
 			}
 			defer os.RemoveAll(dir)
 			c.Dir = dir
+			if c.Profile != "" {
+				if err := os.MkdirAll(c.Profile, 0o755); err != nil {
+					return err
+				}
+			}
 			w := cmd.ErrOrStderr()
 			c.Logf = func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 			start := time.Now()
@@ -90,6 +95,7 @@ runs.`,
 	f.IntVar(&c.Rounds, "rounds", c.Rounds, "rounds (ratios are taken within a round, then their median)")
 	f.StringVar(&c.Proto, "proto", c.Proto, "http1 (keep-alive) or h2c")
 	f.StringVar(&out, "out", "bench-results", "directory for the markdown and JSON reports")
+	f.StringVar(&c.Profile, "profile", "", "directory for the gateway's CPU and allocation profiles (first round of c and d)")
 	return cmd
 }
 

@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sluicebus/sluice/internal/config"
+	"github.com/sluicebus/sluice/internal/debugpprof"
 	"github.com/sluicebus/sluice/internal/logging"
 )
 
@@ -29,6 +30,17 @@ workers that pull with credits.` + configHelp,
 	root.PersistentFlags().String("config", "", "configuration file (YAML)")
 	root.PersistentFlags().String("log-level", "", "log level: debug, info, warn, error (key log.level)")
 	root.PersistentFlags().String("log-format", "", "log format: auto, console, json (key log.format)")
+	root.PersistentFlags().String("pprof-listen", "", "serve Go profiles (/debug/pprof) on this address, for profiling under load")
+	_ = root.PersistentFlags().MarkHidden("pprof-listen")
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		if addr, _ := cmd.Flags().GetString("pprof-listen"); addr != "" {
+			// Lives as long as the command: it ends with the command's context.
+			if _, err := debugpprof.Start(cmd.Context(), addr); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	root.AddCommand(newDevCmd(), newBrokerCmd(), newGatewayCmd(), newWorkerCmd(), newBenchCmd(), newProduceCmd(), newDLQCmd(), newHealthCmd(), newVersionCmd())
 	return root
 }

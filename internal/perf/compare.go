@@ -51,7 +51,10 @@ type Compare struct {
 	Duration, Warmup time.Duration
 	Rounds           int
 	Proto            string
-	Logf             func(format string, args ...any) `json:"-"`
+	// Profile, when set, is a directory for the gateway's CPU and
+	// allocation profiles taken during the first round of c and d.
+	Profile string                           `json:"-"`
+	Logf    func(format string, args ...any) `json:"-"`
 }
 
 // Row is one measured run.
@@ -91,6 +94,7 @@ type stack struct {
 	procs    []*Proc
 	gateway  string // http://host:port
 	floor    string
+	pprof    string // the gateway's profiles: http://host:port, or ""
 	nc       *nats.Conn
 	js       jetstream.JetStream
 }
@@ -174,9 +178,18 @@ func (c Compare) runCase(ctx context.Context, s *stack, cs string, size, round i
 			return Row{}, err
 		}
 	}
+	var prof *profiling
+	if c.Profile != "" && s.pprof != "" && round == 1 && (cs == CaseSingle || cs == CaseBatch) {
+		prof = startProfiles(ctx, s.pprof, c.Duration, filepath.Join(c.Profile, fmt.Sprintf("gateway-%s-%d-%s", s.topology, size, cs[:1])))
+	}
 	before := s.cpu()
 	res, err := c.load(ctx, s, cs, size, c.Duration, rate, w)
 	after := s.cpu()
+	if prof != nil {
+		if perr := prof.wait(); perr != nil {
+			c.logf("  profile: %v", perr)
+		}
+	}
 	if err != nil {
 		if w != nil {
 			w.stop()
@@ -326,12 +339,12 @@ func (c Compare) start(ctx context.Context, topo string) (*stack, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
 		return nil, err
 	}
-	ports, err := FreePorts(3*brokers + 2)
+	ports, err := FreePorts(3*brokers + 3)
 	if err != nil {
 		return nil, err
 	}
 	client, route, ops := ports[:brokers], ports[brokers:2*brokers], ports[2*brokers:3*brokers]
-	gwPort, floorPort := ports[3*brokers], ports[3*brokers+1]
+	gwPort, floorPort, pprofPort := ports[3*brokers], ports[3*brokers+1], ports[3*brokers+2]
 	var urls []string
 	for _, p := range client {
 		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", p))
@@ -383,7 +396,12 @@ func (c Compare) start(ctx context.Context, topo string) (*stack, error) {
 			return s, err
 		}
 	}
-	if err := run("gateway", s.gateway+"/readyz", []string{fmt.Sprintf("SLUICE_GATEWAY_LISTEN=127.0.0.1:%d", gwPort)}, "gateway"); err != nil {
+	gwArgs := []string{"gateway"}
+	if c.Profile != "" {
+		s.pprof = fmt.Sprintf("http://127.0.0.1:%d", pprofPort)
+		gwArgs = append(gwArgs, "--pprof-listen", fmt.Sprintf("127.0.0.1:%d", pprofPort))
+	}
+	if err := run("gateway", s.gateway+"/readyz", []string{fmt.Sprintf("SLUICE_GATEWAY_LISTEN=127.0.0.1:%d", gwPort)}, gwArgs...); err != nil {
 		return s, err
 	}
 	if err := run("floor", s.floor+"/", nil, "bench", "floor", "--listen", fmt.Sprintf("127.0.0.1:%d", floorPort)); err != nil {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluicebus/sluice/internal/alarm"
 	"github.com/sluicebus/sluice/internal/topology"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
@@ -37,6 +38,9 @@ type Config struct {
 	// Topics is the topology to provision; filled from the top-level
 	// `topics` key by the config loader.
 	Topics map[string]topology.Topic `mapstructure:"-"`
+	// Alarms are the thresholds (disk use); filled from the top-level
+	// `alarms` key.
+	Alarms alarm.Config `mapstructure:"-"`
 }
 
 // Cluster is how brokers find each other: NATS routes between them, over
@@ -81,6 +85,7 @@ func DefaultConfig() Config {
 		OpsListen:    "",
 		Cluster:      Cluster{Routes: []string{}},
 		LameDuck:     0,
+		Alarms:       alarm.DefaultConfig(),
 	}
 }
 

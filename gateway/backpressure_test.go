@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -171,6 +172,7 @@ func TestShedsBeyondInFlightAndBodyBounds(t *testing.T) {
 	t.Run("in flight", func(t *testing.T) {
 		cfg := testharness.GatewayConfig(topics)
 		cfg.MaxInFlight = 1
+		cfg.Name = "gw-shed"
 		url, reg := startGatewayReg(t, cfg, testharness.Connect(t, b))
 		slowBody(t, url+"/v1/topics/orders/messages", 10)
 		testharness.Eventually(t, 5*time.Second, func() bool {
@@ -180,6 +182,12 @@ func TestShedsBeyondInFlightAndBodyBounds(t *testing.T) {
 		wantProblem(t, resp, 503, sluice.ProblemOverloaded)
 		if resp.Header.Get("Retry-After") == "" || refusals(t, reg, "in_flight") != 1 {
 			t.Fatal("shed without Retry-After or uncounted")
+		}
+		if got := resp.Header.Get(gateway.HeaderAlarm); got != "gateway_shedding:gw-shed" {
+			t.Fatalf("shed 503 names alarm %q, want gateway_shedding:gw-shed", got)
+		}
+		if !slices.Contains(ids(alarmsOf(t, url).Active), "gateway_shedding:gw-shed") {
+			t.Fatal("gateway_shedding not active after shedding")
 		}
 	})
 	t.Run("body bytes", func(t *testing.T) {

@@ -80,9 +80,9 @@ func (g *Gateway) publishBatch(w http.ResponseWriter, r *http.Request) error {
 	for _, it := range items {
 		var res any
 		if it.err != nil {
-			g.countRefusal(t.Name, it.err)
+			id := g.countRefusal(t.Name, it.err)
 			p, _ := problemFor(it.err)
-			p.ID, p.Line = it.id, it.line
+			p.ID, p.Line, p.Alarm = it.id, it.line, id
 			res = p
 		} else {
 			res = batchReceipt{Line: it.line, Receipt: Receipt{Topic: t.Name, Seq: it.seq, ID: it.id, Duplicate: it.dup}}
@@ -180,12 +180,13 @@ func (g *Gateway) admitAll(r *http.Request, w http.ResponseWriter, topic string,
 			continue
 		}
 		it.size = int64(len(it.msg.Data))
-		if err := g.admitTopic(w, topic, it.size); err != nil {
+		if err := g.takeCredit(topic, it.size); err != nil {
 			it.err = err
 			continue
 		}
 		it.admitted = true
 	}
+	g.adm.setHeaders(w.Header(), topic) // once, with what is left after the batch
 }
 
 // publishAll hands every valid item to the topic's group commit and waits

@@ -42,6 +42,8 @@ func metricSum(t *testing.T, reg *prometheus.Registry, name string, match map[st
 			}
 			if h := m.GetHistogram(); h != nil {
 				total += float64(h.GetSampleCount())
+			} else if g := m.GetGauge(); g != nil {
+				total += g.GetValue()
 			} else {
 				total += m.GetCounter().GetValue()
 			}

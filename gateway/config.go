@@ -6,6 +6,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/sluicebus/sluice/internal/alarm"
 	"github.com/sluicebus/sluice/internal/bytesize"
 	"github.com/sluicebus/sluice/internal/topology"
 )
@@ -74,8 +75,14 @@ type Config struct {
 	// batches them.
 	CommitAtomicReplicated bool `mapstructure:"commit_atomic_replicated"`
 
+	// Name identifies this gateway in alarms and logs; empty: the host
+	// name and the listen port.
+	Name string `mapstructure:"name"`
+
 	// Topics the gateway accepts; filled from the top-level `topics` key.
 	Topics map[string]topology.Topic `mapstructure:"-"`
+	// Alarms are the thresholds; filled from the top-level `alarms` key.
+	Alarms alarm.Config `mapstructure:"-"`
 }
 
 // MaxCommitBatch is nats-server's default bound on the messages of one
@@ -115,6 +122,7 @@ func DefaultConfig() Config {
 		CommitBatchBytes:     4 << 20,
 		CommitsInFlight:      4,
 		RedriveRate:          100,
+		Alarms:               alarm.DefaultConfig(),
 	}
 }
 

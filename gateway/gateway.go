@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
+	"github.com/sluicebus/sluice/internal/alarm"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
@@ -38,6 +39,9 @@ type Gateway struct {
 	commits map[string]*committer
 	// redriveRate paces dead-letter redrives at this gateway.
 	redriveRate *rate.Limiter
+	// node names this gateway in alarms; alarms holds them.
+	node   string
+	alarms *alarm.Manager
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -62,6 +66,13 @@ func New(cfg Config, nc *nats.Conn, logger *zap.Logger, reg prometheus.Registere
 	}
 	g := &Gateway{cfg: cfg, log: logger.Named("gateway"), nc: nc, js: js, metrics: m,
 		limits: newLimits(cfg), clients: newClients(cfg), redriveRate: rate.NewLimiter(rate.Limit(cfg.RedriveRate), 1)}
+	g.node = nodeName(cfg)
+	g.alarms = alarm.New(g.node, cfg.Alarms.Hold, g.log.Named("alarm"), nil)
+	if reg != nil {
+		if err := reg.Register(g.alarms); err != nil {
+			return nil, fmt.Errorf("gateway metrics: %w", err)
+		}
+	}
 	g.adm = newAdmission(cfg, nc, js, g.log)
 	g.commits = make(map[string]*committer, len(cfg.Topics))
 	for name, t := range cfg.Topics {
@@ -95,7 +106,19 @@ func (g *Gateway) Listen() (net.Addr, error) {
 // to the other gateways and the refill of admission credit from the topics'
 // free capacity. Run calls it; call it yourself when serving Handler()
 // elsewhere. Until the first refill, only the topics' own bounds hold.
-func (g *Gateway) RunControl(ctx context.Context) error { return g.adm.run(ctx) }
+func (g *Gateway) RunControl(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	w := newWatcher(g)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.run(ctx)
+	}()
+	err := g.adm.run(ctx)
+	cancel() // the watcher ends with ctx
+	<-done
+	return err
+}
 
 // Run serves HTTP and runs the control loops until ctx is done, then stops
 // taking connections and lets in-flight requests finish within
@@ -167,6 +190,8 @@ func (g *Gateway) routes(gatherer prometheus.Gatherer) http.Handler {
 	mux.Handle(dead+"/{seq}/redrive", g.bounded(map[string]handlerFunc{http.MethodPost: g.redriveOne}))
 	mux.Handle("/healthz", g.methods(map[string]handlerFunc{http.MethodGet: g.healthz}))
 	mux.Handle("/readyz", g.methods(map[string]handlerFunc{http.MethodGet: g.readyz}))
+	mux.Handle("/v1/alarms", g.methods(map[string]handlerFunc{http.MethodGet: g.listAlarms}))
+	mux.Handle("/v1/status", g.bounded(map[string]handlerFunc{http.MethodGet: g.getStatus}))
 	if gatherer != nil {
 		mux.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	}

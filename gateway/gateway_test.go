@@ -313,7 +313,10 @@ func TestBusUnavailable(t *testing.T) {
 	testharness.Eventually(t, 5*time.Second, func() bool { return !nc.IsConnected() }, "client still connected")
 
 	resp := post(t, srv.URL+"/v1/topics/orders/messages", "", strings.NewReader("x"), nil)
-	wantProblem(t, resp, 503, sluice.ProblemBusUnavailable)
+	p := wantProblem(t, resp, 503, sluice.ProblemBusUnavailable)
+	if !strings.HasPrefix(p.Alarm, "bus_unreachable:") || resp.Header.Get("Sluice-Alarm") != p.Alarm {
+		t.Fatalf("503 bus-unavailable names alarm %q (header %q)", p.Alarm, resp.Header.Get("Sluice-Alarm"))
+	}
 	if ra := resp.Header.Get("Retry-After"); ra != "1" && ra != "2" {
 		t.Fatalf("Retry-After = %q, want the 1s minimum jittered up to 2s", ra)
 	}

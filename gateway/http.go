@@ -76,15 +76,19 @@ func (g *Gateway) refused(w http.ResponseWriter, r *http.Request, err error) {
 	} else {
 		topic = ""
 	}
-	g.countRefusal(topic, err)
-	writeError(w, err, retryAfter)
+	id := g.countRefusal(topic, err)
+	if id != "" {
+		w.Header().Set(HeaderAlarm, id)
+	}
+	writeProblem(w, err, retryAfter, id)
 }
 
-// countRefusal counts a 429 or 503 under its reason.
-func (g *Gateway) countRefusal(topic string, err error) {
+// countRefusal counts a 429 or 503 under its reason and raises the alarm
+// it belongs to, returning the alarm's id ("" if none).
+func (g *Gateway) countRefusal(topic string, err error) string {
 	p, kind := problemFor(err)
 	if !kind.retry {
-		return
+		return ""
 	}
 	reason := strings.TrimPrefix(p.Type, "urn:sluice:problem:")
 	var rf *refusal
@@ -92,11 +96,18 @@ func (g *Gateway) countRefusal(topic string, err error) {
 		reason = rf.reason
 	}
 	g.metrics.refusals.WithLabelValues(topic, reason).Inc()
+	return g.alarmFor(topic, err)
 }
 
 // writeError answers with the error's problem (RFC 9457).
 func writeError(w http.ResponseWriter, err error, retryAfter time.Duration) {
+	writeProblem(w, err, retryAfter, "")
+}
+
+// writeProblem is writeError naming the alarm the refusal belongs to.
+func writeProblem(w http.ResponseWriter, err error, retryAfter time.Duration, alarmID string) {
 	p, kind := problemFor(err)
+	p.Alarm = alarmID
 	if kind.retry && retryAfter > 0 {
 		// Whole seconds, rounded so a jittered 1-2 s spreads over 1 and 2.
 		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Round(retryAfter.Seconds())))))

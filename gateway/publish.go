@@ -148,6 +148,15 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	if r.ContentLength > limit {
 		return nil, fmt.Errorf("%w: body of %d bytes exceeds the limit of %d bytes", errTooLarge, r.ContentLength, limit)
 	}
+	if r.ContentLength >= 0 {
+		// Declared length: one allocation of exactly that size (the
+		// server never reads past the declared length).
+		body := make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(r.Body, body); err != nil {
+			return nil, fmt.Errorf("%w: reading body: %v", errMalformed, err)
+		}
+		return body, nil
+	}
 	var buf bytes.Buffer
 	if r.ContentLength > 0 {
 		buf.Grow(int(r.ContentLength))
@@ -167,8 +176,8 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 // topic's group commit and waits for the durable ack, bounded by the
 // publish timeout.
 func (g *Gateway) store(ctx context.Context, topic, id string, msg *nats.Msg) (Receipt, error) {
-	ctx, cancel := context.WithTimeout(ctx, g.cfg.PublishTimeout)
-	defer cancel()
+	// The window wait is bounded by publish_window_wait; the entry's
+	// deadline bounds the rest.
 	if !g.limits.acquirePublish(ctx) {
 		return Receipt{}, refuse("publish_window", g.adm.shedRetryAfter(),
 			fmt.Errorf("%w: %d publishes awaiting the bus's ack at this gateway", errOverloaded, g.cfg.PublishWindow))

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sluicebus/sluice/internal/busstats"
+	"github.com/sluicebus/sluice/internal/status"
 	"github.com/sluicebus/sluice/internal/topology"
 )
 
@@ -99,5 +100,39 @@ func (g *Gateway) readyz(w http.ResponseWriter, _ *http.Request) error {
 		status = http.StatusServiceUnavailable
 	}
 	writeJSON(w, status, map[string]any{"ready": ready, "checks": checks})
+	return nil
+}
+
+// getStatus handles GET /v1/status: the cluster as this gateway sees it,
+// for `sluice status`. A topic that cannot be read is named with why; the
+// answer is still 200, since a status view is most needed when parts fail.
+func (g *Gateway) getStatus(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithTimeout(r.Context(), statsTimeout)
+	defer cancel()
+	st := status.Status{Node: g.node, Role: "gateway", Time: time.Now(), Gateways: int(g.adm.gateways.Load()),
+		Members: []status.Member{}, Topics: []status.Topic{}}
+	lone := ""
+	if g.nc.IsConnected() {
+		lone = g.nc.ConnectedServerName()
+		st.Bus = "connected to " + lone
+	} else {
+		st.Bus = "not connected: " + g.nc.Status().String()
+	}
+	for _, name := range topology.Names(g.cfg.Topics) {
+		ts, err := g.readStats(ctx, g.cfg.Topics[name])
+		if err != nil {
+			if st.TopicErrors == nil {
+				st.TopicErrors = map[string]string{}
+			}
+			st.TopicErrors[name] = err.Error()
+			continue
+		}
+		a := g.adm.state(name)
+		st.Topics = append(st.Topics, status.Topic{Topic: ts, Admission: &status.Admission{
+			Share: a.Share, Remaining: a.Remaining, DrainRate: a.DrainRate, RetryAfter: a.RetryAfter}})
+	}
+	st.Members = status.MembersFromTopics(st.Topics, lone)
+	st.Alarms, _ = g.alarms.List()
+	writeJSON(w, http.StatusOK, st)
 	return nil
 }

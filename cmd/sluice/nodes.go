@@ -12,6 +12,7 @@ import (
 
 	"github.com/sluicebus/sluice/broker"
 	"github.com/sluicebus/sluice/gateway"
+	"github.com/sluicebus/sluice/internal/alarm"
 	"github.com/sluicebus/sluice/internal/bus"
 	"github.com/sluicebus/sluice/internal/config"
 	"github.com/sluicebus/sluice/internal/demo"
@@ -48,9 +49,15 @@ ops_listen for /healthz /readyz /metrics, cluster.*, lame_duck), topics.*.` + co
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
 			var wg sync.WaitGroup
+			alarms := alarm.New(cfg.Broker.Name, cfg.Alarms.Hold, log.Named("alarm"), nil)
+			reg.MustRegister(alarms)
+			wg.Go(func() { b.WatchAlarms(ctx, alarms) })
 			var opsErr error
 			if cfg.Broker.OpsListen != "" {
-				wg.Go(func() { opsErr = opshttp.Run(ctx, cfg.Broker.OpsListen, b.Ready, reg, log) })
+				wg.Go(func() {
+					opsErr = opshttp.Run(ctx, cfg.Broker.OpsListen, b.Ready, reg, log, opshttp.Route{Pattern: "/v1/alarms", Handler: alarms.Handler()},
+						opshttp.Route{Pattern: "/v1/status", Handler: b.StatusHandler(alarms)})
+				})
 			}
 			err = b.Run(ctx)
 			cancel()

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -16,10 +17,32 @@ import (
 
 // Topic is one topic's limits and live state.
 type Topic struct {
-	Name     string   `json:"name"`
-	Limits   Limits   `json:"limits"`
-	Depth    Depth    `json:"depth"`
+	Name   string `json:"name"`
+	Limits Limits `json:"limits"`
+	Depth  Depth  `json:"depth"`
+	// LastSeq is the last message's sequence: every message ever stored.
+	LastSeq uint64 `json:"last_seq"`
+	// Cluster is the stream's Raft group; nil for a lone broker.
+	Cluster  *Cluster `json:"cluster,omitempty"`
 	Families []Family `json:"families"`
+}
+
+// Cluster is where a replicated topic lives: its leader and its replicas.
+type Cluster struct {
+	// Leader is the broker leading the topic's stream; empty: no quorum.
+	Leader   string    `json:"leader"`
+	Replicas []Replica `json:"replicas"`
+}
+
+// Replica is one follower of a topic's stream.
+type Replica struct {
+	Name    string `json:"name"`
+	Current bool   `json:"current"`
+	Offline bool   `json:"offline"`
+	// Lag is how many operations it is behind the leader.
+	Lag uint64 `json:"lag"`
+	// Active is how long ago the leader last heard from it.
+	Active string `json:"active"`
 }
 
 // Limits are the topic's bounds as stored on the bus.
@@ -51,6 +74,12 @@ type Family struct {
 	Redelivered int `json:"redelivered"`
 	// DeadLetters: messages in the family's dead-letter stream.
 	DeadLetters uint64 `json:"dead_letters"`
+	// Waiting: pull requests from the family's workers waiting for messages.
+	Waiting int `json:"waiting"`
+	// Deliveries counts every delivery, redeliveries included; Delivered is
+	// the last topic sequence delivered for the first time.
+	Deliveries uint64 `json:"deliveries"`
+	Delivered  uint64 `json:"delivered_seq"`
 }
 
 // ErrTopicMissing means the topic's stream does not exist on the bus.
@@ -77,7 +106,15 @@ func Read(ctx context.Context, js jetstream.JetStream, t topology.Topic) (Topic,
 			Replicas:        si.Config.Replicas,
 			DuplicateWindow: si.Config.Duplicates.String(),
 		},
-		Depth: Depth{Messages: si.State.Msgs, Bytes: si.State.Bytes},
+		Depth:   Depth{Messages: si.State.Msgs, Bytes: si.State.Bytes},
+		LastSeq: si.State.LastSeq,
+	}
+	if c := si.Cluster; c != nil && (c.Leader != "" || len(c.Replicas) > 0 || si.Config.Replicas > 1) {
+		out.Cluster = &Cluster{Leader: c.Leader, Replicas: []Replica{}}
+		for _, r := range c.Replicas {
+			out.Cluster.Replicas = append(out.Cluster.Replicas, Replica{Name: r.Name, Current: r.Current, Offline: r.Offline,
+				Lag: r.Lag, Active: r.Active.Round(time.Millisecond).String()})
+		}
 	}
 	for _, name := range t.FamilyNames() {
 		f := Family{Name: name}
@@ -90,6 +127,8 @@ func Read(ctx context.Context, js jetstream.JetStream, t topology.Topic) (Topic,
 		f.Pending = info.NumPending
 		f.InFlight = info.NumAckPending
 		f.Redelivered = info.NumRedelivered
+		f.Waiting = info.NumWaiting
+		f.Deliveries, f.Delivered = info.Delivered.Consumer, info.Delivered.Stream
 		dlq, err := js.Stream(ctx, sluice.DeadLetterStream(t.Name, name))
 		if err != nil {
 			return Topic{}, fmt.Errorf("topic %s family %s dead letters: %w", t.Name, name, err)

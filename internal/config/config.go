@@ -10,6 +10,7 @@ import (
 
 	"github.com/sluicebus/sluice/broker"
 	"github.com/sluicebus/sluice/gateway"
+	"github.com/sluicebus/sluice/internal/alarm"
 	"github.com/sluicebus/sluice/internal/topology"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
@@ -22,6 +23,7 @@ type Config struct {
 	Gateway  gateway.Config            `mapstructure:"gateway"`
 	Demo     Demo                      `mapstructure:"demo"`
 	Producer Producer                  `mapstructure:"producer"`
+	Alarms   alarm.Config              `mapstructure:"alarms"`
 	Topics   map[string]topology.Topic `mapstructure:"-"`
 }
 
@@ -84,6 +86,7 @@ func DefaultConfig() Config {
 		Demo:    Demo{Enabled: true, Delay: 10 * time.Millisecond, FailureRate: 0, Credit: 16},
 		Producer: Producer{Gateways: []string{"http://127.0.0.1:8080"},
 			Retry: sluice.RetryPolicy{MaxAttempts: 10, Initial: 100 * time.Millisecond, Max: 5 * time.Second, Deadline: 30 * time.Second, Budget: 0.2}},
+		Alarms: alarm.DefaultConfig(),
 		Topics: map[string]topology.Topic{"orders": orders},
 	}
 }
@@ -92,6 +95,8 @@ func DefaultConfig() Config {
 func (c *Config) share() {
 	c.Broker.Topics = c.Topics
 	c.Gateway.Topics = c.Topics
+	c.Broker.Alarms = c.Alarms
+	c.Gateway.Alarms = c.Alarms
 }
 
 // Role is a node a process runs; a configuration is validated for the
@@ -144,6 +149,9 @@ func (c *Config) ValidateFor(roles Role) error {
 	}
 	if c.Demo.Credit < 1 {
 		bad("demo.credit", "must be at least 1, got %d", c.Demo.Credit)
+	}
+	if err := c.Alarms.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if roles&RoleProducer != 0 {
 		if len(c.Producer.Gateways) == 0 {

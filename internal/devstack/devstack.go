@@ -123,6 +123,8 @@ func (s *Stack) Run(ctx context.Context, ready func()) error {
 			errc <- fmt.Errorf("gateway: %w", err)
 		}
 	})
+	// One node, one alarm manager: the broker's disk alarm joins the gateway's.
+	wg.Go(func() { s.broker.WatchAlarms(runCtx, s.gateway.Alarms()) })
 	for _, w := range s.workers {
 		wg.Go(func() {
 			if err := w.Run(runCtx); err != nil {

@@ -15,9 +15,18 @@ import (
 	"go.uber.org/zap"
 )
 
+// Route is an extra endpoint of a node's ops listener, e.g. GET /v1/alarms.
+type Route struct {
+	Pattern string
+	Handler http.Handler
+}
+
 // Run serves on addr until ctx is done.
-func Run(ctx context.Context, addr string, ready func() bool, g prometheus.Gatherer, log *zap.Logger) error {
+func Run(ctx context.Context, addr string, ready func() bool, g prometheus.Gatherer, log *zap.Logger, extra ...Route) error {
 	mux := http.NewServeMux()
+	for _, r := range extra {
+		mux.Handle(r.Pattern, r.Handler)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))

@@ -85,6 +85,9 @@ type Problem struct {
 	Line int `json:"line,omitempty"`
 	// ID is the idempotency key of the batch item, when it had one.
 	ID string `json:"id,omitempty"`
+	// Alarm is the id of the alarm a 429 or 503 raised or belongs to
+	// (also in the Sluice-Alarm header), e.g. "topic_throttled:orders".
+	Alarm string `json:"alarm,omitempty"`
 }
 
 // Error is a refusal from the gateway. It matches the sentinel of its problem

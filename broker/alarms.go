@@ -1,0 +1,120 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/sluicebus/sluice/internal/alarm"
+	"github.com/sluicebus/sluice/internal/busstats"
+	"github.com/sluicebus/sluice/internal/status"
+	"github.com/sluicebus/sluice/internal/topology"
+)
+
+// DiskUse is the share of the file system holding dir that is in use.
+func DiskUse(dir string) (float64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, fmt.Errorf("disk use of %s: %w", dir, err)
+	}
+	total := float64(st.Blocks) * float64(st.Bsize)
+	if total <= 0 {
+		return 0, nil
+	}
+	return 1 - float64(st.Bavail)*float64(st.Bsize)/total, nil
+}
+
+// WatchAlarms evaluates the broker's own conditions on m every
+// alarms.interval until ctx ends: its data directory's disk use.
+func (b *Broker) WatchAlarms(ctx context.Context, m *alarm.Manager) {
+	cfg := b.cfg.Alarms
+	t := time.NewTicker(cfg.Interval)
+	defer t.Stop()
+	for {
+		use, err := DiskUse(b.cfg.DataDir)
+		switch {
+		case err != nil:
+			m.Raise(alarm.DiskUse, b.cfg.Name, err.Error())
+		default:
+			m.Set(use > cfg.DiskUseMax, alarm.DiskUse, b.cfg.Name,
+				fmt.Sprintf("%s: %.0f%% of its file system used, over %.0f%%", b.cfg.DataDir, use*100, cfg.DiskUseMax*100))
+		}
+		m.Tick()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Status is the cluster as this broker sees it: the JetStream meta
+// group's members, every declared topic, and alarms' active ones.
+func (b *Broker) Status(ctx context.Context, alarms *alarm.Manager) status.Status {
+	st := status.Status{Node: b.cfg.Name, Role: "broker", Time: time.Now(), Members: []status.Member{}, Topics: []status.Topic{}}
+	for _, name := range topology.Names(b.cfg.Topics) {
+		ts, err := busstats.Read(ctx, b.js, b.cfg.Topics[name])
+		if err != nil {
+			if st.TopicErrors == nil {
+				st.TopicErrors = map[string]string{}
+			}
+			st.TopicErrors[name] = err.Error()
+			continue
+		}
+		st.Topics = append(st.Topics, status.Topic{Topic: ts})
+	}
+	st.Members = status.MembersFromTopics(st.Topics, b.cfg.Name)
+	if jsz, err := b.srv.Jsz(&server.JSzOptions{}); err == nil && jsz.Meta != nil {
+		// The meta group knows every broker, also those leading nothing.
+		meta := jsz.Meta
+		known := map[string]bool{}
+		for _, m := range st.Members {
+			known[m.Name] = true
+		}
+		add := func(name, health, detail string) {
+			if name != "" && !known[name] {
+				known[name] = true
+				st.Members = append(st.Members, status.Member{Name: name, Health: health, Leads: []string{}, Detail: detail})
+			}
+		}
+		add(meta.Leader, "ok", "")
+		add(b.cfg.Name, "ok", "")
+		for _, p := range meta.Replicas {
+			switch {
+			case p.Offline:
+				add(p.Name, "offline", fmt.Sprintf("meta group: offline, last seen %s ago", p.Active.Round(time.Millisecond)))
+			case !p.Current:
+				add(p.Name, "lagging", fmt.Sprintf("meta group: %d behind", p.Lag))
+			default:
+				add(p.Name, "ok", "")
+			}
+		}
+		slices.SortFunc(st.Members, func(a, b status.Member) int { return strings.Compare(a.Name, b.Name) })
+	}
+	if alarms != nil {
+		st.Alarms, _ = alarms.List()
+	}
+	return st
+}
+
+// StatusHandler serves GET /v1/status on the broker's ops listener.
+func (b *Broker) StatusHandler(alarms *alarm.Manager) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet {
+			w.Header().Set("Allow", http.MethodGet)
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), scrapeTimeout)
+		defer cancel()
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(b.Status(ctx, alarms))
+	})
+}

@@ -1,0 +1,237 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/sluicebus/sluice/internal/alarm"
+	"github.com/sluicebus/sluice/internal/busstats"
+	"github.com/sluicebus/sluice/internal/topology"
+)
+
+// HeaderAlarm on a 429 or 503 names the alarm its refusal raised or
+// belongs to; the problem's "alarm" field says the same.
+const HeaderAlarm = "Sluice-Alarm"
+
+// nodeName is cfg.Name, else the host name and the listen port.
+func nodeName(cfg Config) string {
+	if cfg.Name != "" {
+		return cfg.Name
+	}
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "gateway"
+	}
+	if _, port, err := net.SplitHostPort(cfg.Listen); err == nil {
+		return host + ":" + port
+	}
+	return host
+}
+
+// Alarms is the gateway's alarm manager (`sluice dev` shares it with its
+// broker).
+func (g *Gateway) Alarms() *alarm.Manager { return g.alarms }
+
+// alarmFor raises the alarm a refusal belongs to, if any, and returns its
+// id: a refusal at an in-flight bound means the gateway is shedding; one by
+// admission or the stream's bound means the topic is throttled; no broker
+// connection means the bus is unreachable.
+func (g *Gateway) alarmFor(topic string, err error) string {
+	var rf *refusal
+	if errors.As(err, &rf) {
+		switch rf.reason {
+		case "in_flight", "body_bytes", "publish_window":
+			return g.alarms.Raise(alarm.Shedding, g.node, "refusing requests at the "+rf.reason+" bound")
+		case "admission", "topic_full", "stream_busy":
+			if topic != "" {
+				return g.alarms.Raise(alarm.TopicThrottled, topic, "refusing messages: "+rf.reason)
+			}
+		}
+		return ""
+	}
+	if errors.Is(err, errBusUnavailable) {
+		if !g.nc.IsConnected() {
+			return g.alarms.Raise(alarm.BusUnreachable, g.node, "not connected to any broker: "+g.nc.Status().String())
+		}
+		if id, ok := g.alarms.Active(alarm.NoQuorum, topic); ok && topic != "" {
+			return id
+		}
+	}
+	return ""
+}
+
+// listAlarms handles GET /v1/alarms: this gateway's active alarms and the
+// recently cleared ones.
+func (g *Gateway) listAlarms(w http.ResponseWriter, _ *http.Request) error {
+	writeJSON(w, http.StatusOK, g.alarms.View())
+	return nil
+}
+
+// watcher evaluates the gateway's alarm conditions every alarms.interval
+// from the topics' state on the bus. It runs in the control loop.
+type watcher struct {
+	g   *Gateway
+	cfg alarm.Config
+	now func() time.Time
+
+	families map[string]*familyWatch // topic/family
+	ingest   map[string]uint64       // topic -> last seq at the previous evaluation
+	rate     float64                 // smoothed cluster ingest, messages/s
+	last     time.Time
+}
+
+// familyWatch is what the watcher remembers of a family between evaluations.
+type familyWatch struct {
+	seen        bool
+	deliveries  uint64
+	delivered   uint64
+	deadLetters uint64
+	// stuckSince: messages have waited with no delivery since then.
+	stuckSince time.Time
+}
+
+func newWatcher(g *Gateway) *watcher {
+	return &watcher{g: g, cfg: g.cfg.Alarms, now: time.Now, families: map[string]*familyWatch{}, ingest: map[string]uint64{}}
+}
+
+// run evaluates until ctx ends.
+func (w *watcher) run(ctx context.Context) {
+	t := time.NewTicker(w.cfg.Interval)
+	defer t.Stop()
+	for {
+		w.evaluate(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// evaluate reads every topic once and raises or clears each condition.
+func (w *watcher) evaluate(ctx context.Context) {
+	g, m := w.g, w.g.alarms
+	now := w.now()
+	defer m.Tick()
+	// Refusal alarms are raised by the refusals themselves: each
+	// evaluation reports them clear, so they clear a hold time after the
+	// last refusal.
+	m.Clear(alarm.Shedding, g.node)
+	for name := range g.cfg.Topics {
+		m.Clear(alarm.TopicThrottled, name)
+	}
+	if !g.nc.IsConnected() {
+		m.Raise(alarm.BusUnreachable, g.node, "not connected to any broker: "+g.nc.Status().String())
+		return // nothing else can be read
+	}
+	m.Clear(alarm.BusUnreachable, g.node)
+	var ingested uint64
+	complete := true
+	for _, name := range topology.Names(g.cfg.Topics) {
+		t := g.cfg.Topics[name]
+		rctx, cancel := context.WithTimeout(ctx, statsTimeout)
+		st, err := busstats.Read(rctx, g.js, t)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			// Connected, yet the topic's stream does not answer: no
+			// leader, or the topic is missing.
+			m.Raise(alarm.NoQuorum, name, "reading the topic's stream: "+err.Error())
+			complete = false
+			continue
+		}
+		w.topic(t, st, now)
+		if prev, ok := w.ingest[name]; ok && st.LastSeq >= prev {
+			ingested += st.LastSeq - prev
+		} else if !ok {
+			complete = false
+		}
+		w.ingest[name] = st.LastSeq
+	}
+	w.blueprint(ingested, complete, now)
+}
+
+// topic evaluates one topic's conditions.
+func (w *watcher) topic(t topology.Topic, st busstats.Topic, now time.Time) {
+	m := w.g.alarms
+	if c := st.Cluster; c != nil {
+		m.Set(c.Leader == "", alarm.NoQuorum, t.Name, "the topic's stream has no leader")
+		for _, r := range c.Replicas {
+			lagging := r.Offline || !r.Current || r.Lag > uint64(w.cfg.ReplicaLagMax)
+			m.Set(lagging, alarm.ReplicaLagging, t.Name+"/"+r.Name,
+				fmt.Sprintf("replica %s: current %v, offline %v, %d behind, last seen %s ago", r.Name, r.Current, r.Offline, r.Lag, r.Active))
+		}
+	} else {
+		m.Clear(alarm.NoQuorum, t.Name)
+	}
+	for _, f := range st.Families {
+		subject := t.Name + "/" + f.Name
+		fw := w.families[subject]
+		if fw == nil {
+			fw = &familyWatch{}
+			w.families[subject] = fw
+		}
+		backlog := f.Pending + uint64(f.InFlight)
+		lagMax := w.cfg.LagMax * float64(t.MaxMessages)
+		m.Set(float64(backlog) > lagMax, alarm.ConsumerLag, subject,
+			fmt.Sprintf("%d messages not yet handled (pending %d, in flight %d), over %.0f", backlog, f.Pending, f.InFlight, lagMax))
+		// Starved: messages wait for the family, and nothing has been
+		// delivered to it for starved_after: its workers offer no credit,
+		// or hold all of it without finishing.
+		// Progress is a message delivered for the first time: redeliveries
+		// of messages that are never finished are not.
+		switch {
+		case f.Pending == 0:
+			fw.stuckSince = time.Time{}
+		case !fw.seen || f.Delivered != fw.delivered || fw.stuckSince.IsZero():
+			fw.stuckSince = now
+		}
+		starved := !fw.stuckSince.IsZero() && now.Sub(fw.stuckSince) >= w.cfg.StarvedAfter
+		m.Set(starved, alarm.FamilyStarved, subject, fmt.Sprintf("%d messages wait, none delivered for %s (in flight %d of credit %d, %d pull requests waiting)",
+			f.Pending, now.Sub(fw.stuckSince).Round(time.Second), f.InFlight, f.Credit, f.Waiting))
+		if fw.seen {
+			m.Set(f.DeadLetters > fw.deadLetters, alarm.DeadLettersGrowing, subject,
+				fmt.Sprintf("dead letters %d, up from %d", f.DeadLetters, fw.deadLetters))
+			// Deliveries counts redeliveries too; the delivered sequence
+			// moves once per message.
+			if deliveries := f.Deliveries - fw.deliveries; f.Deliveries >= fw.deliveries && deliveries > 0 {
+				first := min(deliveries, f.Delivered-min(f.Delivered, fw.delivered))
+				share := float64(deliveries-first) / float64(deliveries)
+				over := deliveries >= minRetrySample && share > w.cfg.RetryBudget
+				m.Set(over, alarm.RetryRate, subject, fmt.Sprintf("%.0f%% of %d deliveries were retries, budget %.0f%%",
+					share*100, deliveries, w.cfg.RetryBudget*100))
+			} else {
+				m.Clear(alarm.RetryRate, subject)
+			}
+		}
+		fw.seen, fw.deliveries, fw.delivered, fw.deadLetters = true, f.Deliveries, f.Delivered, f.DeadLetters
+	}
+}
+
+// minRetrySample: fewer deliveries in an evaluation say nothing about the
+// retry rate.
+const minRetrySample = 10
+
+// blueprint compares the cluster's ingest (every topic's new messages,
+// smoothed) with the planned rate.
+func (w *watcher) blueprint(ingested uint64, complete bool, now time.Time) {
+	defer func() { w.last = now }()
+	if w.cfg.PlannedRate <= 0 || w.last.IsZero() || !complete {
+		return
+	}
+	el := now.Sub(w.last).Seconds()
+	if el <= 0 {
+		return
+	}
+	const alpha = 0.3
+	w.rate = alpha*float64(ingested)/el + (1-alpha)*w.rate
+	w.g.alarms.Set(w.rate > w.cfg.PlannedRate, alarm.BlueprintExceeded, "cluster",
+		fmt.Sprintf("ingest %.0f msg/s over the planned %.0f msg/s", w.rate, w.cfg.PlannedRate))
+}

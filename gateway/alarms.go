@@ -93,6 +93,9 @@ type familyWatch struct {
 	deadLetters uint64
 	// stuckSince: messages have waited with no delivery since then.
 	stuckSince time.Time
+	// The retry rate's sample: deliveries and first deliveries since winStart.
+	winStart                time.Time
+	winDeliveries, winFirst uint64
 }
 
 func newWatcher(g *Gateway) *watcher {
@@ -200,24 +203,37 @@ func (w *watcher) topic(t topology.Topic, st busstats.Topic, now time.Time) {
 			m.Set(f.DeadLetters > fw.deadLetters, alarm.DeadLettersGrowing, subject,
 				fmt.Sprintf("dead letters %d, up from %d", f.DeadLetters, fw.deadLetters))
 			// Deliveries counts redeliveries too; the delivered sequence
-			// moves once per message.
-			if deliveries := f.Deliveries - fw.deliveries; f.Deliveries >= fw.deliveries && deliveries > 0 {
-				first := min(deliveries, f.Delivered-min(f.Delivered, fw.delivered))
-				share := float64(deliveries-first) / float64(deliveries)
-				over := deliveries >= minRetrySample && share > w.cfg.RetryBudget
-				m.Set(over, alarm.RetryRate, subject, fmt.Sprintf("%.0f%% of %d deliveries were retries, budget %.0f%%",
-					share*100, deliveries, w.cfg.RetryBudget*100))
-			} else {
-				m.Clear(alarm.RetryRate, subject)
+			// moves once per message. The share is judged over a sample of
+			// at least minRetrySample deliveries, or what retryWindow saw.
+			if f.Deliveries >= fw.deliveries && f.Delivered >= fw.delivered {
+				d := f.Deliveries - fw.deliveries
+				fw.winDeliveries += d
+				fw.winFirst += min(d, f.Delivered-fw.delivered)
+			}
+			if fw.winStart.IsZero() {
+				fw.winStart = now
+			}
+			switch {
+			case fw.winDeliveries >= minRetrySample:
+				share := float64(fw.winDeliveries-fw.winFirst) / float64(fw.winDeliveries)
+				m.Set(share > w.cfg.RetryBudget, alarm.RetryRate, subject, fmt.Sprintf("%.0f%% of %d deliveries in %s were retries, budget %.0f%%",
+					share*100, fw.winDeliveries, now.Sub(fw.winStart).Round(time.Millisecond), w.cfg.RetryBudget*100))
+				fw.winStart, fw.winDeliveries, fw.winFirst = now, 0, 0
+			case now.Sub(fw.winStart) >= retryWindow:
+				m.Clear(alarm.RetryRate, subject) // too few deliveries to judge
+				fw.winStart, fw.winDeliveries, fw.winFirst = now, 0, 0
 			}
 		}
 		fw.seen, fw.deliveries, fw.delivered, fw.deadLetters = true, f.Deliveries, f.Delivered, f.DeadLetters
 	}
 }
 
-// minRetrySample: fewer deliveries in an evaluation say nothing about the
-// retry rate.
-const minRetrySample = 10
+// The retry rate is judged once a family has had minRetrySample
+// deliveries; fewer in retryWindow say nothing, and clear it.
+const (
+	minRetrySample = 20
+	retryWindow    = time.Minute
+)
 
 // blueprint compares the cluster's ingest (every topic's new messages,
 // smoothed) with the planned rate.

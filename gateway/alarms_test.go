@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"slices"
 	"strings"
@@ -158,4 +159,32 @@ func TestStoppedFamilyRaisesStarvedAndThrottledThenBothClear(t *testing.T) {
 	if got := metricSum(t, reg, "sluice_alarm_active", map[string]string{"name": "topic_throttled"}); got != 0 {
 		t.Fatalf("sluice_alarm_active topic_throttled = %v after clearing", got)
 	}
+}
+
+// A family whose handler always fails: its retries exceed the budget and
+// its dead letters grow; the ingest passes a tiny planned rate.
+func TestRetriesDeadLettersAndBlueprintRaiseAlarms(t *testing.T) {
+	topic := testharness.Topic("orders", "billing")
+	topics := testharness.Topics(topic)
+	b := testharness.StartBroker(t, topics)
+	nc := testharness.Connect(t, b)
+	cfg := testharness.GatewayConfig(topics)
+	cfg.Name = "gw-test"
+	cfg.Alarms.Interval = 50 * time.Millisecond
+	cfg.Alarms.Hold = time.Minute // nothing clears during the test
+	cfg.Alarms.PlannedRate = 1
+	url, _ := startGatewayReg(t, cfg, nc)
+	testharness.RunWorker(t, nc, "orders", "billing", func(context.Context, *sluice.Message) error {
+		return errors.New("always fails")
+	})
+	if v := alarmsOf(t, url); len(v.Active) != 0 {
+		t.Fatalf("alarms on an idle topic: %v", ids(v.Active))
+	}
+	testharness.Eventually(t, 20*time.Second, func() bool {
+		resp := post(t, url+"/v1/topics/orders/messages", "text/plain", strings.NewReader("doomed"), nil)
+		resp.Body.Close()
+		active := ids(alarmsOf(t, url).Active)
+		return slices.Contains(active, "retry_rate:orders/billing") && slices.Contains(active, "dead_letters_growing:orders/billing") &&
+			slices.Contains(active, "blueprint_exceeded:cluster")
+	}, "retry_rate, dead_letters_growing and blueprint_exceeded raised while messages fail")
 }

@@ -23,7 +23,7 @@ func newBenchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "Benchmarks and load tools",
 	}
-	bench.AddCommand(newOverloadCmd(), newCompareCmd(), newLoadCmd(), newFloorCmd())
+	bench.AddCommand(newOverloadCmd(), newCompareCmd(), newCalibrateCmd(), newLoadCmd(), newFloorCmd())
 	return bench
 }
 

@@ -53,8 +53,10 @@ type Compare struct {
 	Proto            string
 	// Profile, when set, is a directory for the gateway's CPU and
 	// allocation profiles taken during the first round of c and d.
-	Profile string                           `json:"-"`
-	Logf    func(format string, args ...any) `json:"-"`
+	Profile string `json:"-"`
+	// Worker, when set, is also measured on the first topology's stack.
+	Worker *WorkerSpec                      `json:"-"`
+	Logf   func(format string, args ...any) `json:"-"`
 }
 
 // Row is one measured run.
@@ -156,6 +158,14 @@ func (c Compare) runStack(ctx context.Context, s *stack) ([]Row, error) {
 		if err != nil {
 			return rows, fmt.Errorf("%s %s %d B: %w", s.topology, CaseE2E, size, err)
 		}
+		rows = append(rows, row)
+	}
+	if c.Worker != nil && s.topology == c.Topologies[0] {
+		row, err := measureWorker(ctx, s, *c.Worker)
+		if err != nil {
+			return rows, fmt.Errorf("%s worker: %w", s.topology, err)
+		}
+		c.logf("%-6s %5d B  %-32s: %9.0f msg/s with credit %d", s.topology, row.Size, CaseWorker, row.MsgsPerSec, c.Worker.Credit)
 		rows = append(rows, row)
 	}
 	return rows, nil

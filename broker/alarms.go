@@ -90,7 +90,8 @@ func (b *Broker) Status(ctx context.Context, alarms *alarm.Manager) status.Statu
 			switch {
 			case p.Offline:
 				add(p.Name, "offline", fmt.Sprintf("meta group: offline, last seen %s ago", p.Active.Round(time.Millisecond)))
-			case !p.Current:
+			case meta.Leader == b.cfg.Name && !p.Current && (p.Lag > 0 || p.Active > busstats.StaleAfter):
+				// Only the meta leader knows how far a follower is.
 				add(p.Name, "lagging", fmt.Sprintf("meta group: %d behind", p.Lag))
 			default:
 				add(p.Name, "ok", "")

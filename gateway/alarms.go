@@ -7,7 +7,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicebus/sluice/internal/alarm"
 	"github.com/sluicebus/sluice/internal/busstats"
@@ -80,6 +84,7 @@ type watcher struct {
 	now func() time.Time
 
 	families map[string]*familyWatch // topic/family
+	replicas map[string][]string     // topic -> replica subjects raised or cleared last time
 	ingest   map[string]uint64       // topic -> last seq at the previous evaluation
 	rate     float64                 // smoothed cluster ingest, messages/s
 	last     time.Time
@@ -99,7 +104,8 @@ type familyWatch struct {
 }
 
 func newWatcher(g *Gateway) *watcher {
-	return &watcher{g: g, cfg: g.cfg.Alarms, now: time.Now, families: map[string]*familyWatch{}, ingest: map[string]uint64{}}
+	return &watcher{g: g, cfg: g.cfg.Alarms, now: time.Now, families: map[string]*familyWatch{}, ingest: map[string]uint64{},
+		replicas: map[string][]string{}}
 }
 
 // run evaluates until ctx ends.
@@ -144,9 +150,13 @@ func (w *watcher) evaluate(ctx context.Context) {
 			return
 		}
 		if err != nil {
-			// Connected, yet the topic's stream does not answer: no
-			// leader, or the topic is missing.
-			m.Raise(alarm.NoQuorum, name, "reading the topic's stream: "+err.Error())
+			// Connected, yet the topic's stream does not answer in time:
+			// no leader. (A topic not yet provisioned is /readyz's
+			// business, not an alarm.)
+			if noAnswer(err) {
+				m.Raise(alarm.NoQuorum, name, "reading the topic's stream: "+err.Error())
+			}
+			delete(w.ingest, name) // a rate across the gap would spike
 			complete = false
 			continue
 		}
@@ -164,16 +174,26 @@ func (w *watcher) evaluate(ctx context.Context) {
 // topic evaluates one topic's conditions.
 func (w *watcher) topic(t topology.Topic, st busstats.Topic, now time.Time) {
 	m := w.g.alarms
+	var replicas []string
 	if c := st.Cluster; c != nil {
 		m.Set(c.Leader == "", alarm.NoQuorum, t.Name, "the topic's stream has no leader")
 		for _, r := range c.Replicas {
-			lagging := r.Offline || !r.Current || r.Lag > uint64(w.cfg.ReplicaLagMax)
-			m.Set(lagging, alarm.ReplicaLagging, t.Name+"/"+r.Name,
+			subject := t.Name + "/" + r.Name
+			replicas = append(replicas, subject)
+			m.Set(r.Lagging(uint64(w.cfg.ReplicaLagMax)), alarm.ReplicaLagging, subject,
 				fmt.Sprintf("replica %s: current %v, offline %v, %d behind, last seen %s ago", r.Name, r.Current, r.Offline, r.Lag, r.Active))
 		}
 	} else {
 		m.Clear(alarm.NoQuorum, t.Name)
 	}
+	// A replica that became the leader or left the topic is no longer
+	// listed: its alarm clears.
+	for _, subject := range w.replicas[t.Name] {
+		if !slices.Contains(replicas, subject) {
+			m.Clear(alarm.ReplicaLagging, subject)
+		}
+	}
+	w.replicas[t.Name] = replicas
 	for _, f := range st.Families {
 		subject := t.Name + "/" + f.Name
 		fw := w.families[subject]
@@ -226,6 +246,14 @@ func (w *watcher) topic(t topology.Topic, st busstats.Topic, now time.Time) {
 		}
 		fw.seen, fw.deliveries, fw.delivered, fw.deadLetters = true, f.Deliveries, f.Delivered, f.DeadLetters
 	}
+}
+
+// noAnswer: the bus did not answer for the stream in time, or said it
+// cannot (503): the stream has no leader.
+func noAnswer(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) || (errors.As(err, &apiErr) && apiErr.Code == http.StatusServiceUnavailable)
 }
 
 // The retry rate is judged once a family has had minRetrySample

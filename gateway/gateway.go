@@ -54,6 +54,9 @@ func New(cfg Config, nc *nats.Conn, logger *zap.Logger, reg prometheus.Registere
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if err := cfg.Alarms.Validate(); err != nil {
+		return nil, err
+	}
 	// A batch ack that never comes must not hold its slot in the async
 	// publish window forever.
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout))

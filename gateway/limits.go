@@ -22,7 +22,7 @@ func newLimits(cfg Config) *limits {
 		maxInFlight: int64(cfg.MaxInFlight),
 		maxBody:     int64(cfg.MaxBodyBytesInFlight),
 		window:      make(chan struct{}, cfg.PublishWindow),
-		windowWait:  cfg.PublishWindowWait,
+		windowWait:  min(cfg.PublishWindowWait, cfg.PublishTimeout), // a request never waits past its publish timeout
 	}
 }
 

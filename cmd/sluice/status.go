@@ -36,6 +36,9 @@ the status as JSON (one object per refresh).`,
 			if output != "text" && output != "json" {
 				return fmt.Errorf("--output: text or json, got %q", output)
 			}
+			if watch && interval <= 0 {
+				return fmt.Errorf("--interval must be positive, got %v", interval)
+			}
 			base := strings.TrimRight(url, "/")
 			out := cmd.OutOrStdout()
 			for {
@@ -47,7 +50,7 @@ the status as JSON (one object per refresh).`,
 				case err != nil && !watch:
 					return err
 				case err != nil:
-					fmt.Fprintf(out, "%s: %v\n", time.Now().Format(time.TimeOnly), err)
+					fmt.Fprintf(cmd.ErrOrStderr(), "%s: %v\n", time.Now().Format(time.TimeOnly), err)
 				case output == "json":
 					var b bytes.Buffer
 					if err := json.Compact(&b, raw); err != nil {

@@ -249,14 +249,18 @@ func (m *Manager) Describe(ch chan<- *prometheus.Desc) {
 
 func (m *Manager) Collect(ch chan<- prometheus.Metric) {
 	m.mu.Lock()
+	ms := make([]prometheus.Metric, 0, len(m.known))
 	for id, a := range m.known {
 		v := 0.0
 		if _, ok := m.active[id]; ok {
 			v = 1
 		}
-		ch <- prometheus.MustNewConstMetric(descActive, prometheus.GaugeValue, v, string(a.Name), a.Subject, string(a.Severity), m.node)
+		ms = append(ms, prometheus.MustNewConstMetric(descActive, prometheus.GaugeValue, v, string(a.Name), a.Subject, string(a.Severity), m.node))
 	}
-	m.mu.Unlock()
+	m.mu.Unlock() // a scrape never holds up a raise
+	for _, metric := range ms {
+		ch <- metric
+	}
 	m.raised.Collect(ch)
 }
 

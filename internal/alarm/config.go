@@ -46,6 +46,8 @@ func (c Config) Validate() error {
 	}
 	if c.Interval <= 0 {
 		bad("interval", "must be positive")
+	} else if c.Hold < c.Interval {
+		bad("hold", "must be at least alarms.interval (a shorter hold clears between evaluations: flapping)")
 	}
 	if c.StarvedAfter <= 0 {
 		bad("starved_after", "must be positive")

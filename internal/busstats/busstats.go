@@ -42,7 +42,19 @@ type Replica struct {
 	// Lag is how many operations it is behind the leader.
 	Lag uint64 `json:"lag"`
 	// Active is how long ago the leader last heard from it.
-	Active string `json:"active"`
+	Active    string        `json:"active"`
+	ActiveFor time.Duration `json:"-"`
+}
+
+// StaleAfter: a replica not current and not heard from for this long is
+// behind for real; the leader reports every follower with any operation
+// outstanding as not current.
+const StaleAfter = 5 * time.Second
+
+// Lagging reports whether r is offline, stale, or more than maxLag
+// operations behind.
+func (r Replica) Lagging(maxLag uint64) bool {
+	return r.Offline || r.Lag > maxLag || (!r.Current && r.ActiveFor > StaleAfter)
 }
 
 // Limits are the topic's bounds as stored on the bus.
@@ -113,7 +125,7 @@ func Read(ctx context.Context, js jetstream.JetStream, t topology.Topic) (Topic,
 		out.Cluster = &Cluster{Leader: c.Leader, Replicas: []Replica{}}
 		for _, r := range c.Replicas {
 			out.Cluster.Replicas = append(out.Cluster.Replicas, Replica{Name: r.Name, Current: r.Current, Offline: r.Offline,
-				Lag: r.Lag, Active: r.Active.Round(time.Millisecond).String()})
+				Lag: r.Lag, Active: r.Active.Round(time.Millisecond).String(), ActiveFor: r.Active})
 		}
 	}
 	for _, name := range t.FamilyNames() {

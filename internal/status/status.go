@@ -58,6 +58,10 @@ type Admission struct {
 	RetryAfter float64 `json:"retry_after_seconds"`
 }
 
+// statusLagMax: a replica further behind shows as lagging (the alarm has
+// its own threshold, alarms.replica_lag_max).
+const statusLagMax = 1000
+
 // MembersFromTopics derives the brokers and their health from the
 // topics' Raft groups, for a node that cannot see the cluster's meta
 // group (a gateway); lone is the broker a single-node bus runs on.
@@ -87,7 +91,7 @@ func MembersFromTopics(topics []Topic, lone string) []Member {
 			switch {
 			case r.Offline:
 				m.Health, m.Detail = "offline", fmt.Sprintf("offline for %s (seen by %s)", r.Active, t.Name)
-			case (!r.Current || r.Lag > 0) && m.Health == "ok":
+			case r.Lagging(statusLagMax) && m.Health == "ok":
 				m.Health, m.Detail = "lagging", fmt.Sprintf("%s: %d behind, current %v", t.Name, r.Lag, r.Current)
 			}
 		}

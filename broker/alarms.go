@@ -2,9 +2,7 @@ package broker
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 	"syscall"
@@ -56,20 +54,16 @@ func (b *Broker) WatchAlarms(ctx context.Context, m *alarm.Manager) {
 }
 
 // Status is the cluster as this broker sees it: the JetStream meta
-// group's members, every declared topic, and alarms' active ones.
+// group's members, every declared topic, and alarms' active ones. The bus
+// reads are bounded like a scrape's.
 func (b *Broker) Status(ctx context.Context, alarms *alarm.Manager) status.Status {
+	ctx, cancel := context.WithTimeout(ctx, scrapeTimeout)
+	defer cancel()
 	st := status.Status{Node: b.cfg.Name, Role: "broker", Time: time.Now(), Members: []status.Member{}, Topics: []status.Topic{}}
-	for _, name := range topology.Names(b.cfg.Topics) {
+	st.AddTopics(topology.Names(b.cfg.Topics), func(name string) (status.Topic, error) {
 		ts, err := busstats.Read(ctx, b.js, b.cfg.Topics[name])
-		if err != nil {
-			if st.TopicErrors == nil {
-				st.TopicErrors = map[string]string{}
-			}
-			st.TopicErrors[name] = err.Error()
-			continue
-		}
-		st.Topics = append(st.Topics, status.Topic{Topic: ts})
-	}
+		return status.Topic{Topic: ts}, err
+	})
 	st.Members = status.MembersFromTopics(st.Topics, b.cfg.Name)
 	if jsz, err := b.srv.Jsz(&server.JSzOptions{}); err == nil && jsz.Meta != nil {
 		// The meta group knows every broker, also those leading nothing.
@@ -103,19 +97,4 @@ func (b *Broker) Status(ctx context.Context, alarms *alarm.Manager) status.Statu
 		st.Alarms, _ = alarms.List()
 	}
 	return st
-}
-
-// StatusHandler serves GET /v1/status on the broker's ops listener.
-func (b *Broker) StatusHandler(alarms *alarm.Manager) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet {
-			w.Header().Set("Allow", http.MethodGet)
-			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-			return
-		}
-		ctx, cancel := context.WithTimeout(r.Context(), scrapeTimeout)
-		defer cancel()
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(b.Status(ctx, alarms))
-	})
 }

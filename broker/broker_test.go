@@ -11,8 +11,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
 
 	"github.com/sluicebus/sluice/broker"
+	"github.com/sluicebus/sluice/internal/alarm"
 	"github.com/sluicebus/sluice/internal/testharness"
 	"github.com/sluicebus/sluice/internal/topology"
 	"github.com/sluicebus/sluice/pkg/sluice"
@@ -152,4 +154,25 @@ sluice_family_pending_messages{family="billing",topic="orders"} 3
 	}, "scraped state: %v", &err)
 	b.Shutdown()
 	b.Shutdown() // idempotent
+}
+
+func TestStatusAndDiskAlarm(t *testing.T) {
+	topics := testharness.Topics(testharness.Topic("orders", "billing"))
+	b := testharness.StartBroker(t, topics)
+	m := alarm.New("test-broker", time.Second, zap.NewNop(), nil)
+	m.Raise(alarm.DiskUse, "test-broker", "full")
+	st := b.Status(context.Background(), m)
+	if st.Role != "broker" || st.Node != "test-broker" || len(st.TopicErrors) != 0 || len(st.Topics) != 1 || st.Topics[0].Name != "orders" ||
+		len(st.Topics[0].Families) != 1 {
+		t.Fatalf("status %+v", st)
+	}
+	if len(st.Members) != 1 || st.Members[0].Name != "test-broker" || st.Members[0].Health != "ok" || len(st.Members[0].Leads) != 1 {
+		t.Fatalf("members %+v", st.Members)
+	}
+	if len(st.Alarms) != 1 || st.Alarms[0].ID != "disk_use:test-broker" {
+		t.Fatalf("alarms %+v", st.Alarms)
+	}
+	if use, err := broker.DiskUse(t.TempDir()); err != nil || use <= 0 || use > 1 {
+		t.Fatalf("disk use %v, %v", use, err)
+	}
 }

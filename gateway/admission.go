@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nuid"
 	"go.uber.org/zap"
 
+	"github.com/sluicebus/sluice/internal/status"
 	"github.com/sluicebus/sluice/pkg/credit"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
@@ -312,20 +313,13 @@ func (a *admission) setHeaders(h http.Header, topic string) {
 	h.Set("RateLimit", fmt.Sprintf(`"topic";r=%d;t=%d`, left, reset))
 }
 
-// AdmissionState is one topic's admission at this gateway, for /v1/topics.
-type AdmissionState struct {
-	Share      int64   `json:"share"`
-	Remaining  int64   `json:"remaining"`
-	Gateways   int     `json:"gateways"`
-	DrainRate  float64 `json:"drain_per_second"`
-	RetryAfter float64 `json:"retry_after_seconds"`
-}
-
-func (a *admission) state(topic string) AdmissionState {
+// state is one topic's admission at this gateway, for /v1/topics and
+// /v1/status.
+func (a *admission) state(topic string) status.Admission {
 	ta := a.topics[topic]
 	ta.mu.Lock()
 	defer ta.mu.Unlock()
-	return AdmissionState{
+	return status.Admission{
 		Share: ta.credit.Share(), Remaining: ta.credit.Remaining(), Gateways: ta.alive,
 		DrainRate:  math.Round(ta.drain.Rate()*10) / 10,
 		RetryAfter: a.wait(ta, 0).Seconds(),

@@ -60,13 +60,17 @@ func (g *Gateway) alarmFor(topic string, err error) string {
 	}
 	if errors.Is(err, errBusUnavailable) {
 		if !g.nc.IsConnected() {
-			return g.alarms.Raise(alarm.BusUnreachable, g.node, "not connected to any broker: "+g.nc.Status().String())
+			return g.raiseBusUnreachable()
 		}
 		if id, ok := g.alarms.Active(alarm.NoQuorum, topic); ok && topic != "" {
 			return id
 		}
 	}
 	return ""
+}
+
+func (g *Gateway) raiseBusUnreachable() string {
+	return g.alarms.Raise(alarm.BusUnreachable, g.node, "not connected to any broker: "+g.nc.Status().String())
 }
 
 // listAlarms handles GET /v1/alarms: this gateway's active alarms and the
@@ -135,7 +139,7 @@ func (w *watcher) evaluate(ctx context.Context) {
 		m.Clear(alarm.TopicThrottled, name)
 	}
 	if !g.nc.IsConnected() {
-		m.Raise(alarm.BusUnreachable, g.node, "not connected to any broker: "+g.nc.Status().String())
+		g.raiseBusUnreachable()
 		return // nothing else can be read
 	}
 	m.Clear(alarm.BusUnreachable, g.node)

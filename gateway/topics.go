@@ -20,14 +20,14 @@ func (g *Gateway) listTopics(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), statsTimeout)
 	defer cancel()
 	out := struct {
-		Topics []topicView `json:"topics"`
-	}{Topics: []topicView{}}
+		Topics []status.Topic `json:"topics"`
+	}{Topics: []status.Topic{}}
 	for _, name := range topology.Names(g.cfg.Topics) {
-		st, err := g.readStats(ctx, g.cfg.Topics[name])
+		v, err := g.topicView(ctx, name)
 		if err != nil {
 			return err
 		}
-		out.Topics = append(out.Topics, topicView{Topic: st, Admission: g.adm.state(name)})
+		out.Topics = append(out.Topics, v)
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -41,18 +41,22 @@ func (g *Gateway) getTopic(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), statsTimeout)
 	defer cancel()
-	st, err := g.readStats(ctx, t)
+	v, err := g.topicView(ctx, t.Name)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, topicView{Topic: st, Admission: g.adm.state(t.Name)})
+	writeJSON(w, http.StatusOK, v)
 	return nil
 }
 
 // topicView is a topic's state on the bus and its admission at this gateway.
-type topicView struct {
-	busstats.Topic
-	Admission AdmissionState `json:"admission"`
+func (g *Gateway) topicView(ctx context.Context, name string) (status.Topic, error) {
+	st, err := g.readStats(ctx, g.cfg.Topics[name])
+	if err != nil {
+		return status.Topic{}, err
+	}
+	a := g.adm.state(name)
+	return status.Topic{Topic: st, Admission: &a}, nil
 }
 
 func (g *Gateway) readStats(ctx context.Context, t topology.Topic) (busstats.Topic, error) {
@@ -118,19 +122,7 @@ func (g *Gateway) getStatus(w http.ResponseWriter, r *http.Request) error {
 	} else {
 		st.Bus = "not connected: " + g.nc.Status().String()
 	}
-	for _, name := range topology.Names(g.cfg.Topics) {
-		ts, err := g.readStats(ctx, g.cfg.Topics[name])
-		if err != nil {
-			if st.TopicErrors == nil {
-				st.TopicErrors = map[string]string{}
-			}
-			st.TopicErrors[name] = err.Error()
-			continue
-		}
-		a := g.adm.state(name)
-		st.Topics = append(st.Topics, status.Topic{Topic: ts, Admission: &status.Admission{
-			Share: a.Share, Remaining: a.Remaining, DrainRate: a.DrainRate, RetryAfter: a.RetryAfter}})
-	}
+	st.AddTopics(topology.Names(g.cfg.Topics), func(name string) (status.Topic, error) { return g.topicView(ctx, name) })
 	st.Members = status.MembersFromTopics(st.Topics, lone)
 	st.Alarms, _ = g.alarms.List()
 	writeJSON(w, http.StatusOK, st)

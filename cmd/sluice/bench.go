@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/sluicebus/sluice/internal/overload"
 	"github.com/sluicebus/sluice/internal/perf"
@@ -29,8 +30,7 @@ func newBenchCmd() *cobra.Command {
 
 func newCompareCmd() *cobra.Command {
 	var out string
-	c := perf.Compare{Topologies: []string{"single", "r3"}, Sizes: []int{128, 1024}, Concurrency: 256,
-		BatchConcurrency: 8, Batch: 100, Duration: 3 * time.Second, Warmup: 500 * time.Millisecond, Rounds: 3, Proto: "http1"}
+	c := defaultCompare(3)
 	cmd := &cobra.Command{
 		Use:   "compare",
 		Short: "Side by side: HTTP floor, raw JetStream, Sluice single and batch ingest, end to end (make bench)",
@@ -53,24 +53,16 @@ is fsynced before its ack (the brokers' default); the stream is purged between
 runs.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			bin, err := os.Executable()
+			cleanup, err := prepareCompare(cmd, &c)
 			if err != nil {
 				return err
 			}
-			c.Bin = bin
-			dir, err := os.MkdirTemp("", "sluice-bench-")
-			if err != nil {
-				return err
-			}
-			defer os.RemoveAll(dir)
-			c.Dir = dir
+			defer cleanup()
 			if c.Profile != "" {
 				if err := os.MkdirAll(c.Profile, 0o755); err != nil {
 					return err
 				}
 			}
-			w := cmd.ErrOrStderr()
-			c.Logf = func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 			start := time.Now()
 			rows, err := c.Run(cmd.Context())
 			if len(rows) == 0 {
@@ -85,7 +77,22 @@ runs.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringSliceVar(&c.Topologies, "topology", c.Topologies, "topologies: single, r3")
+	compareFlags(f, &c)
+	f.StringVar(&out, "out", "bench-results", "directory for the markdown and JSON reports")
+	f.StringVar(&c.Profile, "profile", "", "directory for the gateway's CPU and allocation profiles (first round of c and d)")
+	return cmd
+}
+
+// defaultCompare is the side-by-side run of `bench compare` and `bench
+// calibrate`, with rounds rounds.
+func defaultCompare(rounds int) perf.Compare {
+	return perf.Compare{Topologies: []string{"single", "r3"}, Sizes: []int{128, 1024}, Concurrency: 256,
+		BatchConcurrency: 8, Batch: 100, Duration: 3 * time.Second, Warmup: 500 * time.Millisecond, Rounds: rounds, Proto: "http1"}
+}
+
+// compareFlags binds the run's shape to flags.
+func compareFlags(f *pflag.FlagSet, c *perf.Compare) {
+	f.StringSliceVar(&c.Topologies, "topology", c.Topologies, "topologies: single, r3 (a calibration's worker runs on the first)")
 	f.IntSliceVar(&c.Sizes, "size", c.Sizes, "payload sizes in bytes")
 	f.IntVar(&c.Concurrency, "concurrency", c.Concurrency, "single-message HTTP clients and raw per-message publishers")
 	f.IntVar(&c.BatchConcurrency, "batch-concurrency", c.BatchConcurrency, "NDJSON clients and raw atomic-batch publishers")
@@ -94,9 +101,22 @@ runs.`,
 	f.DurationVar(&c.Warmup, "warmup", c.Warmup, "unmeasured load before each case")
 	f.IntVar(&c.Rounds, "rounds", c.Rounds, "rounds (ratios are taken within a round, then their median)")
 	f.StringVar(&c.Proto, "proto", c.Proto, "http1 (keep-alive) or h2c")
-	f.StringVar(&out, "out", "bench-results", "directory for the markdown and JSON reports")
-	f.StringVar(&c.Profile, "profile", "", "directory for the gateway's CPU and allocation profiles (first round of c and d)")
-	return cmd
+}
+
+// prepareCompare points c at this binary, a temporary directory for the
+// nodes' configs, stores and logs (removed by cleanup) and cmd's stderr
+// for progress.
+func prepareCompare(cmd *cobra.Command, c *perf.Compare) (cleanup func(), err error) {
+	if c.Bin, err = os.Executable(); err != nil {
+		return nil, err
+	}
+	if c.Dir, err = os.MkdirTemp("", "sluice-bench-"); err != nil {
+		return nil, err
+	}
+	w := cmd.ErrOrStderr()
+	c.Logf = func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
+	dir := c.Dir
+	return func() { os.RemoveAll(dir) }, nil
 }
 
 func newLoadCmd() *cobra.Command {

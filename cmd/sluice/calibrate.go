@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"time"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -17,8 +16,7 @@ import (
 func newCalibrateCmd() *cobra.Command {
 	var out string
 	var messages int
-	c := perf.Compare{Topologies: []string{"single", "r3"}, Sizes: []int{128, 1024}, Concurrency: 256,
-		BatchConcurrency: 8, Batch: 100, Duration: 3 * time.Second, Warmup: 500 * time.Millisecond, Rounds: 1, Proto: "http1"}
+	c := defaultCompare(1)
 	cmd := &cobra.Command{
 		Use:   "calibrate",
 		Short: "Measure this machine for `sluice plan`: gateway and broker msg/s per core, latency, a worker handler's msg/s",
@@ -42,21 +40,14 @@ The worker's handler is the demo's: set demo.delay to your handler's time
 				return err
 			}
 			defer n.sync()
-			bin, err := os.Executable()
+			cleanup, err := prepareCompare(cmd, &c)
 			if err != nil {
 				return err
 			}
-			dir, err := os.MkdirTemp("", "sluice-calibrate-")
-			if err != nil {
-				return err
-			}
-			defer os.RemoveAll(dir)
-			c.Bin, c.Dir = bin, dir
+			defer cleanup()
 			spec := perf.WorkerSpec{Handler: demo.Handler(n.cfg.Demo.Delay, n.cfg.Demo.FailureRate, zap.NewNop()),
 				Credit: n.cfg.Demo.Credit, Messages: messages, Size: c.Sizes[0]}
 			c.Worker = &spec
-			w := cmd.ErrOrStderr()
-			c.Logf = func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 			rows, err := c.Run(cmd.Context())
 			if err != nil {
 				return err
@@ -78,10 +69,7 @@ The worker's handler is the demo's: set demo.delay to your handler's time
 		},
 	}
 	f := cmd.Flags()
-	f.StringSliceVar(&c.Topologies, "topology", c.Topologies, "topologies: single, r3 (the worker is measured on the first)")
-	f.IntSliceVar(&c.Sizes, "size", c.Sizes, "payload sizes in bytes")
-	f.DurationVar(&c.Duration, "duration", c.Duration, "measured time per case and round")
-	f.IntVar(&c.Rounds, "rounds", c.Rounds, "rounds (medians are kept)")
+	compareFlags(f, &c)
 	f.IntVar(&messages, "messages", 2000, "messages the worker handles")
 	f.StringVar(&out, "out", "calibration.json", "calibration file to write")
 	return cmd

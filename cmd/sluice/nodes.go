@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"sync"
 	"time"
 
@@ -55,8 +56,8 @@ ops_listen for /healthz /readyz /metrics, cluster.*, lame_duck), topics.*.` + co
 			var opsErr error
 			if cfg.Broker.OpsListen != "" {
 				wg.Go(func() {
-					opsErr = opshttp.Run(ctx, cfg.Broker.OpsListen, b.Ready, reg, log, opshttp.Route{Pattern: "/v1/alarms", Handler: alarms.Handler()},
-						opshttp.Route{Pattern: "/v1/status", Handler: b.StatusHandler(alarms)})
+					opsErr = opshttp.Run(ctx, cfg.Broker.OpsListen, b.Ready, reg, log, opshttp.Route{Pattern: "/v1/alarms", Handler: opshttp.JSON(func(*http.Request) any { return alarms.View() })},
+						opshttp.Route{Pattern: "/v1/status", Handler: opshttp.JSON(func(r *http.Request) any { return b.Status(r.Context(), alarms) })})
 				})
 			}
 			err = b.Run(ctx)

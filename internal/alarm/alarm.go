@@ -10,8 +10,6 @@
 package alarm
 
 import (
-	"encoding/json"
-	"net/http"
 	"slices"
 	"sync"
 	"time"
@@ -275,17 +273,4 @@ type View struct {
 func (m *Manager) View() View {
 	active, cleared := m.List()
 	return View{Node: m.node, Active: active, Cleared: cleared}
-}
-
-// Handler serves GET /v1/alarms for nodes without an API of their own.
-func (m *Manager) Handler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet {
-			w.Header().Set("Allow", http.MethodGet)
-			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(m.View())
-	})
 }

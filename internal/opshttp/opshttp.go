@@ -4,6 +4,7 @@ package opshttp
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -19,6 +20,20 @@ import (
 type Route struct {
 	Pattern string
 	Handler http.Handler
+}
+
+// JSON is a GET endpoint answering with view's value as JSON, e.g. a
+// node's alarms or status; view gets the request (for its context).
+func JSON(view func(r *http.Request) any) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet {
+			w.Header().Set("Allow", http.MethodGet)
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(view(r))
+	})
 }
 
 // Run serves on addr until ctx is done.

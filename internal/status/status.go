@@ -50,12 +50,31 @@ type Topic struct {
 	Admission *Admission `json:"admission,omitempty"`
 }
 
-// Admission is a gateway's admission for a topic.
+// Admission is a gateway's admission for a topic: its share of the
+// topic's free capacity, what is left, the gateways sharing it, the
+// measured drain and the current Retry-After.
 type Admission struct {
 	Share      int64   `json:"share"`
 	Remaining  int64   `json:"remaining"`
+	Gateways   int     `json:"gateways"`
 	DrainRate  float64 `json:"drain_per_second"`
 	RetryAfter float64 `json:"retry_after_seconds"`
+}
+
+// AddTopics reads each named topic with read, adding it to s.Topics, or
+// its error to s.TopicErrors: a status view is most needed when parts fail.
+func (s *Status) AddTopics(names []string, read func(name string) (Topic, error)) {
+	for _, name := range names {
+		t, err := read(name)
+		if err != nil {
+			if s.TopicErrors == nil {
+				s.TopicErrors = map[string]string{}
+			}
+			s.TopicErrors[name] = err.Error()
+			continue
+		}
+		s.Topics = append(s.Topics, t)
+	}
 }
 
 // statusLagMax: a replica further behind shows as lagging (the alarm has

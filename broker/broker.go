@@ -7,7 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +18,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
@@ -32,6 +35,9 @@ type Broker struct {
 	srv *server.Server
 	nc  *nats.Conn // in-process connection for provisioning and metrics
 	js  jetstream.JetStream
+	// self signs in-process connections when clients must authenticate
+	// (nil otherwise): a user nkey made at start, allowed in-process only.
+	self nkeys.KeyPair
 
 	stopOnce sync.Once
 	fatal    atomic.Pointer[error] // the server's first fatal error
@@ -53,7 +59,15 @@ func New(cfg Config, logger *zap.Logger, reg prometheus.Registerer) (*Broker, er
 		return nil, err
 	}
 	log := logger.Named("broker")
-	opts, err := serverOptions(cfg)
+	var self nkeys.KeyPair
+	if cfg.Auth.Enabled() {
+		kp, err := nkeys.CreateUser()
+		if err != nil {
+			return nil, fmt.Errorf("broker: in-process nkey: %w", err)
+		}
+		self = kp
+	}
+	opts, err := serverOptions(cfg, self)
 	if err != nil {
 		return nil, err
 	}
@@ -61,7 +75,7 @@ func New(cfg Config, logger *zap.Logger, reg prometheus.Registerer) (*Broker, er
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
-	b := &Broker{cfg: cfg, log: log, srv: srv}
+	b := &Broker{cfg: cfg, log: log, srv: srv, self: self}
 	srv.SetLoggerV2(natsLogger{log: log.Named("nats").Sugar(), fatal: &b.fatal}, log.Core().Enabled(zap.DebugLevel), false, false)
 	srv.Start()
 	if err := b.waitReady(); err != nil {
@@ -75,11 +89,19 @@ func New(cfg Config, logger *zap.Logger, reg prometheus.Registerer) (*Broker, er
 		}
 	}
 	log.Info("broker ready", zap.String("name", cfg.Name), zap.String("client_url", b.ClientURL()),
-		zap.String("store", opts.StoreDir), zap.Bool("sync_always", opts.SyncAlways))
+		zap.String("store", opts.StoreDir), zap.Bool("sync_always", opts.SyncAlways),
+		zap.Bool("client_tls", opts.TLSConfig != nil), zap.Int("client_users", len(cfg.Auth.Users)),
+		zap.Bool("route_tls", opts.Cluster.TLSConfig != nil), zap.Bool("route_auth", opts.Cluster.Username != ""))
 	return b, nil
 }
 
-func serverOptions(cfg Config) (*server.Options, error) {
+// tlsTimeout bounds a TLS handshake (the server's default, 2 s, is short
+// for a loaded host).
+const tlsTimeout = 5 * time.Second
+
+// serverOptions are the embedded server's options; self is the in-process
+// user's key pair when clients must authenticate.
+func serverOptions(cfg Config, self nkeys.KeyPair) (*server.Options, error) {
 	storeDir, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
 		return nil, fmt.Errorf("broker.data_dir: %w", err)
@@ -101,8 +123,39 @@ func serverOptions(cfg Config) (*server.Options, error) {
 		if err != nil {
 			return nil, fmt.Errorf("broker.cluster.listen: %w", err)
 		}
-		opts.Cluster = server.ClusterOpts{Name: c.Name, Host: host, Port: port, Advertise: c.Advertise}
+		opts.Cluster = server.ClusterOpts{Name: c.Name, Host: host, Port: port, Advertise: c.Advertise,
+			Username: c.User, Password: c.Password}
 		opts.Routes = server.RoutesFromStr(strings.Join(c.Routes, ","))
+		if c.User != "" {
+			// The routes this broker dials carry the credentials (the
+			// server logs route URLs redacted).
+			for _, u := range opts.Routes {
+				u.User = url.UserPassword(c.User, c.Password)
+			}
+		}
+		if c.TLS.Enabled() {
+			tc, err := routeTLS(c.TLS)
+			if err != nil {
+				return nil, fmt.Errorf("broker.cluster.tls: %w", err)
+			}
+			opts.Cluster.TLSConfig = tc
+			opts.Cluster.TLSTimeout = tlsTimeout.Seconds()
+		}
+	}
+	if cfg.TLS.Enabled() {
+		tc, err := cfg.TLS.Server()
+		if err != nil {
+			return nil, fmt.Errorf("broker.tls: %w", err)
+		}
+		opts.TLS, opts.TLSVerify, opts.TLSConfig = true, cfg.TLS.VerifyClients, tc
+		opts.TLSTimeout = tlsTimeout.Seconds()
+	}
+	if cfg.Auth.Enabled() {
+		pub, err := self.PublicKey()
+		if err != nil {
+			return nil, fmt.Errorf("broker: in-process nkey: %w", err)
+		}
+		opts.Nkeys = nkeyUsers(cfg.Auth, cfg.Topics, pub)
 	}
 	if cfg.LameDuck > 0 {
 		// Clients are told at once (they move on their own, see
@@ -140,8 +193,7 @@ func (b *Broker) waitReady() error {
 	if !b.srv.JetStreamEnabled() {
 		return fmt.Errorf("%w: JetStream is not enabled", ErrNotReady)
 	}
-	nc, err := nats.Connect("", nats.InProcessServer(b.srv), nats.Name("sluice-broker-internal"),
-		nats.MaxReconnects(-1))
+	nc, err := b.Connect("sluice-broker-internal")
 	if err != nil {
 		return fmt.Errorf("%w: internal connection: %w", ErrNotReady, err)
 	}
@@ -211,10 +263,35 @@ func (b *Broker) ClientURL() string {
 }
 
 // Connect opens an in-process client connection (no network hop), for nodes
-// that share the broker's process in `sluice dev`.
+// that share the broker's process in `sluice dev`. It may do anything: when
+// clients must authenticate, it signs in as the broker's own in-process
+// user.
 func (b *Broker) Connect(name string, opts ...nats.Option) (*nats.Conn, error) {
-	opts = append([]nats.Option{nats.InProcessServer(b.srv), nats.Name(name), nats.MaxReconnects(-1)}, opts...)
-	return nats.Connect("", opts...)
+	own := []nats.Option{nats.InProcessServer(b.srv), nats.Name(name), nats.MaxReconnects(-1)}
+	if b.self != nil {
+		pub, err := b.self.PublicKey()
+		if err != nil {
+			return nil, err
+		}
+		own = append(own, nats.Nkey(pub, b.self.Sign))
+	}
+	return nats.Connect("", append(own, opts...)...)
+}
+
+// Peers are the names of the brokers this one has a route to, sorted.
+func (b *Broker) Peers() []string {
+	rz, err := b.srv.Routez(nil)
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, r := range rz.Routes {
+		if r.RemoteName != "" && !slices.Contains(names, r.RemoteName) {
+			names = append(names, r.RemoteName)
+		}
+	}
+	slices.Sort(names)
+	return names
 }
 
 // Ready reports whether the server runs with JetStream enabled.

@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/sluicebus/sluice/internal/alarm"
+	"github.com/sluicebus/sluice/internal/tlsconf"
 	"github.com/sluicebus/sluice/internal/topology"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
@@ -22,6 +24,13 @@ type Config struct {
 	// Listen is host:port for NATS clients (port -1 picks a free port; empty
 	// means in-process clients only).
 	Listen string `mapstructure:"listen"`
+	// TLS secures the client listener (cert_file and key_file; with
+	// verify_clients, clients need a certificate signed by ca_file). Off
+	// when empty. In-process clients never use it.
+	TLS tlsconf.Config `mapstructure:"tls"`
+	// Auth is who may connect as a client and what each may do; no users:
+	// any client may do anything (development).
+	Auth Auth `mapstructure:"auth"`
 	// ReadyTimeout bounds how long New waits for the server and JetStream.
 	ReadyTimeout time.Duration `mapstructure:"ready_timeout"`
 	// OpsListen serves /healthz, /readyz and /metrics for a standalone broker
@@ -59,6 +68,16 @@ type Cluster struct {
 	// Size is how many brokers the cluster has (the replicas a topic may
 	// ask for); 0 counts this broker and its routes.
 	Size int `mapstructure:"size"`
+	// TLS secures the routes, mutually: each broker verifies the other's
+	// certificate against ca_file, as server and as client (verify_clients
+	// is implied). Off when empty; then on every broker of the cluster.
+	TLS tlsconf.Config `mapstructure:"tls"`
+	// User and Password authenticate routes: a broker accepts a route only
+	// with them and dials its routes with them. The same on every broker;
+	// empty: routes unauthenticated. Set the password from the environment
+	// (SLUICE_BROKER_CLUSTER_PASSWORD) rather than in the file.
+	User     string `mapstructure:"user"`
+	Password string `mapstructure:"password"`
 }
 
 // Enabled reports whether the broker is clustered.
@@ -84,6 +103,7 @@ func DefaultConfig() Config {
 		ReadyTimeout: 30 * time.Second,
 		OpsListen:    "",
 		Cluster:      Cluster{Routes: []string{}},
+		Auth:         Auth{Users: []User{}},
 		LameDuck:     0,
 		Alarms:       alarm.DefaultConfig(),
 	}
@@ -103,6 +123,12 @@ func (c Config) Validate() error {
 			errs = append(errs, &topology.KeyError{Key: "broker.listen", Msg: err.Error()})
 		}
 	}
+	if err := c.TLS.ValidateServer("broker.tls"); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Auth.validate(c.Topics); err != nil {
+		errs = append(errs, err)
+	}
 	if c.Cluster.Enabled() {
 		if _, _, err := splitHostPort(c.Cluster.Listen); err != nil {
 			errs = append(errs, &topology.KeyError{Key: "broker.cluster.listen", Msg: err.Error()})
@@ -112,6 +138,29 @@ func (c Config) Validate() error {
 		}
 		if err := sluice.ValidateName(strings.ToLower(c.Cluster.Name)); err != nil {
 			errs = append(errs, &topology.KeyError{Key: "broker.cluster.name", Msg: err.Error()})
+		}
+		if err := c.Cluster.TLS.ValidateServer("broker.cluster.tls"); err != nil {
+			errs = append(errs, err)
+		}
+		if c.Cluster.TLS.Enabled() && c.Cluster.TLS.CAFile == "" {
+			errs = append(errs, &topology.KeyError{Key: "broker.cluster.tls.ca_file",
+				Msg: "route TLS is mutual: brokers verify each other against this CA"})
+		}
+		if c.Cluster.User == "" && c.Cluster.Password != "" {
+			errs = append(errs, &topology.KeyError{Key: "broker.cluster.user", Msg: "needed with broker.cluster.password"})
+		}
+		if c.Cluster.User != "" && c.Cluster.Password == "" {
+			errs = append(errs, &topology.KeyError{Key: "broker.cluster.password",
+				Msg: "needed with broker.cluster.user (e.g. from SLUICE_BROKER_CLUSTER_PASSWORD)"})
+		}
+		if strings.ContainsAny(c.Cluster.User, ":@/") {
+			errs = append(errs, &topology.KeyError{Key: "broker.cluster.user", Msg: "must not contain ':', '@' or '/'"})
+		}
+		for i, r := range c.Cluster.Routes {
+			if u, err := url.Parse(r); err == nil && u.User != nil {
+				errs = append(errs, &topology.KeyError{Key: fmt.Sprintf("broker.cluster.routes[%d]", i),
+					Msg: "credentials come from broker.cluster.user and broker.cluster.password, not the URL"})
+			}
 		}
 	}
 	if c.LameDuck < 0 {

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nuid"
 	"go.uber.org/zap"
 
+	"github.com/sluicebus/sluice/internal/auth"
 	"github.com/sluicebus/sluice/internal/status"
 	"github.com/sluicebus/sluice/pkg/credit"
 	"github.com/sluicebus/sluice/pkg/sluice"
@@ -42,7 +43,10 @@ type topicAdmission struct {
 	outstandingMsgs, outstandingBytes int64
 	maxMsgs                           int64
 	free                              int64 // free messages at the last reading
-	alive                             int   // gateways sharing the topic at the last reading
+	// byTenant counts what each tenant with an admission share took since
+	// the last refill.
+	byTenant map[string]int64
+	alive    int // gateways sharing the topic at the last reading
 	// The last reading of the topic on the bus: when it succeeded, and the
 	// error of any later failed one. Readiness is judged from these.
 	readAt  time.Time
@@ -192,6 +196,7 @@ func (a *admission) refresh(ctx context.Context) {
 		// admitted while it ran.
 		ta.credit.Refill(share(free, alive, rank), share(freeBytes, alive, rank),
 			heldMsgs+ta.takenMsgs-msgs0, heldBytes+ta.takenBytes-bytes0)
+		clear(ta.byTenant)
 		ta.drain.Observe(now, info.State.LastSeq, info.State.Msgs)
 		ta.maxMsgs, ta.free, ta.alive = info.Config.MaxMsgs, free, alive
 		ta.readAt, ta.readErr = now, nil
@@ -215,19 +220,32 @@ func (a *admission) readStatus(topic string, now time.Time) string {
 	return "ok"
 }
 
-// take admits one message of size bytes to topic, or says how long to wait.
-func (a *admission) take(topic string, size int64) (bool, time.Duration) {
+// take admits one message of size bytes to topic, or says how long to
+// wait. A tenant with an admission share (t nil: none) takes at most that
+// share of each refill's credit; over it, shareFull and the wait until the
+// next refill.
+func (a *admission) take(topic string, size int64, t *auth.Tenant) (ok bool, wait time.Duration, shareFull bool) {
 	ta := a.topics[topic]
 	ta.mu.Lock()
 	defer ta.mu.Unlock()
+	limited := t != nil && t.Limited() && ta.credit.Refilled()
+	if limited && ta.byTenant[t.Name] >= max(1, int64(t.AdmissionShare*float64(ta.credit.Share()))) {
+		return false, a.shedRetryAfter(), true
+	}
 	if ta.credit.Take(size) {
 		ta.takenMsgs++
 		ta.takenBytes += size
 		ta.outstandingMsgs++
 		ta.outstandingBytes += size
-		return true, 0
+		if limited {
+			if ta.byTenant == nil {
+				ta.byTenant = map[string]int64{}
+			}
+			ta.byTenant[t.Name]++
+		}
+		return true, 0, false
 	}
-	return false, a.retryAfterLocked(ta)
+	return false, a.retryAfterLocked(ta), false
 }
 
 // finish settles a message take admitted, from how its request ended:

@@ -10,9 +10,11 @@ import (
 	"net/http"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/sluicebus/sluice/internal/auth"
 	"github.com/sluicebus/sluice/internal/topology"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
@@ -37,7 +39,7 @@ type pending struct {
 // is read and every line validated before anything is published, so a
 // request-level refusal never follows a partial acceptance. Each line then
 // succeeds or fails alone; the answer has one result per non-blank line.
-func (g *Gateway) publishBatch(w http.ResponseWriter, r *http.Request) error {
+func (g *Gateway) publishBatch(w http.ResponseWriter, r *http.Request, c auth.Caller) error {
 	t, err := g.topic(r)
 	if err != nil {
 		return err
@@ -71,7 +73,7 @@ func (g *Gateway) publishBatch(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	g.admitAll(r, w, t.Name, items)
+	g.admitAll(r, w, t.Name, items, c)
 	g.publishAll(r.Context(), t.Name, items)
 
 	w.Header().Set("Content-Type", "application/x-ndjson")
@@ -115,13 +117,51 @@ func (g *Gateway) parseBatch(body []byte, t topology.Topic) ([]*pending, error) 
 			return nil, fmt.Errorf("%w: a batch holds at most %d messages", errTooLarge, g.cfg.MaxBatchLines)
 		}
 		it := &pending{line: lineNo}
-		it.id, it.msg, it.err = parseItem(line, t)
+		switch {
+		case len(line) > int(g.cfg.MaxLineBytes):
+			it.err = fmt.Errorf("%w: line of %d bytes exceeds max_line_bytes (%v)", errTooLarge, len(line), g.cfg.MaxLineBytes)
+		case !utf8.Valid(line):
+			// encoding/json would store U+FFFD in place of the bad bytes:
+			// refuse rather than change the message.
+			it.err = fmt.Errorf("%w: the line is not valid UTF-8 (JSON must be; send bytes as data_base64)", errMalformed)
+		case jsonDepth(line) > g.cfg.MaxJSONDepth:
+			it.err = fmt.Errorf("%w: JSON nested deeper than %d levels", errMalformed, g.cfg.MaxJSONDepth)
+		default:
+			it.id, it.msg, it.err = parseItem(line, t)
+		}
 		items = append(items, it)
 	}
 	if len(items) == 0 {
 		return nil, fmt.Errorf("%w: the batch is empty", errMalformed)
 	}
 	return items, nil
+}
+
+// jsonDepth is the deepest nesting of objects and arrays in b, counted
+// outside strings, without decoding; malformed JSON is left to the decoder.
+func jsonDepth(b []byte) int {
+	depth, deepest, inString, escaped := 0, 0, false, false
+	for _, c := range b {
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			depth++
+			deepest = max(deepest, depth)
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return deepest
 }
 
 func parseItem(line []byte, t topology.Topic) (string, *nats.Msg, error) {
@@ -170,9 +210,13 @@ func parseItem(line []byte, t topology.Topic) (string, *nats.Msg, error) {
 
 // admitAll applies the client's rate and the topic's admission credit to
 // each valid item; a refused item gets its own 429.
-func (g *Gateway) admitAll(r *http.Request, w http.ResponseWriter, topic string, items []*pending) {
+func (g *Gateway) admitAll(r *http.Request, w http.ResponseWriter, topic string, items []*pending, c auth.Caller) {
 	for _, it := range items {
 		if it.err != nil {
+			continue
+		}
+		if err := g.admitTenant(c, 1); err != nil {
+			it.err = err
 			continue
 		}
 		if err := g.admitClient(r, 1); err != nil {
@@ -180,7 +224,7 @@ func (g *Gateway) admitAll(r *http.Request, w http.ResponseWriter, topic string,
 			continue
 		}
 		it.size = int64(len(it.msg.Data))
-		if err := g.takeCredit(topic, it.size); err != nil {
+		if err := g.takeCredit(topic, it.size, c); err != nil {
 			it.err = err
 			continue
 		}

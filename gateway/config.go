@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sluicebus/sluice/internal/alarm"
+	"github.com/sluicebus/sluice/internal/auth"
 	"github.com/sluicebus/sluice/internal/bytesize"
 	"github.com/sluicebus/sluice/internal/topology"
 )
@@ -19,8 +20,9 @@ type Config struct {
 	ReadTimeout       time.Duration `mapstructure:"read_timeout"`
 	WriteTimeout      time.Duration `mapstructure:"write_timeout"`
 	IdleTimeout       time.Duration `mapstructure:"idle_timeout"`
-	// MaxHeaderBytes bounds request headers.
+	// MaxHeaderBytes and MaxHeaderCount bound request header fields (431).
 	MaxHeaderBytes bytesize.Size `mapstructure:"max_header_bytes"`
+	MaxHeaderCount int           `mapstructure:"max_header_count"`
 	// PublishTimeout bounds the wait for the bus's durable ack; past it the
 	// outcome is unknown and the client is told to retry with the same key.
 	PublishTimeout time.Duration `mapstructure:"publish_timeout"`
@@ -59,6 +61,10 @@ type Config struct {
 	// MaxBatchBytes and MaxBatchLines bound one NDJSON batch request.
 	MaxBatchBytes bytesize.Size `mapstructure:"max_batch_bytes"`
 	MaxBatchLines int           `mapstructure:"max_batch_lines"`
+	// MaxLineBytes bounds one NDJSON line (a longer line gets its own 413)
+	// and MaxJSONDepth the nesting of its JSON (400).
+	MaxLineBytes bytesize.Size `mapstructure:"max_line_bytes"`
+	MaxJSONDepth int           `mapstructure:"max_json_depth"`
 	// Group commit: messages of concurrent requests to a topic are stored
 	// together, as one JetStream atomic batch of at most CommitBatchMax
 	// messages and CommitBatchBytes payload bytes, with at most
@@ -83,6 +89,8 @@ type Config struct {
 	Topics map[string]topology.Topic `mapstructure:"-"`
 	// Alarms are the thresholds; filled from the top-level `alarms` key.
 	Alarms alarm.Config `mapstructure:"-"`
+	// Auth is who may call the API; filled from the top-level `auth` key.
+	Auth auth.Config `mapstructure:"-"`
 }
 
 // MaxCommitBatch is nats-server's default bound on the messages of one
@@ -102,6 +110,7 @@ func DefaultConfig() Config {
 		WriteTimeout:         30 * time.Second,
 		IdleTimeout:          2 * time.Minute,
 		MaxHeaderBytes:       64 << 10,
+		MaxHeaderCount:       100,
 		PublishTimeout:       5 * time.Second,
 		LameDuck:             0,
 		ShutdownTimeout:      10 * time.Second,
@@ -118,11 +127,14 @@ func DefaultConfig() Config {
 		HeartbeatInterval:    time.Second,
 		MaxBatchBytes:        16 << 20,
 		MaxBatchLines:        1000,
+		MaxLineBytes:         4 << 20,
+		MaxJSONDepth:         32,
 		CommitBatchMax:       500,
 		CommitBatchBytes:     4 << 20,
 		CommitsInFlight:      4,
 		RedriveRate:          100,
 		Alarms:               alarm.DefaultConfig(),
+		Auth:                 auth.DefaultConfig(),
 	}
 }
 
@@ -149,6 +161,15 @@ func (c Config) Validate() error {
 	}
 	if c.MaxHeaderBytes < 1<<10 {
 		bad("max_header_bytes", "must be at least 1KiB, got %v", c.MaxHeaderBytes)
+	}
+	if c.MaxHeaderCount < 10 {
+		bad("max_header_count", "must be at least 10, got %d", c.MaxHeaderCount)
+	}
+	if c.MaxJSONDepth < 2 {
+		bad("max_json_depth", "must be at least 2 (a batch line is an object holding metadata), got %d", c.MaxJSONDepth)
+	}
+	if c.MaxLineBytes < 1<<10 {
+		bad("max_line_bytes", "must be at least 1KiB, got %v", c.MaxLineBytes)
 	}
 	if c.LameDuck < 0 {
 		bad("lame_duck", "must not be negative")
@@ -191,6 +212,9 @@ func (c Config) Validate() error {
 	}
 	if m := topology.MaxMessageSize(c.Topics); c.MaxBatchBytes < m {
 		bad("max_batch_bytes", "must be at least the largest max_message_size (%v), got %v", m, c.MaxBatchBytes)
+	}
+	if err := c.Auth.Validate(c.Topics); err != nil {
+		errs = append(errs, err)
 	}
 	if len(c.Topics) == 0 {
 		errs = append(errs, &topology.KeyError{Key: "topics", Msg: "at least one topic is needed"})

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/sluicebus/sluice/internal/auth"
 	"github.com/sluicebus/sluice/internal/topology"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
@@ -136,7 +137,7 @@ func deadView(m *jetstream.RawStreamMsg, full bool) sluice.DeadLetter {
 }
 
 // listDeadLetters handles GET .../families/{family}/dead-letters?after=&limit=.
-func (g *Gateway) listDeadLetters(w http.ResponseWriter, r *http.Request) error {
+func (g *Gateway) listDeadLetters(w http.ResponseWriter, r *http.Request, _ auth.Caller) error {
 	limit, err := intParam(r, "limit", defaultDeadPage, maxDeadPage)
 	if err != nil {
 		return err
@@ -189,7 +190,7 @@ func (g *Gateway) oneDead(ctx context.Context, r *http.Request) (*deadLetters, *
 }
 
 // peekDeadLetter handles GET .../dead-letters/{seq}.
-func (g *Gateway) peekDeadLetter(w http.ResponseWriter, r *http.Request) error {
+func (g *Gateway) peekDeadLetter(w http.ResponseWriter, r *http.Request, _ auth.Caller) error {
 	ctx, cancel := context.WithTimeout(r.Context(), statsTimeout)
 	defer cancel()
 	_, m, err := g.oneDead(ctx, r)
@@ -201,7 +202,7 @@ func (g *Gateway) peekDeadLetter(w http.ResponseWriter, r *http.Request) error {
 }
 
 // purgeDeadLetters handles DELETE .../dead-letters (all of the family's).
-func (g *Gateway) purgeDeadLetters(w http.ResponseWriter, r *http.Request) error {
+func (g *Gateway) purgeDeadLetters(w http.ResponseWriter, r *http.Request, _ auth.Caller) error {
 	ctx, cancel := context.WithTimeout(r.Context(), statsTimeout)
 	defer cancel()
 	d, err := g.openDead(ctx, r)
@@ -218,7 +219,7 @@ func (g *Gateway) purgeDeadLetters(w http.ResponseWriter, r *http.Request) error
 }
 
 // deleteDeadLetter handles DELETE .../dead-letters/{seq}.
-func (g *Gateway) deleteDeadLetter(w http.ResponseWriter, r *http.Request) error {
+func (g *Gateway) deleteDeadLetter(w http.ResponseWriter, r *http.Request, _ auth.Caller) error {
 	ctx, cancel := context.WithTimeout(r.Context(), statsTimeout)
 	defer cancel()
 	d, m, err := g.oneDead(ctx, r)
@@ -236,7 +237,7 @@ func (g *Gateway) deleteDeadLetter(w http.ResponseWriter, r *http.Request) error
 // redriveDeadLetters handles POST .../dead-letters/redrive?limit=: the
 // family's oldest dead letters, one by one, each through the topic's
 // admission and the redrive rate, for at most redriveBudget.
-func (g *Gateway) redriveDeadLetters(w http.ResponseWriter, r *http.Request) error {
+func (g *Gateway) redriveDeadLetters(w http.ResponseWriter, r *http.Request, _ auth.Caller) error {
 	limit, err := intParam(r, "limit", defaultRedrive, maxRedrive)
 	if err != nil {
 		return err
@@ -280,7 +281,7 @@ func (g *Gateway) redriveDeadLetters(w http.ResponseWriter, r *http.Request) err
 }
 
 // redriveOne handles POST .../dead-letters/{seq}/redrive.
-func (g *Gateway) redriveOne(w http.ResponseWriter, r *http.Request) error {
+func (g *Gateway) redriveOne(w http.ResponseWriter, r *http.Request, _ auth.Caller) error {
 	ctx, cancel := context.WithTimeout(r.Context(), redriveBudget)
 	defer cancel()
 	d, m, err := g.oneDead(ctx, r)
@@ -340,7 +341,7 @@ func (g *Gateway) redrive(ctx context.Context, d *deadLetters, m *jetstream.RawS
 		return 0, fmt.Errorf("%w: %w: %v", errOverloaded, errRedriveTime, err)
 	}
 	size := int64(len(m.Data))
-	if err := g.takeCredit(t.Name, size); err != nil {
+	if err := g.takeCredit(t.Name, size, auth.Caller{}); err != nil {
 		return 0, err
 	}
 	defer func() { g.adm.finish(t.Name, size, err) }()

@@ -18,6 +18,9 @@ import (
 // is the one place that turns them into an HTTP status and problem type.
 var (
 	errMalformed        = errors.New("malformed request")
+	errUnauthorized     = errors.New("not authenticated")
+	errForbidden        = errors.New("forbidden")
+	errHeaderTooLarge   = errors.New("request header fields too large")
 	errRouteNotFound    = errors.New("no such route")
 	errTopicNotFound    = errors.New("unknown topic")
 	errFamilyNotFound   = errors.New("unknown family")
@@ -47,6 +50,9 @@ var kinds = []struct {
 	kind problemKind
 }{
 	{errMalformed, problemKind{http.StatusBadRequest, sluice.ProblemBadRequest, "Bad request", false}},
+	{errUnauthorized, problemKind{http.StatusUnauthorized, sluice.ProblemUnauthorized, "Unauthorized", false}},
+	{errForbidden, problemKind{http.StatusForbidden, sluice.ProblemForbidden, "Forbidden", false}},
+	{errHeaderTooLarge, problemKind{http.StatusRequestHeaderFieldsTooLarge, sluice.ProblemHeaderTooLarge, "Request header fields too large", false}},
 	{errRouteNotFound, problemKind{http.StatusNotFound, sluice.ProblemNotFound, "Not found", false}},
 	{errTopicNotFound, problemKind{http.StatusNotFound, sluice.ProblemTopicNotFound, "Topic not found", false}},
 	{errFamilyNotFound, problemKind{http.StatusNotFound, sluice.ProblemFamilyNotFound, "Family not found", false}},

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/sluicebus/sluice/internal/alarm"
+	"github.com/sluicebus/sluice/internal/auth"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
@@ -34,6 +35,8 @@ type Gateway struct {
 	handler http.Handler
 	limits  *limits
 	clients *clients // nil: no per-client limit
+	keys    *auth.Keys
+	tenants *tenantLimits
 	adm     *admission
 	// commits holds each topic's group commit.
 	commits map[string]*committer
@@ -69,6 +72,14 @@ func New(cfg Config, nc *nats.Conn, logger *zap.Logger, reg prometheus.Registere
 	}
 	g := &Gateway{cfg: cfg, log: logger.Named("gateway"), nc: nc, js: js, metrics: m,
 		limits: newLimits(cfg), clients: newClients(cfg), redriveRate: rate.NewLimiter(rate.Limit(cfg.RedriveRate), 1)}
+	if g.keys, err = auth.NewKeys(cfg.Auth); err != nil {
+		return nil, err
+	}
+	g.tenants = newTenantLimits(g.keys, time.Now())
+	if g.keys.Open() {
+		g.log.Warn("AUTHENTICATION IS OFF (auth.mode: open): anyone who reaches this gateway may publish to, read and redrive every topic; " +
+			"for development only, set auth.mode: keys with tenants in production")
+	}
 	g.node = nodeName(cfg)
 	g.alarms = alarm.New(g.node, cfg.Alarms.Hold, g.log.Named("alarm"), nil)
 	if reg != nil {
@@ -145,9 +156,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 		ReadTimeout:       g.cfg.ReadTimeout,
 		WriteTimeout:      g.cfg.WriteTimeout,
 		IdleTimeout:       g.cfg.IdleTimeout,
-		MaxHeaderBytes:    int(g.cfg.MaxHeaderBytes),
-		ErrorLog:          zap.NewStdLog(g.log.Named("http")),
-		Protocols:         new(http.Protocols),
+		// Twice the limit: guardHeaders answers up to there with a problem.
+		MaxHeaderBytes: 2 * int(g.cfg.MaxHeaderBytes),
+		ErrorLog:       zap.NewStdLog(g.log.Named("http")),
+		Protocols:      new(http.Protocols),
 	}
 	// Keep-alive HTTP/1.1, and HTTP/2 over cleartext (h2c) for clients that
 	// multiplex; TLS (and HTTP/2 over it) is a load balancer's job here.
@@ -182,26 +194,26 @@ func (g *Gateway) Run(ctx context.Context) error {
 
 func (g *Gateway) routes(gatherer prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/v1/topics/{topic}/messages", g.bounded(map[string]handlerFunc{http.MethodPost: g.publish}))
-	mux.Handle("/v1/topics/{topic}/messages:batch", g.bounded(map[string]handlerFunc{http.MethodPost: g.publishBatch}))
-	mux.Handle("/v1/topics", g.bounded(map[string]handlerFunc{http.MethodGet: g.listTopics}))
-	mux.Handle("/v1/topics/{topic}", g.bounded(map[string]handlerFunc{http.MethodGet: g.getTopic}))
+	mux.Handle("/v1/topics/{topic}/messages", g.bounded(map[string]op{http.MethodPost: {g.publish, auth.Publish}}))
+	mux.Handle("/v1/topics/{topic}/messages:batch", g.bounded(map[string]op{http.MethodPost: {g.publishBatch, auth.Publish}}))
+	mux.Handle("/v1/topics", g.bounded(map[string]op{http.MethodGet: {g.listTopics, auth.Any}}))
+	mux.Handle("/v1/topics/{topic}", g.bounded(map[string]op{http.MethodGet: {g.getTopic, auth.Read}}))
 	dead := "/v1/topics/{topic}/families/{family}/dead-letters"
-	mux.Handle(dead, g.bounded(map[string]handlerFunc{http.MethodGet: g.listDeadLetters, http.MethodDelete: g.purgeDeadLetters}))
-	mux.Handle(dead+"/redrive", g.bounded(map[string]handlerFunc{http.MethodPost: g.redriveDeadLetters}))
-	mux.Handle(dead+"/{seq}", g.bounded(map[string]handlerFunc{http.MethodGet: g.peekDeadLetter, http.MethodDelete: g.deleteDeadLetter}))
-	mux.Handle(dead+"/{seq}/redrive", g.bounded(map[string]handlerFunc{http.MethodPost: g.redriveOne}))
-	mux.Handle("/healthz", g.methods(map[string]handlerFunc{http.MethodGet: g.healthz}))
-	mux.Handle("/readyz", g.methods(map[string]handlerFunc{http.MethodGet: g.readyz}))
-	mux.Handle("/v1/alarms", g.methods(map[string]handlerFunc{http.MethodGet: g.listAlarms}))
-	mux.Handle("/v1/status", g.bounded(map[string]handlerFunc{http.MethodGet: g.getStatus}))
+	mux.Handle(dead, g.bounded(map[string]op{http.MethodGet: {g.listDeadLetters, auth.Read}, http.MethodDelete: {g.purgeDeadLetters, auth.Redrive}}))
+	mux.Handle(dead+"/redrive", g.bounded(map[string]op{http.MethodPost: {g.redriveDeadLetters, auth.Redrive}}))
+	mux.Handle(dead+"/{seq}", g.bounded(map[string]op{http.MethodGet: {g.peekDeadLetter, auth.Read}, http.MethodDelete: {g.deleteDeadLetter, auth.Redrive}}))
+	mux.Handle(dead+"/{seq}/redrive", g.bounded(map[string]op{http.MethodPost: {g.redriveOne, auth.Redrive}}))
+	mux.Handle("/healthz", g.methods(map[string]op{http.MethodGet: {g.healthz, auth.Public}}))
+	mux.Handle("/readyz", g.methods(map[string]op{http.MethodGet: {g.readyz, auth.Public}}))
+	mux.Handle("/v1/alarms", g.methods(map[string]op{http.MethodGet: {g.listAlarms, auth.Ops}}))
+	mux.Handle("/v1/status", g.bounded(map[string]op{http.MethodGet: {g.getStatus, auth.Ops}}))
 	if gatherer != nil {
 		mux.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: %s %s", errRouteNotFound, r.Method, r.URL.Path), 0)
 	})
-	return g.instrument(g.announceLameDuck(mux))
+	return g.instrument(g.guardHeaders(g.announceLameDuck(mux)))
 }
 
 // announceLameDuck tells clients of a stopping gateway to go elsewhere: the

@@ -12,29 +12,39 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/sluicebus/sluice/internal/auth"
 )
 
-// handlerFunc is a handler that returns its refusal instead of writing it.
-type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+// handlerFunc is a handler that returns its refusal instead of writing it;
+// c is the authenticated caller (no tenant when auth is open).
+type handlerFunc func(w http.ResponseWriter, r *http.Request, c auth.Caller) error
+
+// op is a route's handler for one method and what the caller must be
+// granted to call it.
+type op struct {
+	h   handlerFunc
+	act auth.Action
+}
 
 // route dispatches on the request method and answers 405 with a problem
 // and an Allow header otherwise (ServeMux's own 405 is plain text).
 type route struct {
 	g       *Gateway
-	m       map[string]handlerFunc
+	m       map[string]op
 	bounded bool // counts against max_in_flight
 }
 
-func (g *Gateway) methods(m map[string]handlerFunc) http.Handler { return route{g: g, m: m} }
+func (g *Gateway) methods(m map[string]op) http.Handler { return route{g: g, m: m} }
 
 // bounded is methods for routes that count against max_in_flight.
-func (g *Gateway) bounded(m map[string]handlerFunc) http.Handler {
+func (g *Gateway) bounded(m map[string]op) http.Handler {
 	return route{g: g, m: m, bounded: true}
 }
 
 func (rt route) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	m := rt.m
-	h, ok := m[r.Method]
+	o, ok := m[r.Method]
 	if !ok {
 		allow := make([]string, 0, len(m))
 		for k := range m {
@@ -46,6 +56,12 @@ func (rt route) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g := rt.g
+	// Who, and may they: before any bound is taken or byte of body read.
+	c, err := g.authorize(w, r, o.act)
+	if err != nil {
+		g.refused(w, r, err)
+		return
+	}
 	if rt.bounded {
 		if !g.limits.enter() {
 			err := refuse("in_flight", g.adm.shedRetryAfter(),
@@ -55,7 +71,7 @@ func (rt route) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		defer g.limits.leave()
 	}
-	if err := h(w, r); err != nil {
+	if err := o.h(w, r, c); err != nil {
 		g.refused(w, r, err)
 	}
 }
@@ -69,7 +85,7 @@ func (g *Gateway) refused(w http.ResponseWriter, r *http.Request, err error) {
 		retryAfter = rf.retryAfter
 	}
 	topic := r.PathValue("topic")
-	if _, ok := g.cfg.Topics[topic]; ok {
+	if _, ok := g.cfg.Topics[topic]; ok && !errors.Is(err, errUnauthorized) && !errors.Is(err, errForbidden) {
 		if w.Header().Get("RateLimit") == "" {
 			g.adm.setHeaders(w.Header(), topic) // every answer about a topic advertises its credit
 		}

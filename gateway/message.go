@@ -34,18 +34,29 @@ type Receipt struct {
 	Duplicate bool   `json:"duplicate"`
 }
 
-// validateID checks an idempotency key: 1..200 visible ASCII characters.
+// validateID checks an idempotency key against its grammar: 1..200 of
+// letters, digits and - _ : / + = @ ~ (enough for UUIDs, ULIDs, base64 and
+// path-like business keys; no '.', whitespace, control characters, quotes
+// or the NATS wildcards * and >, so a key is safe even in a subject token).
 func validateID(id string) error {
 	if id == "" || len(id) > maxIDLen {
 		return fmt.Errorf("%w: idempotency key must be 1..%d characters", errMalformed, maxIDLen)
 	}
 	for i := 0; i < len(id); i++ {
-		if c := id[i]; c < 0x21 || c > 0x7e {
-			return fmt.Errorf("%w: idempotency key may hold only visible ASCII characters (byte %d is 0x%02x)", errMalformed, i, c)
+		if c := id[i]; !idChar[c] {
+			return fmt.Errorf("%w: idempotency key may hold only letters, digits and - _ : / + = @ ~ (byte %d is 0x%02x)", errMalformed, i, c)
 		}
 	}
 	return nil
 }
+
+// idChar is the idempotency key alphabet.
+var idChar = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-_:/+=@~", byte(c)) >= 0
+	}
+	return t
+}()
 
 // newID generates an idempotency key for a message that came without one.
 func newID() string { return nuid.Next() }

@@ -13,6 +13,8 @@ type metrics struct {
 	redriven        *prometheus.CounterVec
 	commitSize      *prometheus.HistogramVec
 	commitFallbacks *prometheus.CounterVec
+	authFailures    *prometheus.CounterVec
+	tenantRefusals  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -37,7 +39,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"topic", "outcome"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_gateway_refusals_total",
-			Help: "429 and 503 answers by topic and reason: in_flight, body_bytes, publish_window, client_rate, admission, topic_full, stream_busy, bus-unavailable, publish-outcome-unknown.",
+			Help: "429 and 503 answers by topic and reason: in_flight, body_bytes, publish_window, client_rate, tenant_rate, tenant_share, admission, topic_full, stream_busy, bus-unavailable, publish-outcome-unknown.",
 		}, []string{"topic", "reason"}),
 		redriven: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_gateway_dead_letters_redriven_total",
@@ -52,10 +54,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "sluice_gateway_commit_fallbacks_total",
 			Help: "Group commits refused as a whole and published again message by message, by JetStream error code (10201: a key already stored).",
 		}, []string{"topic", "code"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_gateway_auth_failures_total",
+			Help: "Requests refused by authentication (401: missing, invalid, expired) or by the tenant's grants (403: forbidden).",
+		}, []string{"reason"}),
+		tenantRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_gateway_tenant_refusals_total",
+			Help: "Messages refused by a tenant's quota (429) by tenant and reason: tenant_rate, tenant_share.",
+		}, []string{"tenant", "reason"}),
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.requests, m.duration, m.publishDuration, m.messages, m.refusals, m.redriven,
-			m.commitSize, m.commitFallbacks} {
+			m.commitSize, m.commitFallbacks, m.authFailures, m.tenantRefusals} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -14,12 +14,13 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/sluicebus/sluice/internal/auth"
 	"github.com/sluicebus/sluice/internal/topology"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
 // publish handles POST /v1/topics/{topic}/messages: the body is the payload.
-func (g *Gateway) publish(w http.ResponseWriter, r *http.Request) (err error) {
+func (g *Gateway) publish(w http.ResponseWriter, r *http.Request, c auth.Caller) (err error) {
 	t, err := g.topic(r)
 	if err != nil {
 		return err
@@ -51,11 +52,14 @@ func (g *Gateway) publish(w http.ResponseWriter, r *http.Request) (err error) {
 		}
 	}
 	// Admission, before a byte of the body is read: a refusal is cheap.
+	if err := g.admitTenant(c, 1); err != nil {
+		return err
+	}
 	if err := g.admitClient(r, 1); err != nil {
 		return err
 	}
 	size := max(r.ContentLength, 0)
-	if err := g.admitTopic(w, t.Name, size); err != nil {
+	if err := g.admitTopic(w, t.Name, size, c); err != nil {
 		return err
 	}
 	defer func() { g.adm.finish(t.Name, size, err) }() // settles the credit from how the request ends
@@ -98,21 +102,27 @@ func (g *Gateway) admitClient(r *http.Request, n int) error {
 
 // admitTopic takes one message of admission credit for topic and advertises
 // what is left in the RateLimit headers.
-func (g *Gateway) admitTopic(w http.ResponseWriter, topic string, size int64) error {
-	err := g.takeCredit(topic, size)
+func (g *Gateway) admitTopic(w http.ResponseWriter, topic string, size int64, c auth.Caller) error {
+	err := g.takeCredit(topic, size, c)
 	g.adm.setHeaders(w.Header(), topic)
 	return err
 }
 
-// takeCredit takes one message of size bytes of topic's admission credit,
-// or refuses with the advertised wait. Whoever took it settles it with
-// g.adm.finish.
-func (g *Gateway) takeCredit(topic string, size int64) error {
-	if ok, wait := g.adm.take(topic, size); !ok {
-		return refuse("admission", wait, fmt.Errorf("%w: no admission credit left for topic %s at this gateway: "+
-			"its workers have not yet made room; retry after the advertised time", errTopicFull, topic))
+// takeCredit takes one message of size bytes of topic's admission credit
+// for the caller, or refuses with the advertised wait. Whoever took it
+// settles it with g.adm.finish.
+func (g *Gateway) takeCredit(topic string, size int64, c auth.Caller) error {
+	ok, wait, shareFull := g.adm.take(topic, size, c.Tenant)
+	switch {
+	case ok:
+		return nil
+	case shareFull:
+		g.metrics.tenantRefusals.WithLabelValues(c.Tenant.Name, "tenant_share").Inc()
+		return refuse("tenant_share", wait, fmt.Errorf("%w: tenant %s took its admission share (%v of this gateway's credit) of topic %s "+
+			"until the next refill", errRateLimited, c.Tenant.Name, c.Tenant.AdmissionShare, topic))
 	}
-	return nil
+	return refuse("admission", wait, fmt.Errorf("%w: no admission credit left for topic %s at this gateway: "+
+		"its workers have not yet made room; retry after the advertised time", errTopicFull, topic))
 }
 
 // topic resolves the {topic} path value to a declared topic.

@@ -16,6 +16,7 @@ import (
 
 // dlqFlags are what every dead-letter command takes.
 type dlqFlags struct {
+	apiKey                         string
 	gateway, topic, family, output string
 	timeout                        time.Duration
 }
@@ -44,6 +45,7 @@ gateway.redrive_rate per second; each keeps its original id.`,
 	cmd.PersistentFlags().StringVar(&f.family, "family", "", "family (required)")
 	cmd.PersistentFlags().StringVarP(&f.output, "output", "o", "text", "text or json")
 	cmd.PersistentFlags().DurationVar(&f.timeout, "timeout", time.Minute, "bound on the whole command")
+	apiKeyFlag(cmd, true, &f.apiKey)
 	_ = cmd.MarkPersistentFlagRequired("topic")
 	_ = cmd.MarkPersistentFlagRequired("family")
 
@@ -154,6 +156,7 @@ func (f *dlqFlags) run(cmd *cobra.Command, do func(*sluice.Admin, io.Writer) err
 	if err != nil {
 		return err
 	}
+	a.SetAPIKey(f.apiKey)
 	if f.timeout <= 0 {
 		return fmt.Errorf("--timeout must be positive, got %v", f.timeout)
 	}

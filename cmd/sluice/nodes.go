@@ -33,8 +33,9 @@ deletes what the config no longer declares. On SIGTERM it leaves gracefully
 when broker.lame_duck is set: its leaderships move to the other brokers and its
 clients are told to move before it exits.
 
-Config keys used: log.*, broker.* (name, data_dir, listen, ready_timeout,
-ops_listen for /healthz /readyz /metrics, cluster.*, lame_duck), topics.*.` + configHelp,
+Config keys used: log.*, broker.* (name, data_dir, listen, tls.*, auth.users,
+ready_timeout, ops_listen for /healthz /readyz /metrics, cluster.* including
+cluster.tls.*, cluster.user and cluster.password, lame_duck), topics.*.` + configHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			n, err := setup(cmd, config.RoleBroker, nil, false)
@@ -75,7 +76,8 @@ func newGatewayCmd() *cobra.Command {
 		Long: `Run a gateway node: the stateless HTTP ingest API. It connects to every
 broker in bus.urls and answers 202 only once the bus has stored a message.
 
-Config keys used: log.*, bus.* (urls, connect_timeout), gateway.* (all), topics.*.` + configHelp,
+Config keys used: log.*, bus.* (urls, connect_timeout, tls.*, nkey_seed_file),
+gateway.* (all), topics.*.` + configHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			n, err := setup(cmd, config.RoleGateway, map[string]string{"listen": "gateway.listen"}, false)
@@ -84,7 +86,7 @@ Config keys used: log.*, bus.* (urls, connect_timeout), gateway.* (all), topics.
 			}
 			defer n.sync()
 			cfg, log, reg := n.cfg, n.log, n.reg
-			nc, err := bus.Connect(cfg.Bus.URLs, cfg.Bus.ConnectTimeout, "sluice-gateway", log)
+			nc, err := bus.Connect(cfg.Bus.URLs, cfg.Bus.ConnectTimeout, "sluice-gateway", log, busSecurity(cfg)...)
 			if err != nil {
 				return err
 			}
@@ -110,8 +112,8 @@ attempts, so retries and dead letters can be watched. Start several to see
 workers of a family share the work. On SIGTERM it drains: stops pulling and
 finishes the messages it holds.
 
-Config keys used: log.*, bus.* (urls, connect_timeout), demo.* (delay,
-failure_rate, credit).` + configHelp,
+Config keys used: log.*, bus.* (urls, connect_timeout, tls.*, nkey_seed_file),
+demo.* (delay, failure_rate, credit).` + configHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			n, err := setup(cmd, config.RoleWorker, map[string]string{
@@ -127,7 +129,7 @@ failure_rate, credit).` + configHelp,
 			if err := declared(cfg, topic, family); err != nil {
 				return err
 			}
-			nc, err := bus.Connect(cfg.Bus.URLs, cfg.Bus.ConnectTimeout, "sluice-worker-"+topic+"-"+family, log)
+			nc, err := bus.Connect(cfg.Bus.URLs, cfg.Bus.ConnectTimeout, "sluice-worker-"+topic+"-"+family, log, busSecurity(cfg)...)
 			if err != nil {
 				return err
 			}
@@ -149,6 +151,12 @@ failure_rate, credit).` + configHelp,
 	_ = cmd.MarkFlagRequired("topic")
 	_ = cmd.MarkFlagRequired("family")
 	return cmd
+}
+
+// busSecurity is how gateways and workers prove themselves to the brokers
+// and check them: bus.tls and bus.nkey_seed_file.
+func busSecurity(cfg config.Config) []bus.Option {
+	return []bus.Option{bus.WithTLS(cfg.Bus.TLS), bus.WithNkeySeedFile(cfg.Bus.NkeySeedFile)}
 }
 
 // declared refuses a worker for a topic or family the configuration does

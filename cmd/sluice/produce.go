@@ -41,7 +41,8 @@ with the same idempotency key, honouring Retry-After. Prints one JSON report
 at the end: sent, acked, duplicates, unknown (the outcome of a message that
 may be stored), failed; exits 1 when any message failed or is unknown.
 
-Config keys used: log.*, producer.* (gateways, retry.*).` + configHelp,
+Config keys used: log.*, producer.* (gateways, retry.*, api_key: better from
+$SLUICE_PRODUCER_API_KEY than in a file).` + configHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			n, err := setup(cmd, config.RoleProducer, map[string]string{"gateway": "producer.gateways"}, false)
@@ -66,8 +67,11 @@ Config keys used: log.*, producer.* (gateways, retry.*).` + configHelp,
 			if prefix == "" {
 				prefix = fmt.Sprintf("produce-%d-", time.Now().UnixNano())
 			}
-			p, err := sluice.NewProducer(n.cfg.Producer.Gateways, sluice.WithRetryPolicy(n.cfg.Producer.Retry),
-				sluice.WithProducerLogger(n.log.Named("producer")))
+			opts := []sluice.ProducerOption{sluice.WithRetryPolicy(n.cfg.Producer.Retry), sluice.WithProducerLogger(n.log.Named("producer"))}
+			if n.cfg.Producer.APIKey != "" {
+				opts = append(opts, sluice.WithAPIKey(n.cfg.Producer.APIKey))
+			}
+			p, err := sluice.NewProducer(n.cfg.Producer.Gateways, opts...)
 			if err != nil {
 				return err
 			}

@@ -41,7 +41,7 @@ workers that pull with credits.` + configHelp,
 		}
 		return nil
 	}
-	root.AddCommand(newDevCmd(), newBrokerCmd(), newGatewayCmd(), newWorkerCmd(), newBenchCmd(), newProduceCmd(), newDLQCmd(), newHealthCmd(), newPlanCmd(), newStatusCmd(), newVersionCmd())
+	root.AddCommand(newDevCmd(), newBrokerCmd(), newGatewayCmd(), newWorkerCmd(), newBenchCmd(), newProduceCmd(), newDLQCmd(), newHealthCmd(), newPlanCmd(), newStatusCmd(), newCertsCmd(), newNkeyCmd(), newKeysCmd(), newVersionCmd())
 	return root
 }
 

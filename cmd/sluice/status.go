@@ -16,7 +16,7 @@ import (
 )
 
 func newStatusCmd() *cobra.Command {
-	var url, output string
+	var url, output, apiKey string
 	var watch bool
 	var interval, timeout time.Duration
 	cmd := &cobra.Command{
@@ -42,7 +42,7 @@ the status as JSON (one object per refresh).`,
 			base := strings.TrimRight(url, "/")
 			out := cmd.OutOrStdout()
 			for {
-				st, raw, err := fetchStatus(cmd.Context(), base, timeout)
+				st, raw, err := fetchStatus(cmd.Context(), base, timeout, apiKey)
 				if watch && output == "text" {
 					fmt.Fprint(out, "\033[H\033[2J") // home and clear: refresh in place
 				}
@@ -79,16 +79,20 @@ the status as JSON (one object per refresh).`,
 	f.BoolVarP(&watch, "watch", "w", false, "refresh in place until interrupted")
 	f.DurationVar(&interval, "interval", 2*time.Second, "refresh interval with --watch")
 	f.DurationVar(&timeout, "timeout", 5*time.Second, "bound on each request")
+	apiKeyFlag(cmd, false, &apiKey)
 	return cmd
 }
 
 // fetchStatus gets base/v1/status.
-func fetchStatus(ctx context.Context, base string, timeout time.Duration) (status.Status, []byte, error) {
+func fetchStatus(ctx context.Context, base string, timeout time.Duration, apiKey string) (status.Status, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/status", nil)
 	if err != nil {
 		return status.Status{}, nil, err
+	}
+	if apiKey != "" {
+		req.Header.Set("Authorization", "Bearer "+apiKey)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -1,14 +1,20 @@
 // Package bus connects gateways and workers to the brokers: every broker URL,
-// endless reconnects, and logged connection changes.
+// endless reconnects, logged connection changes, and optionally TLS and an
+// nkey identity.
 package bus
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 	"go.uber.org/zap"
+
+	"github.com/sluicebus/sluice/internal/tlsconf"
 )
 
 // Dead-connection detection: a ping every pingInterval, the connection
@@ -18,13 +24,82 @@ const (
 	maxPingsOut  = 3
 )
 
-// Connect dials the brokers at urls (failing over between them) as name.
-func Connect(urls []string, timeout time.Duration, name string, log *zap.Logger) (*nats.Conn, error) {
-	nc, err := nats.Connect(strings.Join(urls, ","),
+// Option secures a connection: see WithTLS and WithNkeySeedFile.
+type Option func(*[]nats.Option) error
+
+// WithTLS connects over TLS when c names any file: the brokers verified
+// against c.CAFile (empty: the system's roots), c's certificate presented
+// when it has one (brokers with verify_clients need it). TLS 1.2 or later.
+func WithTLS(c tlsconf.Config) Option {
+	return func(opts *[]nats.Option) error {
+		if !c.Enabled() {
+			return nil
+		}
+		tc, err := c.Client()
+		if err != nil {
+			return err
+		}
+		*opts = append(*opts, nats.Secure(tc))
+		return nil
+	}
+}
+
+// WithNkeySeedFile signs in with the user nkey whose seed is in file (from
+// `sluice nkey`); empty: no identity.
+func WithNkeySeedFile(file string) Option {
+	return func(opts *[]nats.Option) error {
+		if file == "" {
+			return nil
+		}
+		if err := CheckSeedFile(file); err != nil {
+			return err
+		}
+		o, err := nats.NkeyOptionFromSeed(file)
+		if err != nil {
+			return fmt.Errorf("nkey seed file %s: %w", file, err)
+		}
+		*opts = append(*opts, o)
+		return nil
+	}
+}
+
+// CheckSeedFile reports whether file holds a user nkey seed, without
+// showing the seed in its error.
+func CheckSeedFile(file string) error {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("reading the nkey seed: %w", err)
+	}
+	defer clear(b)
+	seed, err := nkeys.ParseDecoratedNKey(b)
+	if err != nil {
+		return fmt.Errorf("%s holds no nkey seed", file)
+	}
+	defer seed.Wipe()
+	pub, err := seed.PublicKey()
+	if err != nil || !nkeys.IsValidPublicUserKey(pub) {
+		return fmt.Errorf("%s: not a user nkey seed (want \"SU...\", from `sluice nkey`)", file)
+	}
+	if _, err := seed.Seed(); err != nil {
+		return fmt.Errorf("%s holds a public key, not a seed", file)
+	}
+	return nil
+}
+
+// Connect dials the brokers at urls (failing over between them) as name,
+// secured by opts.
+func Connect(urls []string, timeout time.Duration, name string, log *zap.Logger, opts ...Option) (*nats.Conn, error) {
+	var sec []nats.Option
+	for _, o := range opts {
+		if err := o(&sec); err != nil {
+			return nil, fmt.Errorf("connecting to the bus: %w", err)
+		}
+	}
+	nc, err := nats.Connect(strings.Join(urls, ","), append([]nats.Option{
 		nats.Name(name),
 		nats.Timeout(timeout),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
+		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
 		// A broker cut off by the network sends no RST: only unanswered
 		// pings reveal it. nats.go's default (2 min, 2 pings) would leave a
@@ -50,9 +125,14 @@ func Connect(urls []string, timeout time.Duration, name string, log *zap.Logger)
 			}
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			// Permission violations land here: the broker refused a
+			// subject to this identity (broker.auth.users).
 			log.Warn("bus error", zap.Error(err))
 		}),
-	)
+	}, sec...)...)
+	if errors.Is(err, nats.ErrAuthorization) {
+		return nil, fmt.Errorf("connecting to the bus at %s: %w (is this client's nkey in the brokers' broker.auth.users?)", strings.Join(urls, ","), err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("connecting to the bus at %s: %w", strings.Join(urls, ","), err)
 	}

@@ -11,6 +11,9 @@ import (
 	"github.com/sluicebus/sluice/broker"
 	"github.com/sluicebus/sluice/gateway"
 	"github.com/sluicebus/sluice/internal/alarm"
+	"github.com/sluicebus/sluice/internal/auth"
+	"github.com/sluicebus/sluice/internal/bus"
+	"github.com/sluicebus/sluice/internal/tlsconf"
 	"github.com/sluicebus/sluice/internal/topology"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
@@ -24,6 +27,7 @@ type Config struct {
 	Demo     Demo                      `mapstructure:"demo"`
 	Producer Producer                  `mapstructure:"producer"`
 	Alarms   alarm.Config              `mapstructure:"alarms"`
+	Auth     auth.Config               `mapstructure:"auth"`
 	Topics   map[string]topology.Topic `mapstructure:"-"`
 }
 
@@ -34,6 +38,9 @@ type Producer struct {
 	Gateways []string `mapstructure:"gateways"`
 	// Retry is the retry strategy: attempts, backoff, deadline and budget.
 	Retry sluice.RetryPolicy `mapstructure:"retry"`
+	// APIKey is sent as "Authorization: Bearer <key>" to gateways with
+	// auth.mode keys; best given as SLUICE_PRODUCER_API_KEY.
+	APIKey string `mapstructure:"api_key"`
 }
 
 // Log configures zap.
@@ -54,6 +61,12 @@ type Bus struct {
 	URLs []string `mapstructure:"urls"`
 	// ConnectTimeout bounds the first connection.
 	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
+	// TLS: the CA that signs the brokers' certificates (ca_file) and, for
+	// brokers with verify_clients, this client's certificate. Off when empty.
+	TLS tlsconf.Config `mapstructure:"tls"`
+	// NkeySeedFile holds this client's user nkey seed (`sluice nkey`), for
+	// brokers with broker.auth.users; empty: no identity.
+	NkeySeedFile string `mapstructure:"nkey_seed_file"`
 }
 
 // Demo is the built-in demo worker that serves families in `sluice dev` and
@@ -80,13 +93,14 @@ func DefaultConfig() Config {
 	}
 	return Config{
 		Log:     Log{Level: "info", Format: "auto", Sampling: true},
-		Bus:     Bus{URLs: []string{"nats://127.0.0.1:4222"}, ConnectTimeout: 5 * time.Second},
+		Bus:     Bus{URLs: []string{"nats://127.0.0.1:4222"}, ConnectTimeout: 5 * time.Second, TLS: tlsconf.Config{}, NkeySeedFile: ""},
 		Broker:  broker.DefaultConfig(),
 		Gateway: gateway.DefaultConfig(),
 		Demo:    Demo{Enabled: true, Delay: 10 * time.Millisecond, FailureRate: 0, Credit: 16},
 		Producer: Producer{Gateways: []string{"http://127.0.0.1:8080"},
 			Retry: sluice.RetryPolicy{MaxAttempts: 10, Initial: 100 * time.Millisecond, Max: 5 * time.Second, Deadline: 30 * time.Second, Budget: 0.2}},
 		Alarms: alarm.DefaultConfig(),
+		Auth:   auth.DefaultConfig(),
 		Topics: map[string]topology.Topic{"orders": orders},
 	}
 }
@@ -97,6 +111,7 @@ func (c *Config) share() {
 	c.Gateway.Topics = c.Topics
 	c.Broker.Alarms = c.Alarms
 	c.Gateway.Alarms = c.Alarms
+	c.Gateway.Auth = c.Auth
 }
 
 // Role is a node a process runs; a configuration is validated for the
@@ -140,6 +155,16 @@ func (c *Config) ValidateFor(roles Role) error {
 	}
 	if c.Bus.ConnectTimeout <= 0 {
 		bad("bus.connect_timeout", "must be positive")
+	}
+	if roles&(RoleGateway|RoleWorker) != 0 { // their files are where they run
+		if err := c.Bus.TLS.Validate("bus.tls"); err != nil {
+			errs = append(errs, err)
+		}
+		if c.Bus.NkeySeedFile != "" {
+			if err := bus.CheckSeedFile(c.Bus.NkeySeedFile); err != nil {
+				bad("bus.nkey_seed_file", "%v", err)
+			}
+		}
 	}
 	if c.Demo.Delay < 0 {
 		bad("demo.delay", "must not be negative")

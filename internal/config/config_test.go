@@ -195,3 +195,42 @@ func TestEmptyFamilyIsKept(t *testing.T) {
 		t.Fatalf("families = %+v", fams)
 	}
 }
+
+func TestTenantsLoad(t *testing.T) {
+	p := writeFile(t, `
+auth:
+  mode: keys
+  tenants:
+    acme:
+      keys:
+        - {id: old, hash: "sha256:`+strings.Repeat("ab", 32)+`", expires: 2027-01-01T00:00:00Z}
+        - {id: new, hash: "sha256:`+strings.Repeat("cd", 32)+`"}
+      publish: [orders]
+      read: ["*"]
+      rate: 100
+      burst: 200
+      admission_share: 0.5
+`)
+	cfg, err := Load(p, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := cfg.Gateway.Auth.Tenants["acme"]
+	if cfg.Gateway.Auth.Open() || len(a.Keys) != 2 || a.Keys[0].ID != "old" || a.Rate != 100 || a.Burst != 200 ||
+		a.AdmissionShare != 0.5 || len(a.Publish) != 1 || a.Read[0] != "*" ||
+		!a.Keys[0].Expires.Equal(time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)) || !a.Keys[1].Expires.IsZero() {
+		t.Fatalf("tenant acme loaded as %+v", a)
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"auth:\n  mode: keys\n  tenants:\n    acme:\n      keys: [{id: k, hash: \"sha256:" + strings.Repeat("ab", 32) + "\", colour: red}]\n", "colour"},
+		{"auth:\n  mode: keys\n  tenants:\n    Acme.Corp:\n      keys: [{id: k, hash: \"sha256:" + strings.Repeat("ab", 32) + "\"}]\n", "auth.tenants.Acme.Corp"},
+		{"auth:\n  mode: keys\n  tenants:\n    acme:\n      keys: [{id: k, hash: plain-key}]\n", "auth.tenants.acme.keys[0].hash"},
+		{"auth:\n  mode: keys\n", "at least one tenant"},
+		{"auth:\n  mode: keys\n  tenants:\n    acme:\n      keys: [{id: k, hash: \"sha256:" + strings.Repeat("ab", 32) + "\"}]\n      publish: [nope]\n", "auth.tenants.acme.publish"},
+	} {
+		_, err := Load(writeFile(t, tc.yaml), nil, nil)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: err = %v, want %q", tc.yaml, err, tc.want)
+		}
+	}
+}

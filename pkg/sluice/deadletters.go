@@ -76,6 +76,15 @@ type PurgeResult struct {
 type Admin struct {
 	base   string
 	client *http.Client
+	auth   string
+}
+
+// SetAPIKey sends key as "Authorization: Bearer <key>" with every call.
+func (a *Admin) SetAPIKey(key string) {
+	a.auth = ""
+	if key != "" {
+		a.auth = "Bearer " + key
+	}
 }
 
 // NewAdmin returns an Admin for the gateway at base (e.g. "http://127.0.0.1:8080").
@@ -138,6 +147,9 @@ func (a *Admin) call(ctx context.Context, method, path string, out any) error {
 	req, err := http.NewRequestWithContext(ctx, method, a.base+path, http.NoBody)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrBadRequest, err)
+	}
+	if a.auth != "" {
+		req.Header.Set("Authorization", a.auth)
 	}
 	resp, err := a.client.Do(req)
 	if err != nil {

@@ -24,6 +24,12 @@ const (
 	ProblemBusUnavailable       = "urn:sluice:problem:bus-unavailable"
 	ProblemOutcomeUnknown       = "urn:sluice:problem:publish-outcome-unknown"
 	ProblemInternal             = "urn:sluice:problem:internal"
+	// ProblemUnauthorized (401): no API key, or one that is unknown or expired.
+	ProblemUnauthorized = "urn:sluice:problem:unauthorized"
+	// ProblemForbidden (403): the key's tenant is not granted the topic.
+	ProblemForbidden = "urn:sluice:problem:forbidden"
+	// ProblemHeaderTooLarge (431): too many header fields or bytes.
+	ProblemHeaderTooLarge = "urn:sluice:problem:header-too-large"
 )
 
 // Sentinel errors. Errors returned by the Producer wrap one of them.
@@ -34,6 +40,10 @@ var (
 	ErrMethodNotAllowed     = errors.New("sluice: method not allowed")
 	ErrMessageTooLarge      = errors.New("sluice: message too large")
 	ErrUnsupportedMediaType = errors.New("sluice: unsupported media type")
+	// ErrUnauthorized: the gateway wants a valid API key (WithAPIKey).
+	ErrUnauthorized = errors.New("sluice: unauthorized")
+	// ErrForbidden: the API key's tenant may not use that topic.
+	ErrForbidden = errors.New("sluice: forbidden")
 	// ErrThrottled: the topic or gateway refused for now (429); retry later.
 	ErrThrottled = errors.New("sluice: throttled")
 	// ErrUnavailable: the bus could not be reached or the gateway shed the
@@ -71,6 +81,9 @@ var problemSentinels = map[string]error{
 	ProblemBusUnavailable:       ErrUnavailable,
 	ProblemOutcomeUnknown:       ErrOutcomeUnknown,
 	ProblemInternal:             ErrInternal,
+	ProblemUnauthorized:         ErrUnauthorized,
+	ProblemForbidden:            ErrForbidden,
+	ProblemHeaderTooLarge:       ErrBadRequest,
 }
 
 // Problem is an RFC 9457 problem detail as the gateway sends it

@@ -49,6 +49,7 @@ type Producer struct {
 	log         *zap.Logger
 	next        atomic.Uint32
 	pace        pacer
+	auth        string // Authorization header value; "" sends none
 }
 
 // ProducerOption configures a Producer.
@@ -61,6 +62,18 @@ func WithHTTPClient(c *http.Client) ProducerOption {
 			return fmt.Errorf("%w: nil HTTP client", ErrInvalidOption)
 		}
 		p.client = c
+		return nil
+	}
+}
+
+// WithAPIKey sends key as "Authorization: Bearer <key>" with every
+// request; gateways with auth.mode keys answer 401 without it.
+func WithAPIKey(key string) ProducerOption {
+	return func(p *Producer) error {
+		if key == "" || strings.ContainsAny(key, " \t\r\n") {
+			return fmt.Errorf("%w: API key must be non-empty without whitespace", ErrInvalidOption)
+		}
+		p.auth = "Bearer " + key
 		return nil
 	}
 }
@@ -488,6 +501,9 @@ func (p *Producer) do(ctx context.Context, u string, header http.Header, body []
 	}
 	for k, v := range header {
 		req.Header[k] = v
+	}
+	if p.auth != "" {
+		req.Header.Set("Authorization", p.auth)
 	}
 	resp, err := p.client.Do(req)
 	if err != nil {

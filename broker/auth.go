@@ -1,0 +1,233 @@
+package broker
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nkeys"
+
+	"github.com/sluicebus/sluice/internal/tlsconf"
+	"github.com/sluicebus/sluice/internal/topology"
+	"github.com/sluicebus/sluice/pkg/sluice"
+)
+
+// Roles a client user may have.
+const (
+	// RoleGateway publishes to topics and redrives, reads topic and family
+	// state, and lists, redrives and purges dead letters; it consumes nothing.
+	RoleGateway = "gateway"
+	// RoleWorker consumes its families and writes their dead letters only.
+	RoleWorker = "worker"
+	// RoleAdmin may do anything (operators, `sluice dlq`, status tools).
+	RoleAdmin = "admin"
+)
+
+// Auth is client authentication: nkey users, each with a role from which
+// its subject permissions are derived. Brokers hold public keys only; each
+// client signs the broker's challenge with its seed (bus.nkey_seed_file).
+type Auth struct {
+	// Users who may connect; none: authentication off, anyone may do
+	// anything.
+	Users []User `mapstructure:"users"`
+}
+
+// Enabled reports whether clients must authenticate.
+func (a Auth) Enabled() bool { return len(a.Users) > 0 }
+
+// User is one client identity.
+type User struct {
+	// Name identifies the user in logs and errors.
+	Name string `mapstructure:"name"`
+	// Nkey is the user's public nkey ("U...", from `sluice nkey`).
+	Nkey string `mapstructure:"nkey"`
+	// Role is gateway, worker or admin.
+	Role string `mapstructure:"role"`
+	// Families a worker consumes, as "topic/family"; workers only.
+	Families []string `mapstructure:"families"`
+}
+
+func (a Auth) validate(topics map[string]topology.Topic) error {
+	var errs []error
+	names, keys := map[string]bool{}, map[string]bool{}
+	for i, u := range a.Users {
+		key := fmt.Sprintf("broker.auth.users[%d]", i)
+		bad := func(k, format string, args ...any) {
+			errs = append(errs, &topology.KeyError{Key: key + "." + k, Msg: fmt.Sprintf(format, args...)})
+		}
+		switch {
+		case u.Name == "":
+			bad("name", "must not be empty")
+		case names[u.Name]:
+			bad("name", "%q is given to another user", u.Name)
+		}
+		names[u.Name] = true
+		switch {
+		case !nkeys.IsValidPublicUserKey(u.Nkey):
+			bad("nkey", "must be a public user nkey (\"U...\", from `sluice nkey`), got %q", truncate(u.Nkey))
+		case keys[u.Nkey]:
+			bad("nkey", "is given to another user")
+		}
+		keys[u.Nkey] = true
+		switch u.Role {
+		case RoleGateway, RoleAdmin:
+			if len(u.Families) > 0 {
+				bad("families", "only for role worker")
+			}
+		case RoleWorker:
+			if len(u.Families) == 0 {
+				bad("families", "a worker needs the families it consumes, as topic/family")
+			}
+			for j, tf := range u.Families {
+				topic, family, ok := strings.Cut(tf, "/")
+				if !ok {
+					bad(fmt.Sprintf("families[%d]", j), "want topic/family, got %q", tf)
+					continue
+				}
+				if t, ok := topics[topic]; !ok {
+					bad(fmt.Sprintf("families[%d]", j), "%q: no topic %s is declared", tf, topic)
+				} else if _, ok := t.Families[family]; !ok {
+					bad(fmt.Sprintf("families[%d]", j), "%q: topic %s declares no family %s", tf, topic, family)
+				}
+			}
+		default:
+			bad("role", "must be gateway, worker or admin, got %q", u.Role)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// truncate shortens what may be a secret pasted by mistake (a seed).
+func truncate(s string) string {
+	if len(s) > 8 {
+		return s[:4] + "..."
+	}
+	return s
+}
+
+// JetStream API subjects (see nats.go's jetstream package and the server's
+// jetstream_api.go).
+const (
+	apiStreamInfo   = "$JS.API.STREAM.INFO."
+	apiDirectGet    = "$JS.API.DIRECT.GET."
+	apiMsgDelete    = "$JS.API.STREAM.MSG.DELETE."
+	apiStreamPurge  = "$JS.API.STREAM.PURGE."
+	apiConsumerInfo = "$JS.API.CONSUMER.INFO."
+	apiConsumerNext = "$JS.API.CONSUMER.MSG.NEXT."
+	// jsAck prefixes a delivered message's reply subject, on which the
+	// worker acks, naks, terms or extends it (v1 format:
+	// $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<time>.<pending>).
+	jsAck = "$JS.ACK."
+	// inboxes receive request replies, publish acks and pulled messages.
+	inboxes = "_INBOX.>"
+	// The gateways' admission heartbeats (gateway/admission.go).
+	gatewayHeartbeat = "sluice.gateway.heartbeat"
+	gatewayHello     = "sluice.gateway.hello"
+)
+
+// permissions are what u may publish and subscribe to, derived from its
+// role and the topology; nil is everything (admin).
+func permissions(u User, topics map[string]topology.Topic) *server.Permissions {
+	switch u.Role {
+	case RoleGateway:
+		return gatewayPermissions(topics)
+	case RoleWorker:
+		return workerPermissions(u.Families)
+	case RoleAdmin:
+		return nil
+	}
+	// Validate refuses any other role; should one get here, it may do nothing.
+	return &server.Permissions{Publish: &server.SubjectPermission{Deny: []string{">"}},
+		Subscribe: &server.SubjectPermission{Deny: []string{">"}}}
+}
+
+// gatewayPermissions: publish messages and redrives (singly and as atomic
+// batches: the same subjects), read the topics' and families' state and
+// their messages (a duplicate's payload is compared with the stored one),
+// list, delete and purge dead letters, and exchange admission heartbeats.
+// No consumer is created and nothing is pulled or acknowledged.
+func gatewayPermissions(topics map[string]topology.Topic) *server.Permissions {
+	pub := []string{gatewayHeartbeat, gatewayHello}
+	for _, name := range topology.Names(topics) {
+		t := topics[name]
+		stream := sluice.StreamName(name)
+		pub = append(pub,
+			sluice.Subject(name), // publish (single and atomic batch)
+			apiStreamInfo+stream, // admission, topic state, alarms
+			apiDirectGet+stream,  // the stored original of a duplicate
+		)
+		for _, fam := range t.FamilyNames() {
+			dlq := sluice.DeadLetterStream(name, fam)
+			pub = append(pub,
+				sluice.RedriveSubject(name, fam), // redrive
+				apiConsumerInfo+stream+"."+fam,   // family state
+				apiStreamInfo+dlq,                // dead-letter count, listing
+				apiDirectGet+dlq,                 // list and read dead letters
+				apiMsgDelete+dlq,                 // delete one, or after its redrive
+				apiStreamPurge+dlq,               // purge all
+			)
+		}
+	}
+	return &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: pub},
+		Subscribe: &server.SubjectPermission{Allow: []string{inboxes, gatewayHeartbeat, gatewayHello}},
+	}
+}
+
+// workerPermissions: for each family ("topic/family"), find and pull from
+// its consumer and settle the messages delivered, read the family's
+// dead-letter stream and look up whether a message is already in it, and
+// write dead letters. Nothing else: no topic publishes, no other family.
+func workerPermissions(families []string) *server.Permissions {
+	var pub []string
+	for _, tf := range families {
+		topic, family, _ := strings.Cut(tf, "/")
+		stream := sluice.StreamName(topic)
+		dlq := sluice.DeadLetterStream(topic, family)
+		pub = append(pub,
+			apiConsumerInfo+stream+"."+family,                             // Worker.Run: the family and its policy
+			apiConsumerNext+stream+"."+family,                             // pull
+			jsAck+stream+"."+family+".>",                                  // ack, nak, term, in progress
+			apiStreamInfo+dlq,                                             // Worker.Run: the dead-letter stream
+			apiDirectGet+dlq+"."+sluice.DeadLetterSubjects(topic, family), // already dead-lettered?
+			sluice.DeadLetterSubjects(topic, family),                      // dead-letter a message
+		)
+	}
+	slices.Sort(pub)
+	return &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: slices.Compact(pub)},
+		Subscribe: &server.SubjectPermission{Allow: []string{inboxes}},
+	}
+}
+
+// nkeyUsers are the server's nkey users: the configured ones, and the
+// broker's own in-process user (full permissions, in-process connections
+// only, its key pair made at start and never written anywhere).
+func nkeyUsers(a Auth, topics map[string]topology.Topic, internal string) []*server.NkeyUser {
+	users := make([]*server.NkeyUser, 0, len(a.Users)+1)
+	for _, u := range a.Users {
+		users = append(users, &server.NkeyUser{Nkey: u.Nkey, Permissions: permissions(u, topics)})
+	}
+	return append(users, &server.NkeyUser{Nkey: internal,
+		AllowedConnectionTypes: map[string]struct{}{jwt.ConnectionTypeInProcess: {}}})
+}
+
+// routeTLS is the routes' TLS: the same certificate for accepting and
+// dialing routes, the peer's verified against the CA both ways.
+func routeTLS(c tlsconf.Config) (*tls.Config, error) {
+	c.VerifyClients = true
+	tc, err := c.Server()
+	if err != nil {
+		return nil, err
+	}
+	cl, err := c.Client()
+	if err != nil {
+		return nil, err
+	}
+	tc.RootCAs = cl.RootCAs
+	return tc, nil
+}

@@ -1,0 +1,69 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluicebus/sluice/internal/auth"
+)
+
+func newKeysCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "keys",
+		Short: "Make API keys for tenants and the hashes the gateway config stores",
+		Long: `Gateways with auth.mode: keys take "Authorization: Bearer <key>" and store
+only each key's SHA-256 hash (auth.tenants.<name>.keys[].hash). Rotation: add
+the new key's hash next to the old one, move the clients, remove the old one.`,
+	}
+	var tenant, id string
+	newKey := &cobra.Command{
+		Use:   "new",
+		Short: "Print a new random API key and the config entry holding its hash",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			key, hash, err := auth.NewKey()
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "# API key for %s (give it to the client; it is not stored anywhere):\n# %s\n", tenant, key)
+			fmt.Fprintf(out, "# config entry, under auth.tenants.%s.keys:\n- id: %s\n  hash: %s\n", tenant, id, hash)
+			return nil
+		},
+	}
+	newKey.Flags().StringVar(&tenant, "tenant", "my-tenant", "tenant the key is for (only printed)")
+	newKey.Flags().StringVar(&id, "id", "key-1", "key id, named in logs instead of the key")
+	hash := &cobra.Command{
+		Use:   "hash",
+		Short: "Print the hash of a key read from standard input",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			line, err := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
+			key := strings.TrimSpace(line)
+			if key == "" {
+				if err != nil {
+					return fmt.Errorf("keys hash: no key on standard input: %w", err)
+				}
+				return errors.New("keys hash: no key on standard input")
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), auth.Hash(key))
+			return nil
+		},
+	}
+	cmd.AddCommand(newKey, hash)
+	return cmd
+}
+
+// apiKeyFlag adds --api-key, defaulting to $SLUICE_API_KEY.
+func apiKeyFlag(cmd *cobra.Command, persistent bool, key *string) {
+	f := cmd.Flags()
+	if persistent {
+		f = cmd.PersistentFlags()
+	}
+	f.StringVar(key, "api-key", os.Getenv("SLUICE_API_KEY"), "API key for gateways with auth.mode keys (default $SLUICE_API_KEY)")
+}

@@ -1,0 +1,121 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/sluicebus/sluice/internal/auth"
+	"github.com/sluicebus/sluice/pkg/credit"
+	"github.com/sluicebus/sluice/pkg/sluice"
+)
+
+// authorize checks what a request names and who sends it, before any bound
+// is taken or byte of body read: names in the path against the grammar (a
+// name never reaches a NATS subject unchecked), then the API key (401),
+// then the tenant's grant for the topic (403). With auth open every caller
+// is let in, without a tenant.
+func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request, act auth.Action) (auth.Caller, error) {
+	topic := r.PathValue("topic")
+	for _, pv := range [...]struct{ what, v string }{{"topic", topic}, {"family", r.PathValue("family")}} {
+		if pv.v == "" {
+			continue
+		}
+		if err := sluice.ValidateName(pv.v); err != nil {
+			return auth.Caller{}, fmt.Errorf("%w: %s %v", errMalformed, pv.what, err)
+		}
+	}
+	if act == auth.Public || g.keys.Open() {
+		return auth.Caller{}, nil
+	}
+	c, err := g.keys.Authenticate(r.Header.Get("Authorization"), time.Now())
+	if err != nil {
+		reason := "invalid"
+		desc := `, error="invalid_token"`
+		switch {
+		case errors.Is(err, auth.ErrNoKey):
+			reason, desc = "missing", ""
+		case errors.Is(err, auth.ErrExpired):
+			reason = "expired"
+		}
+		g.metrics.authFailures.WithLabelValues(reason).Inc()
+		w.Header().Set("WWW-Authenticate", `Bearer realm="sluice"`+desc)
+		return auth.Caller{}, fmt.Errorf("%w: %w; send \"Authorization: Bearer <key>\" with a key of your tenant", errUnauthorized, err)
+	}
+	if err := c.Tenant.Allowed(act, topic); err != nil {
+		g.metrics.authFailures.WithLabelValues("forbidden").Inc()
+		return auth.Caller{}, fmt.Errorf("%w: %w", errForbidden, err)
+	}
+	return c, nil
+}
+
+// guardHeaders refuses a request with more header fields or bytes than the
+// gateway takes, with a 431 problem. The HTTP server's own bound is set
+// higher (see Run), so up to twice the limit the client gets a problem
+// JSON; past that the server's plain 431.
+func (g *Gateway) guardHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, size := 0, 0
+		for k, vs := range r.Header {
+			n += len(vs)
+			for _, v := range vs {
+				size += len(k) + len(v) + 4 // ": " and CRLF
+			}
+		}
+		switch {
+		case n > g.cfg.MaxHeaderCount:
+			writeError(w, fmt.Errorf("%w: %d header fields, at most %d are taken", errHeaderTooLarge, n, g.cfg.MaxHeaderCount), 0)
+		case size > int(g.cfg.MaxHeaderBytes):
+			writeError(w, fmt.Errorf("%w: %d bytes of header fields, at most %v are taken", errHeaderTooLarge, size, g.cfg.MaxHeaderBytes), 0)
+		default:
+			next.ServeHTTP(w, r)
+		}
+	})
+}
+
+// tenantLimits holds each tenant's rate bucket, at this gateway, over all
+// its topics.
+type tenantLimits struct {
+	mu      sync.Mutex
+	buckets map[string]*credit.Bucket
+}
+
+func newTenantLimits(keys *auth.Keys, now time.Time) *tenantLimits {
+	tl := &tenantLimits{buckets: map[string]*credit.Bucket{}}
+	for name, t := range keys.Tenants() {
+		if t.Rate > 0 {
+			tl.buckets[name] = credit.NewBucket(t.Rate, t.Burst, now)
+		}
+	}
+	return tl
+}
+
+// take takes n messages of t's rate, or says how long until they are there.
+func (tl *tenantLimits) take(t *auth.Tenant, n float64, now time.Time) (bool, time.Duration) {
+	b := tl.buckets[t.Name]
+	if b == nil {
+		return true, 0
+	}
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	if b.Take(now, n) {
+		return true, 0
+	}
+	return false, b.Wait(now, n)
+}
+
+// admitTenant takes n messages of the caller's tenant rate, if it has one.
+func (g *Gateway) admitTenant(c auth.Caller, n int) error {
+	if c.Tenant == nil {
+		return nil
+	}
+	ok, wait := g.tenants.take(c.Tenant, float64(n), time.Now())
+	if ok {
+		return nil
+	}
+	g.metrics.tenantRefusals.WithLabelValues(c.Tenant.Name, "tenant_rate").Inc()
+	return refuse("tenant_rate", min(g.cfg.RetryAfterMax, max(g.cfg.RetryAfterMin, wait)),
+		fmt.Errorf("%w: tenant %s is over its quota of %v messages/s (burst %d)", errRateLimited, c.Tenant.Name, c.Tenant.Rate, c.Tenant.Burst))
+}

@@ -9,6 +9,7 @@ import (
 	"github.com/sluicebus/sluice/internal/alarm"
 	"github.com/sluicebus/sluice/internal/auth"
 	"github.com/sluicebus/sluice/internal/bytesize"
+	"github.com/sluicebus/sluice/internal/tlsconf"
 	"github.com/sluicebus/sluice/internal/topology"
 )
 
@@ -84,6 +85,11 @@ type Config struct {
 	// Name identifies this gateway in alarms and logs; empty: the host
 	// name and the listen port.
 	Name string `mapstructure:"name"`
+
+	// TLS serves the API over HTTPS (TLS 1.2 or later, HTTP/2 offered) with
+	// this certificate; with verify_clients, clients need a certificate
+	// signed by ca_file. All empty: plain HTTP (TLS left to a proxy).
+	TLS tlsconf.Config `mapstructure:"tls"`
 
 	// Topics the gateway accepts; filled from the top-level `topics` key.
 	Topics map[string]topology.Topic `mapstructure:"-"`
@@ -212,6 +218,9 @@ func (c Config) Validate() error {
 	}
 	if m := topology.MaxMessageSize(c.Topics); c.MaxBatchBytes < m {
 		bad("max_batch_bytes", "must be at least the largest max_message_size (%v), got %v", m, c.MaxBatchBytes)
+	}
+	if err := c.TLS.ValidateServer("gateway.tls"); err != nil {
+		errs = append(errs, err)
 	}
 	if err := c.Auth.Validate(c.Topics); err != nil {
 		errs = append(errs, err)

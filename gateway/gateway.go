@@ -161,13 +161,31 @@ func (g *Gateway) Run(ctx context.Context) error {
 		ErrorLog:       zap.NewStdLog(g.log.Named("http")),
 		Protocols:      new(http.Protocols),
 	}
-	// Keep-alive HTTP/1.1, and HTTP/2 over cleartext (h2c) for clients that
-	// multiplex; TLS (and HTTP/2 over it) is a load balancer's job here.
+	// Keep-alive HTTP/1.1, and HTTP/2: over TLS when the gateway has a
+	// certificate, else over cleartext (h2c) for clients that multiplex
+	// (TLS is then a load balancer's job).
 	srv.Protocols.SetHTTP1(true)
-	srv.Protocols.SetUnencryptedHTTP2(true)
-	g.log.Info("gateway listening", zap.String("addr", addr.String()))
+	scheme := "http"
+	if g.cfg.TLS.Enabled() {
+		tc, err := g.cfg.TLS.Server()
+		if err != nil {
+			return fmt.Errorf("gateway.tls: %w", err)
+		}
+		srv.TLSConfig = tc
+		srv.Protocols.SetHTTP2(true)
+		scheme = "https"
+	} else {
+		srv.Protocols.SetUnencryptedHTTP2(true)
+	}
+	g.log.Info("gateway listening", zap.String("addr", addr.String()), zap.String("scheme", scheme))
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(g.ln) }()
+	go func() {
+		if srv.TLSConfig != nil {
+			errc <- srv.ServeTLS(g.ln, "", "")
+			return
+		}
+		errc <- srv.Serve(g.ln)
+	}()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("gateway: %w", err)

@@ -16,7 +16,7 @@ import (
 
 // dlqFlags are what every dead-letter command takes.
 type dlqFlags struct {
-	apiKey                         string
+	client                         clientFlags
 	gateway, topic, family, output string
 	timeout                        time.Duration
 }
@@ -45,7 +45,7 @@ gateway.redrive_rate per second; each keeps its original id.`,
 	cmd.PersistentFlags().StringVar(&f.family, "family", "", "family (required)")
 	cmd.PersistentFlags().StringVarP(&f.output, "output", "o", "text", "text or json")
 	cmd.PersistentFlags().DurationVar(&f.timeout, "timeout", time.Minute, "bound on the whole command")
-	apiKeyFlag(cmd, true, &f.apiKey)
+	f.client.add(cmd, true)
 	_ = cmd.MarkPersistentFlagRequired("topic")
 	_ = cmd.MarkPersistentFlagRequired("family")
 
@@ -152,11 +152,15 @@ func (f *dlqFlags) run(cmd *cobra.Command, do func(*sluice.Admin, io.Writer) err
 	if f.output != "text" && f.output != "json" {
 		return fmt.Errorf("--output must be text or json, got %q", f.output)
 	}
-	a, err := sluice.NewAdmin(f.gateway, nil)
+	hc, err := f.client.httpClient(2 * time.Minute)
 	if err != nil {
 		return err
 	}
-	a.SetAPIKey(f.apiKey)
+	a, err := sluice.NewAdmin(f.gateway, hc)
+	if err != nil {
+		return err
+	}
+	a.SetAPIKey(f.client.apiKey)
 	if f.timeout <= 0 {
 		return fmt.Errorf("--timeout must be positive, got %v", f.timeout)
 	}

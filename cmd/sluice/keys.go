@@ -4,12 +4,15 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/sluicebus/sluice/internal/auth"
+	"github.com/sluicebus/sluice/internal/tlsconf"
 )
 
 func newKeysCmd() *cobra.Command {
@@ -59,11 +62,27 @@ the new key's hash next to the old one, move the clients, remove the old one.`,
 	return cmd
 }
 
-// apiKeyFlag adds --api-key, defaulting to $SLUICE_API_KEY.
-func apiKeyFlag(cmd *cobra.Command, persistent bool, key *string) {
+// clientFlags are how a command reaches a gateway that checks keys or
+// serves HTTPS.
+type clientFlags struct {
+	apiKey, caFile string
+}
+
+// add adds --api-key (default $SLUICE_API_KEY) and --ca-file.
+func (c *clientFlags) add(cmd *cobra.Command, persistent bool) {
 	f := cmd.Flags()
 	if persistent {
 		f = cmd.PersistentFlags()
 	}
-	f.StringVar(key, "api-key", os.Getenv("SLUICE_API_KEY"), "API key for gateways with auth.mode keys (default $SLUICE_API_KEY)")
+	f.StringVar(&c.apiKey, "api-key", os.Getenv("SLUICE_API_KEY"), "API key for gateways with auth.mode keys (default $SLUICE_API_KEY)")
+	f.StringVar(&c.caFile, "ca-file", "", "CA certificate of an HTTPS gateway (default: the system's roots)")
+}
+
+// httpClient is a client with timeout that trusts --ca-file.
+func (c *clientFlags) httpClient(timeout time.Duration) (*http.Client, error) {
+	tc, err := tlsconf.Config{CAFile: c.caFile}.Client()
+	if err != nil {
+		return nil, fmt.Errorf("--ca-file: %w", err)
+	}
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{TLSClientConfig: tc, ForceAttemptHTTP2: true}}, nil
 }

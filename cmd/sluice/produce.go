@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -68,6 +69,14 @@ $SLUICE_PRODUCER_API_KEY than in a file).` + configHelp,
 				prefix = fmt.Sprintf("produce-%d-", time.Now().UnixNano())
 			}
 			opts := []sluice.ProducerOption{sluice.WithRetryPolicy(n.cfg.Producer.Retry), sluice.WithProducerLogger(n.log.Named("producer"))}
+			if tc := n.cfg.Producer.TLS; tc.Enabled() {
+				c, err := tc.Client()
+				if err != nil {
+					return fmt.Errorf("producer.tls: %w", err)
+				}
+				opts = append(opts, sluice.WithHTTPClient(&http.Client{Timeout: 30 * time.Second,
+					Transport: &http.Transport{TLSClientConfig: c, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: conc}}))
+			}
 			if n.cfg.Producer.APIKey != "" {
 				opts = append(opts, sluice.WithAPIKey(n.cfg.Producer.APIKey))
 			}

@@ -16,7 +16,8 @@ import (
 )
 
 func newStatusCmd() *cobra.Command {
-	var url, output, apiKey string
+	var url, output string
+	var client clientFlags
 	var watch bool
 	var interval, timeout time.Duration
 	cmd := &cobra.Command{
@@ -42,7 +43,7 @@ the status as JSON (one object per refresh).`,
 			base := strings.TrimRight(url, "/")
 			out := cmd.OutOrStdout()
 			for {
-				st, raw, err := fetchStatus(cmd.Context(), base, timeout, apiKey)
+				st, raw, err := fetchStatus(cmd.Context(), base, timeout, &client)
 				if watch && output == "text" {
 					fmt.Fprint(out, "\033[H\033[2J") // home and clear: refresh in place
 				}
@@ -79,22 +80,26 @@ the status as JSON (one object per refresh).`,
 	f.BoolVarP(&watch, "watch", "w", false, "refresh in place until interrupted")
 	f.DurationVar(&interval, "interval", 2*time.Second, "refresh interval with --watch")
 	f.DurationVar(&timeout, "timeout", 5*time.Second, "bound on each request")
-	apiKeyFlag(cmd, false, &apiKey)
+	client.add(cmd, false)
 	return cmd
 }
 
 // fetchStatus gets base/v1/status.
-func fetchStatus(ctx context.Context, base string, timeout time.Duration, apiKey string) (status.Status, []byte, error) {
+func fetchStatus(ctx context.Context, base string, timeout time.Duration, client *clientFlags) (status.Status, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/status", nil)
 	if err != nil {
 		return status.Status{}, nil, err
 	}
-	if apiKey != "" {
-		req.Header.Set("Authorization", "Bearer "+apiKey)
+	if client.apiKey != "" {
+		req.Header.Set("Authorization", "Bearer "+client.apiKey)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	hc, err := client.httpClient(timeout)
+	if err != nil {
+		return status.Status{}, nil, err
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		return status.Status{}, nil, fmt.Errorf("status: %w", err)
 	}

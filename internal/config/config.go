@@ -41,6 +41,10 @@ type Producer struct {
 	// APIKey is sent as "Authorization: Bearer <key>" to gateways with
 	// auth.mode keys; best given as SLUICE_PRODUCER_API_KEY.
 	APIKey string `mapstructure:"api_key"`
+	// TLS is how producers trust HTTPS gateways: ca_file (empty: the
+	// system's roots), and a client certificate for gateways that verify
+	// clients.
+	TLS tlsconf.Config `mapstructure:"tls"`
 }
 
 // Log configures zap.
@@ -184,6 +188,9 @@ func (c *Config) ValidateFor(roles Role) error {
 		}
 		if err := c.Producer.Retry.Validate(); err != nil {
 			bad("producer.retry", "%v", err)
+		}
+		if err := c.Producer.TLS.Validate("producer.tls"); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if roles&RoleBroker != 0 {

@@ -9,7 +9,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 DEMO    := $(COMPOSE) -f deploy/docker-compose.yml -p sluice-demo
 
-.PHONY: build run test lint bench bench-overload cluster cluster-down chaos image demo demo-down demo-test clean
+.PHONY: build run test lint fuzz bench bench-overload cluster cluster-down chaos image demo demo-down demo-test clean certs
 
 build: ## static, trimmed binary in bin/sluice
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/sluice
@@ -25,6 +25,18 @@ lint: ## gofmt and go vet
 	$(GO) vet ./...
 	$(GO) vet -tags chaos ./test/
 	$(GO) vet -tags demo ./test/
+
+FUZZTIME ?= 30s
+
+fuzz: ## every fuzz target in turn, FUZZTIME each (default 30s; make fuzz FUZZTIME=5m); a failing input is kept in the package's testdata/fuzz
+	@echo "== fuzz FuzzParseBatch (./gateway/) for $(FUZZTIME)"
+	$(GO) test -run '^$$' -fuzz '^FuzzParseBatch$$' -fuzztime $(FUZZTIME) ./gateway/
+	@echo "== fuzz FuzzPublish (./gateway/) for $(FUZZTIME)"
+	$(GO) test -run '^$$' -fuzz '^FuzzPublish$$' -fuzztime $(FUZZTIME) ./gateway/
+	@echo "== fuzz FuzzPublishBatch (./gateway/) for $(FUZZTIME)"
+	$(GO) test -run '^$$' -fuzz '^FuzzPublishBatch$$' -fuzztime $(FUZZTIME) ./gateway/
+	@echo "== fuzz FuzzLoad (./internal/config/) for $(FUZZTIME)"
+	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./internal/config/
 
 bench: build ## side by side: HTTP floor, raw JetStream, Sluice single and batch, end to end (single node and R3; ~6 min), then the Go benchmarks
 	./$(BIN) bench compare --out bench-results
@@ -59,6 +71,9 @@ demo-down: ## stop and remove the demo's containers, network and volumes
 
 demo-test: image ## end-to-end fault test against the compose cluster (docker kill, network cut, restart)
 	COMPOSE="$(COMPOSE)" $(GO) test -tags demo -count=1 -timeout 15m -run TestDemo -v ./test/ 2>&1 | grep -v 'logger.go'
+
+certs: build ## development CA and node certificate for TLS in certs/ (ca.pem, node.pem and keys); keeps existing files
+	./$(BIN) certs --out certs
 
 clean:
 	rm -rf bin data

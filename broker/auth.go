@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
 
@@ -127,6 +126,9 @@ const (
 	// The gateways' admission heartbeats (gateway/admission.go).
 	gatewayHeartbeat = "sluice.gateway.heartbeat"
 	gatewayHello     = "sluice.gateway.hello"
+	// inProcess is the connection type of in-process clients
+	// (jwt.ConnectionTypeInProcess).
+	inProcess = "IN_PROCESS"
 )
 
 // permissions are what u may publish and subscribe to, derived from its
@@ -213,7 +215,7 @@ func nkeyUsers(a Auth, topics map[string]topology.Topic, internal string) []*ser
 		users = append(users, &server.NkeyUser{Nkey: u.Nkey, Permissions: permissions(u, topics)})
 	}
 	return append(users, &server.NkeyUser{Nkey: internal,
-		AllowedConnectionTypes: map[string]struct{}{jwt.ConnectionTypeInProcess: {}}})
+		AllowedConnectionTypes: map[string]struct{}{inProcess: {}}})
 }
 
 // routeTLS is the routes' TLS: the same certificate for accepting and

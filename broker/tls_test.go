@@ -227,7 +227,7 @@ func TestRouteTLSCluster(t *testing.T) {
 func TestRouteTLSRefusesForeignCA(t *testing.T) {
 	certs := devCerts(t)
 	foreign := devCerts(t)
-	topics := r3("orders", "billing")
+	topics := testharness.Topics(testharness.Topic("orders", "billing")) // R1: two brokers make a quorum
 	tr := newTrio(t, topics, testharness.Logger(t), func(i int, c *broker.Config) {
 		c.Cluster.TLS = tlsconf.Config{CertFile: certs.Cert, KeyFile: certs.Key, CAFile: certs.CA}
 		if i == 2 {
@@ -262,7 +262,8 @@ func observed(t *testing.T) (*zap.Logger, *observer.ObservedLogs) {
 func TestRouteAuth(t *testing.T) {
 	const right, wrong = "right-pass-4f1c", "wrong-pass-9a7e"
 	log, logs := observed(t)
-	tr := newTrio(t, r3("orders", "billing"), log, func(i int, c *broker.Config) {
+	// R1: two brokers make the meta quorum.
+	tr := newTrio(t, testharness.Topics(testharness.Topic("orders", "billing")), log, func(i int, c *broker.Config) {
 		c.Cluster.User, c.Cluster.Password = "route", right
 		if i == 2 {
 			c.Cluster.Password = wrong

@@ -9,7 +9,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 DEMO    := $(COMPOSE) -f deploy/docker-compose.yml -p sluice-demo
 
-.PHONY: build run test lint fuzz bench bench-overload cluster cluster-down chaos image demo demo-down demo-test clean certs
+.PHONY: build run test lint fuzz bench bench-overload cluster cluster-down chaos image demo demo-down demo-test demo-secrets clean certs
 
 build: ## static, trimmed binary in bin/sluice
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/sluice
@@ -58,7 +58,10 @@ chaos: ## fault scenarios on the process cluster, real SIGKILL/SIGSTOP, minutes;
 image: build ## container image sluice:dev, FROM scratch around bin/sluice
 	docker build -f deploy/Dockerfile -t sluice:dev .
 
-demo: image ## the compose cluster: 3 brokers, 2 gateways (:8080, :8081), demo workers; waits until ready
+demo-secrets: build ## the compose demo's certificates, nkeys and route password in deploy/secrets/ (git-ignored; kept if present)
+	deploy/demo-secrets.sh
+
+demo: image demo-secrets ## the compose cluster: 3 brokers, 2 gateways (:8080, :8081), demo workers, bus secured; waits until ready
 	$(DEMO) up -d
 	deploy/demo-wait.sh
 	@echo "Sluice demo up: curl -X POST --data-binary 'hello' http://127.0.0.1:8080/v1/topics/orders/messages"
@@ -69,7 +72,7 @@ demo: image ## the compose cluster: 3 brokers, 2 gateways (:8080, :8081), demo w
 demo-down: ## stop and remove the demo's containers, network and volumes
 	$(DEMO) --profile loadgen --profile monitoring down -v --remove-orphans
 
-demo-test: image ## end-to-end fault test against the compose cluster (docker kill, network cut, restart)
+demo-test: image demo-secrets ## end-to-end fault test against the compose cluster (docker kill, network cut, restart)
 	COMPOSE="$(COMPOSE)" $(GO) test -tags demo -count=1 -timeout 15m -run TestDemo -v ./test/ 2>&1 | grep -v 'logger.go'
 
 certs: build ## development CA and node certificate for TLS in certs/ (ca.pem, node.pem and keys); keeps existing files

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
@@ -88,7 +89,8 @@ func setMeta(h nats.Header, name string, values ...string) error {
 		if !utf8.ValidString(v) {
 			return fmt.Errorf("%w: metadata %s is not valid UTF-8", errMalformed, name)
 		}
-		if strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 && r != '\t' || r == 0x7f }) {
+		// C0, DEL and C1 (e.g. U+0085, a line break to some readers); tab is fine.
+		if strings.ContainsFunc(v, func(r rune) bool { return unicode.IsControl(r) && r != '\t' }) {
 			return fmt.Errorf("%w: metadata %s holds control characters", errMalformed, name)
 		}
 		h.Add(key, v)

@@ -7,19 +7,23 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/sluicebus/sluice/internal/bus"
 	"github.com/sluicebus/sluice/internal/checker"
 	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/tlsconf"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
@@ -76,11 +80,19 @@ func (d *demoCluster) container(service string) string {
 // and restarts a gateway. The demo's own worker containers are the readers:
 // their logs say what each family handled. The checker must show lost = 0
 // and stored twice = 0, and every broker must be current again after each
-// fault. Everything is torn down, pass or fail.
+// fault. Everything is torn down, pass or fail. The bus is secured with
+// deploy/secrets/ (make demo-test makes it): first the test checks that a
+// broker refuses a plain client and one without an nkey, and that a worker's
+// identity may not publish to a topic.
 func TestDemo(t *testing.T) {
 	if out, err := exec.Command("docker", "info").CombinedOutput(); err != nil {
 		t.Fatalf("no Docker engine answers (make demo-test needs one): %v\n%s", err, out)
 	}
+	secrets := filepath.Join(repoRoot, "deploy", "secrets")
+	if _, err := os.Stat(filepath.Join(secrets, "broker.yaml")); err != nil {
+		t.Fatalf("the demo's secrets are missing (make demo-test runs deploy/demo-secrets.sh first): %v", err)
+	}
+	busTLS := bus.WithTLS(tlsconf.Config{CAFile: filepath.Join(secrets, "ca.pem")})
 	compose := strings.Fields(os.Getenv("COMPOSE"))
 	if len(compose) == 0 {
 		compose = []string{"docker-compose"}
@@ -114,8 +126,9 @@ func TestDemo(t *testing.T) {
 	}
 	t.Logf("demo cluster ready %v after `up -d`", time.Since(start).Round(100*time.Millisecond))
 
+	demoBusSecured(t, "127.0.0.1:24222", secrets)
 	nc, err := bus.Connect([]string{"nats://127.0.0.1:24222", "nats://127.0.0.1:24223", "nats://127.0.0.1:24224"},
-		5*time.Second, "demo-test", zap.NewNop())
+		5*time.Second, "demo-test", zap.NewNop(), busTLS, bus.WithNkeySeedFile(filepath.Join(secrets, "admin.nk")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,4 +206,71 @@ func TestDemo(t *testing.T) {
 	}
 	fmt.Println("\n" + strings.Join(rows, "\n"))
 	t.Logf("demo test took %v", time.Since(start).Round(time.Second))
+}
+
+// demoBusSecured checks a demo broker's client port at addr: it asks for TLS
+// and authentication and answers no plain client, refuses a TLS client
+// without an nkey, and lets a worker's identity (billing) not publish to
+// the topic.
+func demoBusSecured(t *testing.T, addr, secrets string) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	r := bufio.NewReader(conn)
+	line, err := r.ReadString('\n')
+	if err != nil {
+		t.Fatalf("reading the broker's INFO: %v", err)
+	}
+	var info struct {
+		TLS  bool `json:"tls_required"`
+		Auth bool `json:"auth_required"`
+	}
+	if err := json.Unmarshal([]byte(strings.TrimPrefix(strings.TrimSpace(line), "INFO ")), &info); err != nil || !info.TLS || !info.Auth {
+		t.Fatalf("broker INFO should require TLS and auth: %v %q", err, line)
+	}
+	if _, err := conn.Write([]byte("CONNECT {\"verbose\":false}\r\nPING\r\n")); err == nil {
+		if rest, _ := r.ReadString('\n'); strings.HasPrefix(rest, "PONG") {
+			t.Fatalf("a plain client was answered: %q", rest)
+		}
+	}
+
+	// The brokers' other client URLs (container addresses) are not for the
+	// host: only addr is tried.
+	url, only := "nats://"+addr, nats.IgnoreDiscoveredServers()
+	ca := nats.RootCAs(filepath.Join(secrets, "ca.pem"))
+	if nc, err := nats.Connect(url, ca, only, nats.NoReconnect()); err == nil {
+		nc.Close()
+		t.Fatal("a TLS client without an nkey was let in")
+	} else if !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+		t.Fatalf("a TLS client without an nkey: want an authorization error, got %v", err)
+	}
+
+	seed, err := nats.NkeyOptionFromSeed(filepath.Join(secrets, "billing.nk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 8)
+	nc, err := nats.Connect(url, ca, seed, only, nats.NoReconnect(),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err }))
+	if err != nil {
+		t.Fatalf("the billing worker's identity: %v", err)
+	}
+	defer nc.Close()
+	if err := nc.Publish(sluice.Subject("orders"), []byte("not a worker's")); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.Flush()
+	select {
+	case err := <-errs:
+		if !strings.Contains(err.Error(), "Permissions Violation") {
+			t.Fatalf("a worker publishing to its topic: want a permissions violation, got %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a worker's identity published to the topic without a permissions violation")
+	}
+	t.Logf("bus secured: TLS and auth required, no nkey refused, a worker may not publish to orders")
 }

@@ -228,7 +228,7 @@ func (g *Gateway) admitAll(r *http.Request, w http.ResponseWriter, topic string,
 			it.err = err
 			continue
 		}
-		if err := g.admitClient(r, 1); err != nil {
+		if err := g.admitClient(r, c, 1); err != nil {
 			it.err = err
 			continue
 		}

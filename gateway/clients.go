@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sluicebus/sluice/internal/auth"
 	"github.com/sluicebus/sluice/pkg/credit"
 )
 
@@ -33,9 +34,13 @@ func newClients(cfg Config) *clients {
 	return &clients{rate: cfg.ClientRate, burst: cfg.ClientBurst, max: cfg.MaxClients, buckets: map[string]*credit.Bucket{}}
 }
 
-// clientKey identifies the caller: a hash of its bearer credentials when it
-// sends them, else its address.
-func clientKey(r *http.Request) string {
+// clientKey identifies the caller: its tenant's key when authenticated
+// (not the raw header, which has many spellings of one key), else a hash of
+// its bearer credentials when it sends them, else its address.
+func clientKey(r *http.Request, c auth.Caller) string {
+	if c.Tenant != nil {
+		return "tenant:" + c.Tenant.Name + "/" + c.KeyID
+	}
 	if auth := r.Header.Get("Authorization"); auth != "" {
 		sum := sha256.Sum256([]byte(auth))
 		return "key:" + hex.EncodeToString(sum[:8])

@@ -237,7 +237,7 @@ func (g *Gateway) deleteDeadLetter(w http.ResponseWriter, r *http.Request, _ aut
 // redriveDeadLetters handles POST .../dead-letters/redrive?limit=: the
 // family's oldest dead letters, one by one, each through the topic's
 // admission and the redrive rate, for at most redriveBudget.
-func (g *Gateway) redriveDeadLetters(w http.ResponseWriter, r *http.Request, _ auth.Caller) error {
+func (g *Gateway) redriveDeadLetters(w http.ResponseWriter, r *http.Request, c auth.Caller) error {
 	limit, err := intParam(r, "limit", defaultRedrive, maxRedrive)
 	if err != nil {
 		return err
@@ -265,7 +265,7 @@ func (g *Gateway) redriveDeadLetters(w http.ResponseWriter, r *http.Request, _ a
 		if m == nil || m.Sequence > last {
 			break
 		}
-		seq, err := g.redrive(ctx, d, m)
+		seq, err := g.redrive(ctx, d, m, c)
 		if errors.Is(err, errRedriveTime) {
 			res.Stopped = "time"
 			break
@@ -281,14 +281,14 @@ func (g *Gateway) redriveDeadLetters(w http.ResponseWriter, r *http.Request, _ a
 }
 
 // redriveOne handles POST .../dead-letters/{seq}/redrive.
-func (g *Gateway) redriveOne(w http.ResponseWriter, r *http.Request, _ auth.Caller) error {
+func (g *Gateway) redriveOne(w http.ResponseWriter, r *http.Request, c auth.Caller) error {
 	ctx, cancel := context.WithTimeout(r.Context(), redriveBudget)
 	defer cancel()
 	d, m, err := g.oneDead(ctx, r)
 	if err != nil {
 		return err
 	}
-	seq, err := g.redrive(ctx, d, m)
+	seq, err := g.redrive(ctx, d, m, c)
 	if err != nil {
 		return err
 	}
@@ -334,14 +334,17 @@ func (g *Gateway) redriveEnd(w http.ResponseWriter, d *deadLetters, res sluice.R
 // and the redrive rate, and then deletes it from the dead letters. The
 // publish's deduplication id is the dead letter's, so a redrive repeated
 // after a failed delete is stored once within the duplicate window.
-func (g *Gateway) redrive(ctx context.Context, d *deadLetters, m *jetstream.RawStreamMsg) (seq uint64, err error) {
+func (g *Gateway) redrive(ctx context.Context, d *deadLetters, m *jetstream.RawStreamMsg, c auth.Caller) (seq uint64, err error) {
 	t, f := d.t, d.f
+	if err := g.admitTenant(c, 1); err != nil { // a redrive counts against the tenant's quota like a publish
+		return 0, err
+	}
 	if err := g.redriveRate.Wait(ctx); err != nil {
 		// The request's time is up before the rate allows another.
 		return 0, fmt.Errorf("%w: %w: %v", errOverloaded, errRedriveTime, err)
 	}
 	size := int64(len(m.Data))
-	if err := g.takeCredit(t.Name, size, auth.Caller{}); err != nil {
+	if err := g.takeCredit(t.Name, size, c); err != nil {
 		return 0, err
 	}
 	defer func() { g.adm.finish(t.Name, size, err) }()

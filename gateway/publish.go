@@ -55,7 +55,7 @@ func (g *Gateway) publish(w http.ResponseWriter, r *http.Request, c auth.Caller)
 	if err := g.admitTenant(c, 1); err != nil {
 		return err
 	}
-	if err := g.admitClient(r, 1); err != nil {
+	if err := g.admitClient(r, c, 1); err != nil {
 		return err
 	}
 	size := max(r.ContentLength, 0)
@@ -88,11 +88,11 @@ func (g *Gateway) publish(w http.ResponseWriter, r *http.Request, c auth.Caller)
 // admitClient takes n messages from the caller's rate bucket for this
 // topic, if per-client limits are on: each client has a bucket per topic
 // route, so a noisy topic does not use up its quota on the others.
-func (g *Gateway) admitClient(r *http.Request, n int) error {
+func (g *Gateway) admitClient(r *http.Request, c auth.Caller, n int) error {
 	if g.clients == nil {
 		return nil
 	}
-	ok, wait := g.clients.take(clientKey(r)+"|"+r.PathValue("topic"), float64(n), time.Now())
+	ok, wait := g.clients.take(clientKey(r, c)+"|"+r.PathValue("topic"), float64(n), time.Now())
 	if ok {
 		return nil
 	}

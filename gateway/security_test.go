@@ -368,3 +368,27 @@ func TestOpenAuthSaysSoLoudly(t *testing.T) {
 		t.Fatalf("readyz auth check = %q, want it to say OPEN", a)
 	}
 }
+
+// TestClientRateFollowsTheKeyNotItsSpelling: "Bearer K" and "bearer  K" are
+// one key, so they share one client bucket (review finding: each spelling
+// used to get a fresh burst).
+func TestClientRateFollowsTheKeyNotItsSpelling(t *testing.T) {
+	topics := testharness.Topics(testharness.Topic("orders", "billing"))
+	b := testharness.StartBroker(t, topics)
+	nc := testharness.Connect(t, b)
+	cfg := testharness.GatewayConfig(topics)
+	cfg.ClientRate, cfg.ClientBurst = 0.001, 1
+	keys := tenantKeys(t, "a")
+	cfg.Auth = auth.Config{Mode: auth.ModeKeys, Tenants: map[string]auth.Tenant{
+		"a": {Keys: []auth.Key{{ID: "a", Hash: auth.Hash(keys["a"])}}, Publish: []string{"orders"}},
+	}}
+	_, srv := testharness.StartGateway(t, cfg, nc)
+	url := srv.URL + "/v1/topics/orders/messages"
+	if resp := post(t, url, "", strings.NewReader("m"), map[string]string{"Authorization": "Bearer " + keys["a"]}); resp.StatusCode != 202 {
+		t.Fatalf("first: %d", resp.StatusCode)
+	}
+	for _, spelling := range []string{"bearer  ", "BEARER ", "Bearer "} {
+		resp := post(t, url, "", strings.NewReader("m"), map[string]string{"Authorization": spelling + keys["a"]})
+		wantProblem(t, resp, 429, sluice.ProblemRateLimited)
+	}
+}

@@ -160,7 +160,7 @@ func (f *dlqFlags) run(cmd *cobra.Command, do func(*sluice.Admin, io.Writer) err
 	if err != nil {
 		return err
 	}
-	a.SetAPIKey(f.client.apiKey)
+	a.SetAPIKey(f.client.key())
 	if f.timeout <= 0 {
 		return fmt.Errorf("--timeout must be positive, got %v", f.timeout)
 	}

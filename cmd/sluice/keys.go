@@ -74,8 +74,17 @@ func (c *clientFlags) add(cmd *cobra.Command, persistent bool) {
 	if persistent {
 		f = cmd.PersistentFlags()
 	}
-	f.StringVar(&c.apiKey, "api-key", os.Getenv("SLUICE_API_KEY"), "API key for gateways with auth.mode keys (default $SLUICE_API_KEY)")
+	// No default from the environment: a default is printed in --help.
+	f.StringVar(&c.apiKey, "api-key", "", "API key for gateways with auth.mode keys (default $SLUICE_API_KEY)")
 	f.StringVar(&c.caFile, "ca-file", "", "CA certificate of an HTTPS gateway (default: the system's roots)")
+}
+
+// key is --api-key, else $SLUICE_API_KEY.
+func (c *clientFlags) key() string {
+	if c.apiKey != "" {
+		return c.apiKey
+	}
+	return os.Getenv("SLUICE_API_KEY")
 }
 
 // httpClient is a client with timeout that trusts --ca-file.

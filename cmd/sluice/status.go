@@ -92,8 +92,8 @@ func fetchStatus(ctx context.Context, base string, timeout time.Duration, client
 	if err != nil {
 		return status.Status{}, nil, err
 	}
-	if client.apiKey != "" {
-		req.Header.Set("Authorization", "Bearer "+client.apiKey)
+	if key := client.key(); key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
 	}
 	hc, err := client.httpClient(timeout)
 	if err != nil {

@@ -290,7 +290,8 @@ func (k *Keys) Authenticate(authorization string, now time.Time) (Caller, error)
 	}
 	e := k.entries[found]
 	if !e.expires.IsZero() && !now.Before(e.expires) {
-		return Caller{}, fmt.Errorf("%w: key %s of tenant %s expired at %s", ErrExpired, e.keyID, e.tenant.Name, e.expires.UTC().Format(time.RFC3339))
+		// Said to an unauthenticated caller: no tenant or key id in it.
+		return Caller{}, fmt.Errorf("%w at %s", ErrExpired, e.expires.UTC().Format(time.RFC3339))
 	}
 	return Caller{Tenant: e.tenant, KeyID: e.keyID}, nil
 }

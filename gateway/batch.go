@@ -164,13 +164,6 @@ func jsonDepth(b []byte) int {
 	return deepest
 }
 
-func clipBytes(b []byte) []byte {
-	if len(b) > 16 {
-		return b[:16]
-	}
-	return b
-}
-
 func parseItem(line []byte, t topology.Topic) (string, *nats.Msg, error) {
 	var it sluice.BatchLine
 	dec := json.NewDecoder(bytes.NewReader(line))
@@ -181,7 +174,7 @@ func parseItem(line []byte, t topology.Topic) (string, *nats.Msg, error) {
 	// Only white space may follow the item. (dec.More() is false before a
 	// stray ']' or '}', which let `{"data":1}]` through: found by fuzzing.)
 	if rest := line[dec.InputOffset():]; len(bytes.TrimSpace(rest)) > 0 {
-		return it.ID, nil, fmt.Errorf("%w: more than one JSON value on the line (trailing %q)", errMalformed, clipBytes(rest))
+		return it.ID, nil, fmt.Errorf("%w: more than one JSON value on the line (trailing %q)", errMalformed, clip(string(rest)))
 	}
 	id := it.ID
 	if id == "" {

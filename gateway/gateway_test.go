@@ -31,22 +31,14 @@ type receipt struct {
 
 func post(t *testing.T, url, ctype string, body io.Reader, hdr map[string]string) *http.Response {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, url, body)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if ctype != "" {
-		req.Header.Set("Content-Type", ctype)
+		h := map[string]string{"Content-Type": ctype}
+		for k, v := range hdr {
+			h[k] = v
+		}
+		hdr = h
 	}
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { resp.Body.Close() })
-	return resp
+	return send(t, http.MethodPost, url, body, hdr)
 }
 
 func decode[T any](t *testing.T, resp *http.Response) T {

@@ -135,7 +135,8 @@ func (g *Gateway) topic(r *http.Request) (topology.Topic, error) {
 	return t, nil
 }
 
-// clip shortens a name from a request path for an error message.
+// clip shortens a name from a request path, or other request bytes, for an
+// error message.
 func clip(name string) string {
 	if len(name) > sluice.MaxNameLen {
 		return name[:sluice.MaxNameLen] + "..."

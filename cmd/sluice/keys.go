@@ -89,9 +89,19 @@ func (c *clientFlags) key() string {
 
 // httpClient is a client with timeout that trusts --ca-file.
 func (c *clientFlags) httpClient(timeout time.Duration) (*http.Client, error) {
-	tc, err := tlsconf.Config{CAFile: c.caFile}.Client()
+	hc, err := tlsHTTPClient(tlsconf.Config{CAFile: c.caFile}, timeout, 0)
 	if err != nil {
 		return nil, fmt.Errorf("--ca-file: %w", err)
 	}
-	return &http.Client{Timeout: timeout, Transport: &http.Transport{TLSClientConfig: tc, ForceAttemptHTTP2: true}}, nil
+	return hc, nil
+}
+
+// tlsHTTPClient is an HTTP client for gateways over HTTPS with tc, keeping
+// up to conns idle connections per gateway (0: net/http's default).
+func tlsHTTPClient(tc tlsconf.Config, timeout time.Duration, conns int) (*http.Client, error) {
+	cfg, err := tc.Client()
+	if err != nil {
+		return nil, err
+	}
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: conns}}, nil
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -70,12 +69,11 @@ $SLUICE_PRODUCER_API_KEY than in a file).` + configHelp,
 			}
 			opts := []sluice.ProducerOption{sluice.WithRetryPolicy(n.cfg.Producer.Retry), sluice.WithProducerLogger(n.log.Named("producer"))}
 			if tc := n.cfg.Producer.TLS; tc.Enabled() {
-				c, err := tc.Client()
+				hc, err := tlsHTTPClient(tc, 30*time.Second, conc)
 				if err != nil {
 					return fmt.Errorf("producer.tls: %w", err)
 				}
-				opts = append(opts, sluice.WithHTTPClient(&http.Client{Timeout: 30 * time.Second,
-					Transport: &http.Transport{TLSClientConfig: c, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: conc}}))
+				opts = append(opts, sluice.WithHTTPClient(hc))
 			}
 			if n.cfg.Producer.APIKey != "" {
 				opts = append(opts, sluice.WithAPIKey(n.cfg.Producer.APIKey))

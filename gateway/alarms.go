@@ -56,6 +56,10 @@ func (g *Gateway) alarmFor(topic string, err error) string {
 			if topic != "" {
 				return g.alarms.Raise(alarm.TopicThrottled, topic, "refusing messages: "+rf.reason)
 			}
+		case "family_missing":
+			if c := g.commits[topic]; c != nil {
+				return g.raiseFamiliesMissing(topic, c.interest.peek())
+			}
 		}
 		return ""
 	}
@@ -68,6 +72,25 @@ func (g *Gateway) alarmFor(topic string, err error) string {
 		}
 	}
 	return ""
+}
+
+// raiseFamiliesMissing raises family_missing for each family of topic
+// that r found without a consumer, and clears it for the others; it returns
+// the last raised alarm's id.
+func (g *Gateway) raiseFamiliesMissing(topic string, r *reading) string {
+	if r == nil || r.err != nil {
+		return ""
+	}
+	id := ""
+	for _, f := range g.cfg.Topics[topic].FamilyNames() {
+		subject := topic + "/" + f
+		if _, ok := r.created[f]; ok {
+			g.alarms.Clear(alarm.FamilyMissing, subject)
+			continue
+		}
+		id = g.alarms.Raise(alarm.FamilyMissing, subject, "the family has no consumer on the bus: this gateway refuses the topic's messages with 503 until a broker recreates it")
+	}
+	return id
 }
 
 func (g *Gateway) raiseBusUnreachable() string {
@@ -166,6 +189,9 @@ func (w *watcher) evaluate(ctx context.Context) {
 			continue
 		}
 		w.topic(t, st, now)
+		rctx, cancel = context.WithTimeout(ctx, statsTimeout)
+		g.raiseFamiliesMissing(name, g.commits[name].interest.fresh(rctx))
+		cancel()
 		if prev, ok := w.ingest[name]; ok && st.LastSeq >= prev {
 			ingested += st.LastSeq - prev
 		} else if !ok {

@@ -29,6 +29,8 @@ type batchReceipt struct {
 // pending is a validated line on its way to the bus.
 type pending struct {
 	line int
+	// key is the item's idempotency key (entry.id adds its digest).
+	key string
 	entry
 	// admitted: it holds admission credit for size bytes.
 	admitted bool
@@ -84,10 +86,10 @@ func (g *Gateway) publishBatch(w http.ResponseWriter, r *http.Request, c auth.Ca
 		if it.err != nil {
 			id := g.countRefusal(t.Name, it.err)
 			p, _ := problemFor(it.err)
-			p.ID, p.Line, p.Alarm = it.id, it.line, id
+			p.ID, p.Line, p.Alarm = it.key, it.line, id
 			res = p
 		} else {
-			res = batchReceipt{Line: it.line, Receipt: Receipt{Topic: t.Name, Seq: it.seq, ID: it.id, Duplicate: it.dup}}
+			res = batchReceipt{Line: it.line, Receipt: Receipt{Topic: t.Name, Seq: it.seq, ID: it.key, Duplicate: it.dup}}
 		}
 		if err := enc.Encode(res); err != nil {
 			return nil // the client went away; nothing more to tell it
@@ -127,7 +129,10 @@ func (g *Gateway) parseBatch(body []byte, t topology.Topic) ([]*pending, error) 
 		case jsonDepth(line) > g.cfg.MaxJSONDepth:
 			it.err = fmt.Errorf("%w: JSON nested deeper than %d levels", errMalformed, g.cfg.MaxJSONDepth)
 		default:
-			it.id, it.msg, it.err = parseItem(line, t)
+			it.key, it.msg, it.err = parseItem(line, t)
+			if it.err == nil {
+				it.id = sluice.DedupID(it.key, digest(it.msg))
+			}
 		}
 		items = append(items, it)
 	}

@@ -31,9 +31,12 @@ const never = MaxCommitBatch + 1
 
 // entry is one message on its way to the bus through a committer.
 type entry struct {
+	// id is the deduplication id (sluice.DedupID: key and digest).
 	id       string
 	msg      *nats.Msg
 	deadline time.Time // publish timeout from when it was submitted
+	// family: a redrive, for this family only; empty: every family.
+	family string
 
 	// Set by the committer before done.Done().
 	seq uint64
@@ -70,11 +73,30 @@ type committer struct {
 	// message with one of them waits until that commit ends, so the first
 	// message with a key is stored first (and never two in one batch).
 	flying map[string]int
+	// closed: the gateway has stopped; what is submitted now is refused
+	// unsent.
+	closed bool
 	wg     sync.WaitGroup // commit goroutines
+
+	// interest proves every family's consumer took part in a commit.
+	interest *interest
+	// doubt is, per family, the messages that may have been stored while
+	// its consumer was missing: up to seq, for duplicates answered until
+	// until.
+	doubtMu sync.Mutex
+	doubt   map[string]doubt
+}
+
+// doubt is a range of stream sequences that may have missed a family.
+type doubt struct {
+	upTo  uint64
+	until time.Time
 }
 
 func newCommitter(g *Gateway, topic string, replicas int) *committer {
-	c := &committer{g: g, topic: topic, stream: sluice.StreamName(topic), atomicMin: never, flying: map[string]int{}}
+	c := &committer{g: g, topic: topic, stream: sluice.StreamName(topic), atomicMin: never, flying: map[string]int{},
+		interest: newInterest(g.js, topic, g.cfg.Topics[topic].FamilyNames(), g.cfg.PublishTimeout), doubt: map[string]doubt{}}
+	c.interest.changed = c.recordDoubt
 	switch {
 	case replicas <= 1:
 		c.atomicMin = atomicMinR1
@@ -87,6 +109,16 @@ func newCommitter(g *Gateway, topic string, replicas int) *committer {
 // submit queues entries; each one's done is called once it has its answer.
 func (c *committer) submit(es ...*entry) {
 	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		// A handler that outlived the shutdown: nothing is sent.
+		for _, e := range es {
+			e.err = fmt.Errorf("%w: the gateway is stopping; nothing was sent", errBusUnavailable)
+			c.g.record(c.topic, false, e.err)
+			e.done.Done()
+		}
+		return
+	}
 	c.queue = append(c.queue, es...)
 	c.startLocked()
 	c.mu.Unlock()
@@ -102,7 +134,9 @@ func (c *committer) startLocked() {
 		}
 		c.inFlight++
 		c.wg.Go(func() {
-			c.commit(batch)
+			before := c.commit(batch)
+			// Acked or failed: the slot and the keys are free; proving
+			// the families took part takes a reading of its own.
 			c.mu.Lock()
 			c.inFlight--
 			for _, e := range batch {
@@ -112,6 +146,7 @@ func (c *committer) startLocked() {
 			}
 			c.startLocked()
 			c.mu.Unlock()
+			c.settle(batch, before)
 		})
 	}
 }
@@ -145,18 +180,20 @@ func (c *committer) takeLocked() []*entry {
 	return batch
 }
 
-// wait blocks until every commit has ended (on shutdown).
-func (c *committer) wait() { c.wg.Wait() }
+// close refuses what is submitted from now on and waits until every
+// commit has ended (on shutdown).
+func (c *committer) close() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.wg.Wait()
+	c.interest.wait()
+}
 
-// commit stores batch and answers each entry.
-func (c *committer) commit(batch []*entry) {
+// commit stores batch, leaving each entry's seq or error; it returns the
+// reading of the families the commit was sent under (nil: nothing sent).
+func (c *committer) commit(batch []*entry) *reading {
 	g := c.g
-	defer func() {
-		for _, e := range batch {
-			g.record(c.topic, e.dup, e.err)
-			e.done.Done()
-		}
-	}()
 	now := time.Now()
 	var deadline time.Time
 	live := batch[:0:0]
@@ -167,28 +204,38 @@ func (c *committer) commit(batch []*entry) {
 				fmt.Errorf("%w: waited %v for the bus behind earlier publishes", errOverloaded, g.cfg.PublishTimeout))
 			continue
 		}
-		if len(live) == 0 || e.deadline.Before(deadline) {
+		// The newest entry's deadline: each older one is answered by
+		// its own (oneByOne), never cut short by another's.
+		if e.deadline.After(deadline) {
 			deadline = e.deadline
 		}
 		live = append(live, e)
 	}
 	if len(live) == 0 {
-		return
+		return nil
 	}
 	if !g.nc.IsConnected() {
 		err := fmt.Errorf("%w: not connected to any broker (%s)", errBusUnavailable, g.nc.Status())
 		for _, e := range live {
 			e.err = err
 		}
-		return
+		return nil
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
+	before := c.interest.latest(ctx)
+	if before.err != nil || len(before.missing(nil, c.interest.families)) > 0 {
+		// Refuse only on news: the family may be back.
+		before = c.interest.fresh(ctx)
+	}
+	if live = c.refuseMissing(live, before); len(live) == 0 {
+		return nil
+	}
 	start := time.Now()
 	defer func() { g.metrics.publishDuration.WithLabelValues(c.topic).Observe(time.Since(start).Seconds()) }()
 	if len(live) < c.atomicMin {
 		c.oneByOne(ctx, live)
-		return
+		return before
 	}
 	g.metrics.commitSize.WithLabelValues(c.topic).Observe(float64(len(live)))
 	err := c.atomic(ctx, live)
@@ -216,6 +263,7 @@ func (c *committer) commit(batch []*entry) {
 			e.err = err
 		}
 	}
+	return before
 }
 
 // atomic stores batch as one JetStream atomic batch and sets each entry's
@@ -249,22 +297,23 @@ func (c *committer) oneByOne(ctx context.Context, batch []*entry) {
 		var err error
 		futs[i], err = g.js.PublishMsgAsync(e.msg, jetstream.WithMsgID(e.id), jetstream.WithExpectStream(c.stream))
 		if err != nil {
-			e.err = g.classify(c.topic, err)
+			e.err = g.classifyUnsent(c.topic, err)
 		}
 	}
 	for i, e := range batch {
 		if futs[i] == nil {
 			continue
 		}
-		ack, err := awaitAck(ctx, futs[i])
+		ectx, cancel := context.WithDeadline(ctx, e.deadline)
+		ack, err := awaitAck(ectx, futs[i])
+		cancel()
 		switch {
 		case err != nil:
 			e.err = g.classify(c.topic, err)
 		default:
+			// A duplicate proves itself: its id holds the digest of
+			// what it carries (sluice.DedupID).
 			e.seq, e.dup = ack.Sequence, ack.Duplicate
-			if ack.Duplicate {
-				e.err = g.sameMessage(ctx, c.topic, e.id, ack.Sequence, e.msg.Data)
-			}
 		}
 		if errors.Is(e.err, errOutcomeUnknown) {
 			g.log.Warn("publish outcome unknown", zap.String("topic", c.topic), zap.String("id", e.id), zap.Error(e.err))

@@ -110,7 +110,7 @@ func (d *deadLetters) one(ctx context.Context, seq uint64) (*jetstream.RawStream
 // deadView is what the API shows of a dead letter; full adds the payload.
 func deadView(m *jetstream.RawStreamMsg, full bool) sluice.DeadLetter {
 	h := m.Header
-	d := sluice.DeadLetter{Seq: m.Sequence, ID: h.Get(sluice.HeaderOriginalID), Reason: h.Get(sluice.HeaderDeadReason),
+	d := sluice.DeadLetter{Seq: m.Sequence, ID: sluice.KeyOf(h.Get(sluice.HeaderOriginalID)), Reason: h.Get(sluice.HeaderDeadReason),
 		Error: h.Get(sluice.HeaderDeadError), Size: len(m.Data)}
 	d.OriginalSeq, _ = strconv.ParseUint(h.Get(sluice.HeaderOriginalSeq), 10, 64)
 	d.Attempts, _ = strconv.Atoi(h.Get(sluice.HeaderDeadAttempts))
@@ -358,7 +358,7 @@ func (g *Gateway) redrive(ctx context.Context, d *deadLetters, m *jetstream.RawS
 	// The dead letter's seq and time: unique even if the dead-letter
 	// stream were recreated (and its sequence restarted) within the window.
 	id := fmt.Sprintf("redrive.%s.%d.%d", f.Name, m.Sequence, m.Time.UnixNano())
-	receipt, err := g.store(ctx, t.Name, id, msg)
+	receipt, err := g.store(ctx, t.Name, f.Name, id, msg)
 	if err != nil {
 		return 0, err
 	}

@@ -32,7 +32,6 @@ var (
 	errRateLimited      = errors.New("client rate limit")
 	errOverloaded       = errors.New("gateway overloaded")
 	errStreamBusy       = errors.New("stream busy")
-	errConflict         = errors.New("idempotency key reused")
 	errBusUnavailable   = errors.New("bus unavailable")
 	errOutcomeUnknown   = errors.New("publish outcome unknown")
 )
@@ -61,7 +60,6 @@ var kinds = []struct {
 	{errTooLarge, problemKind{http.StatusRequestEntityTooLarge, sluice.ProblemMessageTooLarge, "Content too large", false}},
 	{errMediaType, problemKind{http.StatusUnsupportedMediaType, sluice.ProblemUnsupportedMediaType, "Unsupported media type", false}},
 	{errTopicFull, problemKind{http.StatusTooManyRequests, sluice.ProblemTopicFull, "Topic full", true}},
-	{errConflict, problemKind{http.StatusConflict, sluice.ProblemIdempotencyConflict, "Idempotency key reused", false}},
 	{errStreamBusy, problemKind{http.StatusTooManyRequests, sluice.ProblemTopicFull, "Topic busy", true}},
 	{errRateLimited, problemKind{http.StatusTooManyRequests, sluice.ProblemRateLimited, "Rate limited", true}},
 	{errOverloaded, problemKind{http.StatusServiceUnavailable, sluice.ProblemOverloaded, "Overloaded", true}},
@@ -105,8 +103,10 @@ const jsErrCodeStoreFailed jetstream.ErrorCode = 10077
 // classifyPublish turns a JetStream publish error into a refusal reason.
 // Only errors that prove nothing was stored are "unavailable"; everything
 // else is an unknown outcome: the client must retry with the same key and
-// the duplicate window keeps it from being stored twice.
-func classifyPublish(err error) error {
+// the duplicate window keeps it from being stored twice. On a replicated
+// topic a store failure the leader reports may come after the entry
+// committed on the followers: unknown too.
+func classifyPublish(err error, replicated bool) error {
 	var apiErr *jetstream.APIError
 	switch {
 	case errors.As(err, &apiErr):
@@ -121,8 +121,9 @@ func classifyPublish(err error) error {
 			// JetStream's own 429: the stream's ingest queue overflowed and
 			// dropped the message.
 			return fmt.Errorf("%w: the stream is taking in more than it can store (%s)", errStreamBusy, apiErr.Description)
-		case apiErr.Code == http.StatusServiceUnavailable:
-			// The stream refused the write (no quorum, storage failure).
+		case apiErr.Code == http.StatusServiceUnavailable && !replicated:
+			// A lone broker refused the write (storage failure): nothing
+			// was stored.
 			return fmt.Errorf("%w: %s", errBusUnavailable, apiErr.Description)
 		default:
 			return fmt.Errorf("%w: bus answered %s", errOutcomeUnknown, apiErr.Error())
@@ -131,7 +132,10 @@ func classifyPublish(err error) error {
 		// Refused by the client library before anything was sent.
 		return fmt.Errorf("%w: message with headers exceeds the bus's max payload", errTooLarge)
 	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse),
-		errors.Is(err, jetstream.ErrTooManyStalledMsgs):
+		errors.Is(err, jetstream.ErrTooManyStalledMsgs),
+		// Refused by the client library unsent: not connected, and
+		// nothing is buffered for a reconnect (bus.Connect).
+		errors.Is(err, nats.ErrReconnectBufExceeded):
 		return fmt.Errorf("%w: %v", errBusUnavailable, err)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout),
 		errors.Is(err, context.Canceled):
@@ -139,4 +143,14 @@ func classifyPublish(err error) error {
 	default:
 		return fmt.Errorf("%w: %v; retry with the same Idempotency-Key", errOutcomeUnknown, err)
 	}
+}
+
+// classifyUnsent is classifyPublish for an error returned before anything
+// was handed to the connection: whatever it was, nothing was stored.
+func classifyUnsent(err error, replicated bool) error {
+	c := classifyPublish(err, replicated)
+	if errors.Is(c, errOutcomeUnknown) {
+		return fmt.Errorf("%w: not sent: %v", errBusUnavailable, err)
+	}
+	return c
 }

@@ -757,8 +757,11 @@ func FuzzParseBatch(f *testing.F) {
 
 // checkItem holds for an accepted batch line.
 func checkItem(it *pending, line []byte, t topology.Topic, cfg Config) error {
-	if err := validateID(it.id); err != nil {
-		return fmt.Errorf("id %q: %v", it.id, err)
+	if err := validateID(it.key); err != nil {
+		return fmt.Errorf("key %q: %v", it.key, err)
+	}
+	if it.id != sluice.DedupID(it.key, digest(it.msg)) {
+		return fmt.Errorf("deduplication id %q is not key %q and the message's digest", it.id, it.key)
 	}
 	if it.msg == nil {
 		return errors.New("no message")

@@ -204,7 +204,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		err = serr
 	}
 	for _, c := range g.commits {
-		c.wait() // commits still answering requests that outlived the shutdown timeout
+		c.close() // commits still answering requests that outlived the shutdown timeout; later ones are refused unsent
 	}
 	g.log.Info("gateway stopped")
 	return err

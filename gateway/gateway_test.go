@@ -101,12 +101,16 @@ func TestPublishStoresPayloadHeadersAndDeduplicates(t *testing.T) {
 	js, _ := jetstream.New(nc)
 	m := streamMsg(t, js, "orders", r1.Seq)
 	if string(m.Data) != "hello" || m.Header.Get("Content-Type") != "text/plain; charset=utf-8" ||
-		m.Header.Get("Sluice-Meta-Customer") != "c-42" || m.Header.Get("Nats-Msg-Id") != "order-1" {
+		m.Header.Get("Sluice-Meta-Customer") != "c-42" || sluice.KeyOf(m.Header.Get("Nats-Msg-Id")) != "order-1" {
 		t.Fatalf("stored message = %q %v", m.Data, m.Header)
 	}
 
-	// The same key again: the original receipt, marked duplicate, nothing stored twice.
-	resp = post(t, url, "text/plain", strings.NewReader("hello"), map[string]string{"Idempotency-Key": "order-1"})
+	// The same message with the same key again: the original receipt,
+	// marked duplicate, nothing stored twice.
+	resp = post(t, url, "text/plain; charset=utf-8", strings.NewReader("hello"), map[string]string{
+		"Idempotency-Key":      "order-1",
+		"Sluice-Meta-Customer": "c-42",
+	})
 	r2 := decode[receipt](t, resp)
 	if resp.StatusCode != http.StatusAccepted || !r2.Duplicate || r2.Seq != r1.Seq || r2.ID != "order-1" {
 		t.Fatalf("duplicate: %d %+v, want 202 seq %d duplicate", resp.StatusCode, r2, r1.Seq)
@@ -136,7 +140,7 @@ func TestBatchOneBadLineFailsAlone(t *testing.T) {
 		``,                  // blank: skipped
 		`{"id":"c","data_base64":"AAEC"}`,
 		`{"id":"d"}`,                // no data
-		`{"id":"a","data":{"n":1}}`, // duplicate of line 1
+		`{"id":"a","data":{"n":1},"meta":{"source":"test"}}`, // duplicate of line 1
 	}, "\n")
 	resp := post(t, srv.URL+"/v1/topics/orders/messages:batch", "application/x-ndjson", strings.NewReader(body), nil)
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/x-ndjson" {
@@ -426,6 +430,10 @@ func TestStoredButAckLost(t *testing.T) {
 	_, cut := testharness.StartGateway(t, cfg, viaProxy)
 	_, other := testharness.StartGateway(t, testharness.GatewayConfig(topics), direct)
 
+	// One message through first: the gateway has read the families.
+	if resp := post(t, cut.URL+"/v1/topics/orders/messages", "", strings.NewReader("warm"), nil); resp.StatusCode != 202 {
+		t.Fatalf("first message: %d", resp.StatusCode)
+	}
 	proxy.HoldReplies(true)
 	hdr := map[string]string{"Idempotency-Key": "lost-ack-1"}
 	resp := post(t, cut.URL+"/v1/topics/orders/messages", "", strings.NewReader("m"), hdr)
@@ -435,43 +443,62 @@ func TestStoredButAckLost(t *testing.T) {
 	}
 	// It was stored: the outcome really was unknown, not a failure.
 	js, _ := jetstream.New(direct)
-	if m := streamMsg(t, js, "orders", 1); m.Header.Get("Nats-Msg-Id") != "lost-ack-1" {
+	if m := streamMsg(t, js, "orders", 2); sluice.KeyOf(m.Header.Get("Nats-Msg-Id")) != "lost-ack-1" {
 		t.Fatalf("stored message has id %q", m.Header.Get("Nats-Msg-Id"))
 	}
 	// The retry through another gateway is answered with the original receipt.
 	resp = post(t, other.URL+"/v1/topics/orders/messages", "", strings.NewReader("m"), hdr)
 	r := decode[receipt](t, resp)
-	if resp.StatusCode != 202 || r.Seq != 1 || !r.Duplicate {
-		t.Fatalf("retry: %d %+v, want 202 seq 1 duplicate", resp.StatusCode, r)
+	if resp.StatusCode != 202 || r.Seq != 2 || !r.Duplicate {
+		t.Fatalf("retry: %d %+v, want 202 seq 2 duplicate", resp.StatusCode, r)
 	}
 	// Replies flow again: the first gateway agrees too.
 	proxy.HoldReplies(false)
 	resp = post(t, cut.URL+"/v1/topics/orders/messages", "", strings.NewReader("m"), hdr)
-	if r := decode[receipt](t, resp); resp.StatusCode != 202 || r.Seq != 1 || !r.Duplicate {
+	if r := decode[receipt](t, resp); resp.StatusCode != 202 || r.Seq != 2 || !r.Duplicate {
 		t.Fatalf("retry after the cut: %d %+v", resp.StatusCode, r)
 	}
 	s, _ := js.Stream(context.Background(), sluice.StreamName("orders"))
-	if info, _ := s.Info(context.Background()); info.State.Msgs != 1 {
-		t.Fatalf("stored %d times", info.State.Msgs)
+	if info, _ := s.Info(context.Background()); info.State.Msgs != 2 {
+		t.Fatalf("%d messages stored, want 2 (the first and the lost ack's)", info.State.Msgs)
 	}
 }
 
-func TestSameKeyOtherPayloadIsConflict(t *testing.T) {
+// TestSameKeyOtherMessageIsAnotherMessage: a duplicate is the same key and
+// the same message (payload, content type and metadata: its digest is in
+// the deduplication id), so it proves itself without reading the original,
+// which may be gone from the topic. The same key with another message is
+// another message, stored and delivered; nothing is confirmed unverified.
+func TestSameKeyOtherMessageIsAnotherMessage(t *testing.T) {
 	topics := testharness.Topics(testharness.Topic("orders", "billing"))
 	b := testharness.StartBroker(t, topics)
 	_, srv := testharness.StartGateway(t, testharness.GatewayConfig(topics), testharness.Connect(t, b))
 	url := srv.URL + "/v1/topics/orders/messages"
-	key := map[string]string{"Idempotency-Key": "order-9"}
-	if resp := post(t, url, "", strings.NewReader("total=10"), key); resp.StatusCode != 202 {
-		t.Fatalf("first: %d", resp.StatusCode)
+	key := map[string]string{"Idempotency-Key": "order-9", "Content-Type": "text/plain", "Sluice-Meta-Shop": "a"}
+	first := decode[receipt](t, post(t, url, "", strings.NewReader("total=10"), key))
+	if first.Seq != 1 || first.Duplicate {
+		t.Fatalf("first: %+v", first)
 	}
-	wantProblem(t, post(t, url, "", strings.NewReader("total=99"), key), 409, sluice.ProblemIdempotencyConflict)
-	if r := decode[receipt](t, post(t, url, "", strings.NewReader("total=10"), key)); !r.Duplicate || r.Seq != 1 {
-		t.Fatalf("the same payload again: %+v", r)
+	others := []map[string]string{
+		{"Idempotency-Key": "order-9", "Content-Type": "text/plain", "Sluice-Meta-Shop": "a", "body": "total=99"},
+		{"Idempotency-Key": "order-9", "Content-Type": "text/csv", "Sluice-Meta-Shop": "a", "body": "total=10"},
+		{"Idempotency-Key": "order-9", "Content-Type": "text/plain", "Sluice-Meta-Shop": "b", "body": "total=10"},
+		{"Idempotency-Key": "order-9", "Content-Type": "text/plain", "body": "total=10"},
+	}
+	for i, h := range others {
+		body := h["body"]
+		delete(h, "body")
+		resp := post(t, url, "", strings.NewReader(body), h)
+		if r := decode[receipt](t, resp); resp.StatusCode != 202 || r.Duplicate || r.Seq != uint64(i+2) || r.ID != "order-9" {
+			t.Fatalf("other message %d %v: %d %+v, want 202 stored anew at seq %d", i, h, resp.StatusCode, r, i+2)
+		}
+	}
+	if r := decode[receipt](t, post(t, url, "", strings.NewReader("total=10"), key)); !r.Duplicate || r.Seq != 1 || r.ID != "order-9" {
+		t.Fatalf("the same message again: %+v", r)
 	}
 	resp := post(t, url+":batch", "application/x-ndjson", strings.NewReader(`{"id":"order-9","data_base64":"b3RoZXI="}`+"\n"), nil)
 	var line receipt
-	if err := json.NewDecoder(resp.Body).Decode(&line); err != nil || line.Status != 409 || line.Type != sluice.ProblemIdempotencyConflict {
+	if err := json.NewDecoder(resp.Body).Decode(&line); err != nil || line.Status != 0 || line.Duplicate || line.Seq != 6 {
 		t.Fatalf("batch line: %+v %v", line, err)
 	}
 }

@@ -1,8 +1,12 @@
 package gateway
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -111,4 +115,39 @@ func setMeta(h nats.Header, name string, values ...string) error {
 		return fmt.Errorf("%w: metadata of %d bytes exceeds %d bytes", errMalformed, size, topology.MaxMetadataBytes)
 	}
 	return nil
+}
+
+// digest identifies what msg carries: its payload, content type and
+// metadata, so that a duplicate proves it is the same message
+// (sluice.DedupID). 128 bits of SHA-256, base64url.
+func digest(msg *nats.Msg) string {
+	h := sha256.New()
+	count := func(n int) {
+		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], uint64(n))
+		h.Write(b[:])
+	}
+	field := func(b []byte) {
+		count(len(b))
+		h.Write(b)
+	}
+	field([]byte(msg.Header.Get(sluice.HeaderContentType)))
+	var meta []string
+	for k := range msg.Header {
+		if strings.HasPrefix(k, sluice.HeaderMetaPrefix) {
+			meta = append(meta, k)
+		}
+	}
+	slices.Sort(meta)
+	count(len(meta))
+	for _, k := range meta {
+		field([]byte(k))
+		count(len(msg.Header[k]))
+		for _, v := range msg.Header[k] {
+			field([]byte(v))
+		}
+	}
+	field(msg.Data)
+	var sum [sha256.Size]byte
+	return base64.RawURLEncoding.EncodeToString(h.Sum(sum[:0])[:16])
 }

@@ -77,7 +77,7 @@ func (g *Gateway) publish(w http.ResponseWriter, r *http.Request, c auth.Caller)
 		return err
 	}
 	msg.Data = body
-	receipt, err := g.store(r.Context(), t.Name, id, msg)
+	receipt, err := g.store(r.Context(), t.Name, "", id, msg)
 	if err != nil {
 		return err
 	}
@@ -183,10 +183,11 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	return buf.Bytes(), nil
 }
 
-// store publishes msg with id as its deduplication key through the
-// topic's group commit and waits for the durable ack, bounded by the
-// publish timeout.
-func (g *Gateway) store(ctx context.Context, topic, id string, msg *nats.Msg) (Receipt, error) {
+// store publishes msg under key (its deduplication id is the key and the
+// digest of msg) through the topic's group commit, for family only when
+// set (a redrive), and waits for the durable ack, bounded by the publish
+// timeout.
+func (g *Gateway) store(ctx context.Context, topic, family, key string, msg *nats.Msg) (Receipt, error) {
 	// The window wait is bounded by publish_window_wait; the entry's
 	// deadline bounds the rest.
 	if !g.limits.acquirePublish(ctx) {
@@ -196,37 +197,30 @@ func (g *Gateway) store(ctx context.Context, topic, id string, msg *nats.Msg) (R
 	defer g.limits.releasePublish()
 	var done sync.WaitGroup
 	done.Add(1)
-	e := &entry{id: id, msg: msg, deadline: time.Now().Add(g.cfg.PublishTimeout), done: &done}
+	e := &entry{id: sluice.DedupID(key, digest(msg)), msg: msg, family: family,
+		deadline: time.Now().Add(g.cfg.PublishTimeout), done: &done}
 	g.commits[topic].submit(e)
 	done.Wait()
 	if e.err != nil {
 		return Receipt{}, e.err
 	}
-	return Receipt{Topic: topic, Seq: e.seq, ID: id, Duplicate: e.dup}, nil
-}
-
-// sameMessage checks that a duplicate carries the payload stored first
-// under its key. Once every family has handled the original it is gone
-// from the topic and cannot be compared: the duplicate is then accepted.
-func (g *Gateway) sameMessage(ctx context.Context, topic, id string, seq uint64, data []byte) error {
-	s, err := g.js.Stream(ctx, sluice.StreamName(topic))
-	if err != nil {
-		return nil
-	}
-	orig, err := s.GetMsg(ctx, seq)
-	if err != nil || orig.Header.Get(sluice.HeaderMsgID) != id {
-		return nil
-	}
-	if !bytes.Equal(orig.Data, data) {
-		return fmt.Errorf("%w: key %q was used within the duplicate window for another payload (stored as seq %d)", errConflict, id, seq)
-	}
-	return nil
+	return Receipt{Topic: topic, Seq: e.seq, ID: key, Duplicate: e.dup}, nil
 }
 
 // classify is classifyPublish with the topic's computed Retry-After on a
 // full topic (the stream's own bound, reached despite admission).
 func (g *Gateway) classify(topic string, err error) error {
-	err = classifyPublish(err)
+	return g.withRetryAfter(topic, classifyPublish(err, g.cfg.Topics[topic].Replicas > 1))
+}
+
+// classifyUnsent is classify for an error before anything was sent.
+func (g *Gateway) classifyUnsent(topic string, err error) error {
+	return g.withRetryAfter(topic, classifyUnsent(err, g.cfg.Topics[topic].Replicas > 1))
+}
+
+// withRetryAfter makes a full or busy topic a refusal with the topic's
+// computed Retry-After.
+func (g *Gateway) withRetryAfter(topic string, err error) error {
 	switch {
 	case errors.Is(err, errTopicFull):
 		return refuse("topic_full", g.adm.retryAfter(topic), err)

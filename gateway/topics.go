@@ -103,6 +103,9 @@ func (g *Gateway) readyz(w http.ResponseWriter, _ *http.Request, _ auth.Caller) 
 	now := time.Now()
 	for _, name := range topology.Names(g.cfg.Topics) {
 		st := g.adm.readStatus(name, now)
+		if st == "ok" {
+			st = g.commits[name].familiesStatus()
+		}
 		checks["topic "+name] = st
 		ready = ready && st == "ok"
 	}

@@ -101,6 +101,12 @@ func Connect(urls []string, timeout time.Duration, name string, log *zap.Logger,
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
+		// Nothing is kept for a reconnect: nats.go would replay whatever
+		// was published while reconnecting, however late, and a publish
+		// replayed past the topic's duplicate window is stored twice. A
+		// publish while disconnected fails at once (ErrReconnectBufExceeded),
+		// unsent, and its caller answers "nothing stored".
+		nats.ReconnectBufSize(-1),
 		// A broker cut off by the network sends no RST: only unanswered
 		// pings reveal it. nats.go's default (2 min, 2 pings) would leave a
 		// gateway publishing into a dead connection for minutes; this

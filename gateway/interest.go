@@ -1,0 +1,233 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluicebus/sluice/pkg/sluice"
+)
+
+// errFamilyMissing: a declared family has no consumer on the bus, so the
+// topic's stream would ack a message and keep it from that family (or, with
+// no consumer at all, store nothing).
+var errFamilyMissing = errors.New("family missing on the bus")
+
+// interest guards a topic's publishes against missing families. A topic is
+// an interest-retention stream: JetStream acks a message that no consumer's
+// filter matches with a normal PubAck and stores nothing, and a message
+// stored while one family's consumer is missing never reaches that family.
+//
+// So a commit is sent only when the last reading saw every family it needs
+// (before), and its answers count as stored only when a reading started
+// after its acks sees the same consumers, by creation time (after): a
+// consumer that exists with the same creation time at both readings
+// existed, with its filter, the whole time the stream stored the message.
+// A consumer deleted and created again has a new creation time.
+//
+// Readings are shared like commits: every commit waiting for a reading
+// takes the next one, so the cost is one round of consumer lookups per
+// round, not per message.
+type interest struct {
+	js       jetstream.JetStream
+	topic    string
+	stream   string
+	families []string
+	timeout  time.Duration
+	// changed is told, before anyone sees the reading, of the families
+	// whose consumer appeared or was replaced since the reading before.
+	changed func(families []string)
+
+	// seen is each family's consumer creation time at the last reading
+	// that found out (zero: none), for changed.
+	seen map[string]time.Time
+
+	mu      sync.Mutex
+	last    *reading
+	waiters []chan *reading // for the next round to start
+	running bool
+	wg      sync.WaitGroup // the reading rounds
+}
+
+// reading is one round of consumer lookups.
+type reading struct {
+	// created holds each family's consumer creation time, its filters
+	// checked; a family without a usable consumer is absent.
+	created map[string]time.Time
+	// absent: families found without a usable consumer.
+	absent map[string]bool
+	// err: the bus did not answer for some family (no proof either way).
+	err error
+}
+
+func newInterest(js jetstream.JetStream, topic string, families []string, timeout time.Duration) *interest {
+	return &interest{js: js, topic: topic, stream: sluice.StreamName(topic), families: families, timeout: timeout}
+}
+
+// missing lists the families, of want (nil: every family), without a
+// consumer in r.
+func (r *reading) missing(want []string, all []string) []string {
+	if want == nil {
+		want = all
+	}
+	var out []string
+	for _, f := range want {
+		if _, ok := r.created[f]; !ok {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// changed lists the families of want (nil: every family) whose consumer is
+// not the same in before and after.
+func changed(before, after *reading, want, all []string) []string {
+	if want == nil {
+		want = all
+	}
+	var out []string
+	for _, f := range want {
+		b, ok1 := before.created[f]
+		a, ok2 := after.created[f]
+		if !ok1 || !ok2 || !a.Equal(b) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// appeared lists the families whose consumer is in r and was missing, or
+// was another, when last found out; it remembers r. Only rounds call it.
+func (in *interest) appeared(r *reading) []string {
+	if in.seen == nil {
+		in.seen = map[string]time.Time{}
+	}
+	var out []string
+	for f, c := range r.created {
+		if p, ok := in.seen[f]; ok && !p.Equal(c) {
+			out = append(out, f)
+		}
+		in.seen[f] = c
+	}
+	for f := range r.absent {
+		in.seen[f] = time.Time{}
+	}
+	return out
+}
+
+// latest is the last reading, or a fresh one if there is none yet.
+func (in *interest) latest(ctx context.Context) *reading {
+	in.mu.Lock()
+	r := in.last
+	in.mu.Unlock()
+	if r != nil {
+		return r
+	}
+	return in.fresh(ctx)
+}
+
+// peek is the last reading, nil before the first.
+func (in *interest) peek() *reading {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.last
+}
+
+// fresh is a reading that started after fresh was called.
+func (in *interest) fresh(ctx context.Context) *reading {
+	ch := make(chan *reading, 1)
+	in.mu.Lock()
+	in.waiters = append(in.waiters, ch)
+	if !in.running {
+		in.running = true
+		in.wg.Go(in.rounds)
+	}
+	in.mu.Unlock()
+	select {
+	case r := <-ch:
+		return r
+	case <-ctx.Done():
+		return &reading{err: fmt.Errorf("waiting for a reading of the families: %w", ctx.Err())}
+	}
+}
+
+// rounds reads while anyone waits; whoever asked before a round starts
+// gets that round's reading.
+func (in *interest) rounds() {
+	for {
+		in.mu.Lock()
+		ws := in.waiters
+		in.waiters = nil
+		if len(ws) == 0 {
+			in.running = false
+			in.mu.Unlock()
+			return
+		}
+		in.mu.Unlock()
+		r := in.read()
+		if fs := in.appeared(r); len(fs) > 0 && in.changed != nil {
+			in.changed(fs)
+		}
+		in.mu.Lock()
+		in.last = r
+		in.mu.Unlock()
+		for _, ch := range ws {
+			ch <- r
+		}
+	}
+}
+
+// read looks up every family's consumer, concurrently.
+func (in *interest) read() *reading {
+	ctx, cancel := context.WithTimeout(context.Background(), in.timeout)
+	defer cancel()
+	r := &reading{created: make(map[string]time.Time, len(in.families)), absent: map[string]bool{}}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, f := range in.families {
+		wg.Go(func() {
+			created, err := in.lookup(ctx, f)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				r.created[f] = created
+			case errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, jetstream.ErrStreamNotFound), errors.Is(err, errFamilyMissing):
+				r.absent[f] = true
+			default:
+				r.err = errors.Join(r.err, fmt.Errorf("family %s: %w", f, err))
+			}
+		})
+	}
+	wg.Wait()
+	return r
+}
+
+// lookup is family f's consumer creation time, if its filters take the
+// topic's messages and its own redrives.
+func (in *interest) lookup(ctx context.Context, f string) (time.Time, error) {
+	c, err := in.js.Consumer(ctx, in.stream, f)
+	if err != nil {
+		return time.Time{}, err
+	}
+	info := c.CachedInfo()
+	topic := in.topic
+	filters := info.Config.FilterSubjects
+	if info.Config.FilterSubject != "" {
+		filters = append(filters, info.Config.FilterSubject)
+	}
+	for _, want := range []string{sluice.Subject(topic), sluice.RedriveSubject(topic, f)} {
+		if len(filters) > 0 && !slices.Contains(filters, want) {
+			return time.Time{}, fmt.Errorf("%w: consumer %s does not take %s", errFamilyMissing, f, want)
+		}
+	}
+	return info.Created, nil
+}
+
+// wait blocks until no reading round runs (on shutdown).
+func (in *interest) wait() { in.wg.Wait() }

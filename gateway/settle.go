@@ -1,0 +1,236 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/sluicebus/sluice/pkg/sluice"
+)
+
+// familyMissingRetryAfter is the wait advertised while a family's consumer
+// is missing: a broker recreates it on its next reconcile.
+const familyMissingRetryAfter = 5 * time.Second
+
+// wants is the families an entry must reach: its redrive's family, or every
+// family (nil).
+func (e *entry) wants() []string {
+	if e.family == "" {
+		return nil
+	}
+	return []string{e.family}
+}
+
+// familyMissing is the refusal of a message sent nowhere because families
+// of its topic have no consumer.
+func (g *Gateway) familyMissing(topic string, families []string) error {
+	ra := min(g.cfg.RetryAfterMax, max(g.cfg.RetryAfterMin, familyMissingRetryAfter))
+	return refuse("family_missing", ra, fmt.Errorf("%w: %w: topic %s: family %s has no consumer on the bus, so the topic would not keep "+
+		"the message for it (a broker recreates it from the config); nothing was stored", errBusUnavailable, errFamilyMissing, topic, strings.Join(families, ", ")))
+}
+
+// refuseMissing answers, unsent, the entries that r cannot prove every
+// family they need takes; it returns the others.
+func (c *committer) refuseMissing(live []*entry, r *reading) []*entry {
+	if r.err != nil {
+		err := refuse("family_unknown", c.g.adm.shedRetryAfter(), fmt.Errorf("%w: the consumers of topic %s could not be read (%v), so "+
+			"nothing proves every family would keep the message; nothing was sent", errBusUnavailable, c.topic, r.err))
+		for _, e := range live {
+			e.err = err
+		}
+		return nil
+	}
+	out := live[:0:0]
+	for _, e := range live {
+		if miss := r.missing(e.wants(), c.interest.families); len(miss) > 0 {
+			e.err = c.g.familyMissing(c.topic, miss)
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// recordDoubt notes that families' consumers appeared or were replaced:
+// every message stored until now may have missed them. A duplicate of one
+// of them is repaired rather than answered from its first store.
+func (c *committer) recordDoubt(families []string) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.g.cfg.PublishTimeout)
+	defer cancel()
+	upTo := uint64(math.MaxUint64) // unread: every message is in doubt
+	if s, err := c.g.js.Stream(ctx, c.stream); err == nil {
+		upTo = s.CachedInfo().State.LastSeq
+	}
+	// Past the duplicate window no retry can be a duplicate of them.
+	until := time.Now().Add(c.g.cfg.Topics[c.topic].DuplicateWindow + 2*c.g.cfg.PublishTimeout)
+	c.doubtMu.Lock()
+	defer c.doubtMu.Unlock()
+	for _, f := range families {
+		d := c.doubt[f]
+		c.doubt[f] = doubt{upTo: max(d.upTo, upTo), until: until}
+	}
+	c.g.log.Warn("a family's consumer appeared or was replaced; messages stored before may not reach it, and duplicates of them are repaired",
+		zap.String("topic", c.topic), zap.Strings("families", families), zap.Uint64("up_to_seq", upTo))
+}
+
+// doubted lists the families of want (nil: every family) that the message
+// stored at seq may have missed.
+func (c *committer) doubted(seq uint64, want []string) []string {
+	if want == nil {
+		want = c.interest.families
+	}
+	now := time.Now()
+	c.doubtMu.Lock()
+	defer c.doubtMu.Unlock()
+	var out []string
+	for _, f := range want {
+		if d, ok := c.doubt[f]; ok {
+			if now.After(d.until) {
+				delete(c.doubt, f)
+				continue
+			}
+			if seq <= d.upTo {
+				out = append(out, f)
+			}
+		}
+	}
+	return out
+}
+
+// settle proves that every family an acked entry needs took part in its
+// store, repairs what may have missed one, and answers every entry.
+// before is the reading the commit was sent under (nil: nothing was sent).
+func (c *committer) settle(batch []*entry, before *reading) {
+	g := c.g
+	defer func() {
+		for _, e := range batch {
+			g.record(c.topic, e.dup, e.err)
+			e.done.Done()
+		}
+	}()
+	var stored []*entry
+	deadline := time.Now()
+	for _, e := range batch {
+		if e.err == nil && e.seq > 0 {
+			stored = append(stored, e)
+			if e.deadline.After(deadline) {
+				deadline = e.deadline
+			}
+		}
+	}
+	if len(stored) == 0 || before == nil {
+		return
+	}
+	// A reading started after the acks; given a moment past the deadline
+	// rather than turning stored messages into unknown outcomes.
+	ctx, cancel := context.WithDeadline(context.Background(), deadline.Add(g.cfg.PublishTimeout))
+	defer cancel()
+	after := c.interest.fresh(ctx)
+	if after.err != nil {
+		c.unknown(stored, fmt.Sprintf("the consumers of topic %s could not be read after the store (%v)", c.topic, after.err))
+		return
+	}
+	repairs := map[*entry][]string{}
+	for _, e := range stored {
+		need := changed(before, after, e.wants(), c.interest.families)
+		for _, f := range c.doubted(e.seq, e.wants()) {
+			if !slices.Contains(need, f) {
+				need = append(need, f)
+			}
+		}
+		if len(need) == 0 {
+			continue
+		}
+		if miss := after.missing(need, nil); len(miss) > 0 {
+			c.unknown([]*entry{e}, fmt.Sprintf("family %s of topic %s had no consumer while the message was stored", strings.Join(miss, ", "), c.topic))
+			continue
+		}
+		repairs[e] = need
+	}
+	if len(repairs) > 0 {
+		c.repairAll(ctx, repairs, after)
+	}
+}
+
+// repairAll sends a copy of each entry to the families it may have
+// missed, on their redrive subjects (only that family takes it), and
+// proves those consumers took part.
+func (c *committer) repairAll(ctx context.Context, repairs map[*entry][]string, after *reading) {
+	for e, fams := range repairs {
+		if err := c.repair(ctx, e, fams); err != nil {
+			delete(repairs, e)
+			c.unknown([]*entry{e}, fmt.Sprintf("repairing it for family %s: %v", strings.Join(fams, ", "), err))
+		}
+	}
+	if len(repairs) == 0 {
+		return
+	}
+	again := c.interest.fresh(ctx)
+	for e, fams := range repairs {
+		if again.err != nil {
+			c.unknown([]*entry{e}, fmt.Sprintf("the consumers could not be read after its repair (%v)", again.err))
+			continue
+		}
+		if ch := changed(after, again, fams, nil); len(ch) > 0 {
+			c.unknown([]*entry{e}, fmt.Sprintf("family %s's consumer changed again during its repair", strings.Join(ch, ", ")))
+		}
+	}
+}
+
+// repair publishes e again for each of families, on its redrive subject,
+// with an id of its own per family (a repeated repair is a duplicate).
+func (c *committer) repair(ctx context.Context, e *entry, families []string) error {
+	orig := e.msg.Header.Get(sluice.HeaderOriginalID)
+	if orig == "" {
+		orig = e.id
+	}
+	for _, f := range families {
+		m := nats.NewMsg(sluice.RedriveSubject(c.topic, f))
+		m.Data = e.msg.Data
+		for k, v := range e.msg.Header {
+			if k == sluice.HeaderContentType || strings.HasPrefix(k, sluice.HeaderMetaPrefix) {
+				m.Header[k] = v
+			}
+		}
+		m.Header.Set(sluice.HeaderOriginalID, orig)
+		if _, err := c.g.js.PublishMsg(ctx, m, jetstream.WithMsgID("repair."+f+"."+e.id), jetstream.WithExpectStream(c.stream)); err != nil {
+			return err
+		}
+		c.g.log.Warn("message may have missed a family whose consumer was replaced; a copy was sent to that family",
+			zap.String("topic", c.topic), zap.String("family", f), zap.Uint64("seq", e.seq), zap.String("id", e.id))
+	}
+	return nil
+}
+
+// unknown turns stored entries into unknown outcomes: stored, but not
+// provably for every family; the client's retry with the same key is a
+// duplicate that the gateway repairs.
+func (c *committer) unknown(es []*entry, why string) {
+	for _, e := range es {
+		e.err = fmt.Errorf("%w: stored as seq %d, but %s; retry with the same Idempotency-Key", errOutcomeUnknown, e.seq, why)
+	}
+	c.g.log.Warn("publish outcome unknown", zap.String("topic", c.topic), zap.Int("messages", len(es)), zap.String("why", why))
+}
+
+// familiesStatus is "ok" when the last reading found every family's
+// consumer, else what is missing, for /readyz.
+func (c *committer) familiesStatus() string {
+	r := c.interest.peek()
+	switch {
+	case r == nil:
+		return "ok" // not read yet: the first publish or alarm evaluation reads them
+	case r.err != nil:
+		return "families not readable: " + r.err.Error()
+	}
+	if miss := r.missing(nil, c.interest.families); len(miss) > 0 {
+		return "family " + strings.Join(miss, ", ") + " has no consumer on the bus: messages are refused until a broker recreates it"
+	}
+	return "ok"
+}

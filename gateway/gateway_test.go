@@ -139,7 +139,7 @@ func TestBatchOneBadLineFailsAlone(t *testing.T) {
 		`{"id":"b","data":`, // malformed JSON
 		``,                  // blank: skipped
 		`{"id":"c","data_base64":"AAEC"}`,
-		`{"id":"d"}`,                // no data
+		`{"id":"d"}`, // no data
 		`{"id":"a","data":{"n":1},"meta":{"source":"test"}}`, // duplicate of line 1
 	}, "\n")
 	resp := post(t, srv.URL+"/v1/topics/orders/messages:batch", "application/x-ndjson", strings.NewReader(body), nil)

@@ -285,3 +285,38 @@ func TestRedriveWithFamilyMissingKeepsTheDeadLetter(t *testing.T) {
 		t.Fatalf("the redriven dead letter is still listed: %v %v", resp, err)
 	}
 }
+
+// TestDuplicateProvedWithoutTheOriginal: once every family has handled a
+// message it is gone from its topic, and a duplicate used to be accepted
+// unverified: another payload under the same key was answered 202
+// duplicate and stored nowhere. The digest in the deduplication id proves
+// a duplicate without the original: the same message is a duplicate, any
+// other is stored.
+func TestDuplicateProvedWithoutTheOriginal(t *testing.T) {
+	topics := testharness.Topics(testharness.Topic("orders", "billing"))
+	b := testharness.StartBroker(t, topics)
+	nc := testharness.Connect(t, b)
+	js, _ := jetstream.New(nc)
+	_, srv := testharness.StartGateway(t, testharness.GatewayConfig(topics), nc)
+	url := srv.URL + "/v1/topics/orders/messages"
+	key := map[string]string{"Idempotency-Key": "pay-1", "Content-Type": "text/plain"}
+	if r := decode[receipt](t, post(t, url, "", strings.NewReader("amount=10"), key)); r.Seq != 1 {
+		t.Fatalf("first: %+v", r)
+	}
+	if got := fetchIDs(t, js, "orders", "billing"); got["pay-1"] != 1 {
+		t.Fatalf("billing got %v", got)
+	}
+	testharness.Eventually(t, 10*time.Second, func() bool { return storedMsgs(t, js, "orders") == 0 }, "the handled message should leave the topic")
+
+	resp := post(t, url, "", strings.NewReader("amount=99"), key)
+	if r := decode[receipt](t, resp); resp.StatusCode != 202 || r.Duplicate || r.Seq != 2 {
+		t.Fatalf("another payload under the key: %d %+v, want stored at seq 2", resp.StatusCode, r)
+	}
+	resp = post(t, url, "", strings.NewReader("amount=10"), key)
+	if r := decode[receipt](t, resp); resp.StatusCode != 202 || !r.Duplicate || r.Seq != 1 {
+		t.Fatalf("the first message again: %d %+v, want a duplicate of seq 1", resp.StatusCode, r)
+	}
+	if got := fetchIDs(t, js, "orders", "billing"); got["pay-1"] != 1 {
+		t.Fatalf("billing got %v, want the second payload once", got)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/topology"
 )
 
 // TestShortOverload is the short version of `sluice bench overload`: it
@@ -14,11 +15,17 @@ import (
 // Retry-After, and memory stays bounded.
 func TestShortOverload(t *testing.T) {
 	cfg := DefaultConfig()
-	cfg.Capacity = 200
+	// The overload must happen whatever the machine's speed: families
+	// that take 20 messages/s and a topic of 40 fill up within the 3 s
+	// of load as soon as the gateway accepts more than ~35 messages/s,
+	// which a loaded 2-core machine does many times over.
+	cfg.Capacity = 20
 	cfg.Duration = 3 * time.Second
 	cfg.Concurrency = 16
-	cfg.TopicMaxMessages = 300
-	cfg.DrainTimeout = 30 * time.Second
+	cfg.TopicMaxMessages = 40
+	// Room for redelivery: a pull response lost in flight comes back only
+	// after the family's ack wait, so the drain allows several.
+	cfg.DrainTimeout = 3*topology.DefaultFamily().AckWait + 30*time.Second
 	cfg.DataDir = t.TempDir()
 	rep, err := Run(context.Background(), cfg, testharness.Logger(t))
 	if err != nil {

@@ -107,25 +107,37 @@ func GatewayConfig(topics map[string]topology.Topic) gateway.Config {
 // control loops and waits until it is ready (when nc is connected).
 func StartGateway(t testing.TB, cfg gateway.Config, nc *nats.Conn) (*gateway.Gateway, *httptest.Server) {
 	t.Helper()
-	g, srv, _ := startGateway(t, cfg, nc)
+	g, srv, _ := startGateway(t, cfg, nc, nil)
+	return g, srv
+}
+
+// StartGatewayWith is StartGateway serving the gateway's handler wrapped
+// by wrap (a test counting the requests in flight, say).
+func StartGatewayWith(t testing.TB, cfg gateway.Config, nc *nats.Conn, wrap func(http.Handler) http.Handler) (*gateway.Gateway, *httptest.Server) {
+	t.Helper()
+	g, srv, _ := startGateway(t, cfg, nc, wrap)
 	return g, srv
 }
 
 // StartGatewayReg is StartGateway returning the URL and the metrics registry.
 func StartGatewayReg(t testing.TB, cfg gateway.Config, nc *nats.Conn) (string, *prometheus.Registry) {
 	t.Helper()
-	_, srv, reg := startGateway(t, cfg, nc)
+	_, srv, reg := startGateway(t, cfg, nc, nil)
 	return srv.URL, reg
 }
 
-func startGateway(t testing.TB, cfg gateway.Config, nc *nats.Conn) (*gateway.Gateway, *httptest.Server, *prometheus.Registry) {
+func startGateway(t testing.TB, cfg gateway.Config, nc *nats.Conn, wrap func(http.Handler) http.Handler) (*gateway.Gateway, *httptest.Server, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	g, err := gateway.New(cfg, nc, Logger(t), reg, reg)
 	if err != nil {
 		t.Fatalf("gateway: %v", err)
 	}
-	srv := httptest.NewServer(g.Handler())
+	h := g.Handler()
+	if wrap != nil {
+		h = wrap(h)
+	}
+	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

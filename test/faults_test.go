@@ -1,12 +1,10 @@
 package test
 
 import (
-	"context"
-	"errors"
-	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,20 +14,28 @@ import (
 	"github.com/sluicebus/sluice/internal/checker"
 	"github.com/sluicebus/sluice/internal/testharness"
 	"github.com/sluicebus/sluice/internal/topology"
-	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
-// faultEnv is a 3-broker cluster with R3 topics, two gateways reaching every
-// broker, SDK producers failing over between them, and two families whose
+// faultEnv is a 3-broker cluster with R3 topics, two gateways reaching the
+// brokers, SDK producers failing over between them, and two families whose
 // workers record every delivery in a checker.
 type faultEnv struct {
 	c        *testharness.Cluster
 	js       jetstream.JetStream
 	gateways []*httptest.Server
 	chk      *checker.Checker
+	http     *statusCounter // the publishers' transport
+	// The first gateway's requests in its handler, its bus connection
+	// and, when started proxied, the proxy between it and its broker.
+	inGateway0 atomic.Int64
+	gw0Conn    *nats.Conn
+	gw0Proxy   *testharness.Proxy
 }
 
-func startFaultEnv(t *testing.T, slowFamily bool) *faultEnv {
+// startFaultEnv starts the cluster, gateways and readers: with slowFamily
+// shipping takes 5 ms per message; with proxied the first gateway reaches
+// a single broker through a proxy that can hold the bus's answers.
+func startFaultEnv(t *testing.T, slowFamily, proxied bool) *faultEnv {
 	t.Helper()
 	topic := testharness.Topic("orders", "billing", "shipping")
 	topic.Replicas = 3
@@ -38,13 +44,31 @@ func startFaultEnv(t *testing.T, slowFamily bool) *faultEnv {
 		topic.Families[name] = f
 	}
 	topics := map[string]topology.Topic{"orders": topic}
-	e := &faultEnv{c: testharness.StartCluster(t, 3, topics), chk: checker.New("billing", "shipping")}
+	e := &faultEnv{c: testharness.StartCluster(t, 3, topics), chk: checker.New(families...), http: newStatusCounter()}
 	e.js, _ = jetstream.New(e.c.Connect(t))
 	e.c.WaitCurrent(t, e.js, "orders", "cluster not settled")
-	for range 2 {
+	for i := range 2 {
 		cfg := testharness.GatewayConfig(topics)
 		cfg.PublishTimeout = 2 * time.Second
-		_, srv := testharness.StartGateway(t, cfg, e.c.Connect(t))
+		nc := e.c.Connect(t)
+		if i == 0 && proxied {
+			e.gw0Proxy, nc = testharness.ConnectThrough(t, e.c.Nodes[0].URL())
+		}
+		if i > 0 {
+			_, srv := testharness.StartGateway(t, cfg, nc)
+			e.gateways = append(e.gateways, srv)
+			continue
+		}
+		e.gw0Conn = nc
+		_, srv := testharness.StartGatewayWith(t, cfg, nc, func(h http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method == http.MethodPost {
+					e.inGateway0.Add(1)
+					defer e.inGateway0.Add(-1)
+				}
+				h.ServeHTTP(w, r)
+			})
+		})
 		e.gateways = append(e.gateways, srv)
 	}
 	slow := time.Duration(0)
@@ -55,199 +79,111 @@ func startFaultEnv(t *testing.T, slowFamily bool) *faultEnv {
 	return e
 }
 
-// readers are one worker per family recording every delivery in a checker.
-type readers struct {
-	t      *testing.T
-	nc     *nats.Conn
-	chk    *checker.Checker
-	credit int
-	slow   time.Duration
-	stops  []func() // one per family, as in families
-}
-
-var families = []string{"billing", "shipping"}
-
-// startReaders runs a worker of each family on nc (credit each) that records
-// every delivery in chk; shipping's handler takes slowShipping per message.
-func startReaders(t *testing.T, nc *nats.Conn, chk *checker.Checker, credit int, slowShipping time.Duration) *readers {
-	t.Helper()
-	rs := &readers{t: t, nc: nc, chk: chk, credit: credit, slow: slowShipping}
-	for _, fam := range families {
-		rs.stops = append(rs.stops, rs.start(fam))
-	}
-	return rs
-}
-
-func (rs *readers) start(fam string) (stop func()) {
-	rs.t.Helper()
-	delay := time.Duration(0)
-	if fam == "shipping" {
-		delay = rs.slow
-	}
-	return testharness.RunWorker(rs.t, rs.nc, "orders", fam, func(_ context.Context, m *sluice.Message) error {
-		rs.chk.Delivered(fam, m.ID, m.Seq)
-		if delay > 0 {
-			time.Sleep(delay)
-		}
-		return nil
-	}, sluice.WithCredit(rs.credit))
-}
-
-// restart stops each family's worker (what it holds is handed back) and
-// starts a new one.
-func (rs *readers) restart() {
-	for i, fam := range families {
-		rs.stops[i]()
-		rs.stops[i] = rs.start(fam)
-	}
-}
-
 // current: the topic has a leader and two current followers.
 func (e *faultEnv) current() bool { return e.c.Current(e.js, "orders") }
 
-// run writes steadily from two writers while fault runs, then lets the
-// readers catch up and returns the checker's report.
-func (e *faultEnv) run(t *testing.T, fault func()) checker.Report {
+// run loads both gateways while fault runs and returns the checker's report
+// (drive.run).
+func (e *faultEnv) run(t *testing.T, fault func(l *publisher)) checker.Report {
 	t.Helper()
-	return drive(t, e.chk, []string{e.gateways[0].URL, e.gateways[1].URL}, time.Second, fault)
+	d := drive{chk: e.chk, js: e.js, gateways: []string{e.gateways[0].URL, e.gateways[1].URL},
+		load: time.Second, quiet: 3 * time.Second, opts: httpClient(e.http)}
+	return d.run(t, fault)
 }
 
-// drive publishes from two SDK writers through gateways, recording each
-// final outcome in chk, for settle before fault, during fault and settle
-// after (opts add to the producers' options); then it waits for the readers to receive every acked message and
-// returns the report.
-func drive(t *testing.T, chk *checker.Checker, gateways []string, settle time.Duration, fault func(), opts ...sluice.ProducerOption) checker.Report {
-	t.Helper()
-	return driveSync(t, chk, "", gateways, settle, fault, nil, nil, opts...)
+// killGateway0 kills the first gateway as a crash would: its client
+// connections, its bus connection and its server go at once. It returns
+// how many requests were in its handler just before.
+func (e *faultEnv) killGateway0() int64 {
+	n := e.inGateway0.Load()
+	e.gateways[0].CloseClientConnections()
+	e.gw0Conn.Close()
+	e.gateways[0].Close()
+	return n
 }
 
-// driveSync is drive for readers outside the test process, with ids
-// starting with prefix: diagnose (if not nil) describes the bus when
-// deliveries are missing; collect (if not nil) records their deliveries in chk, and is called until none is missing.
-func driveSync(t *testing.T, chk *checker.Checker, prefix string, gateways []string, settle time.Duration, fault, collect func(), diagnose func() string, opts ...sluice.ProducerOption) checker.Report {
-	t.Helper()
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := range 2 {
-		wg.Go(func() {
-			p, err := sluice.NewProducer(gateways, append([]sluice.ProducerOption{sluice.WithRetry(8, 20*time.Millisecond, 500*time.Millisecond)}, opts...)...)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			for n := 0; ; n++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				id := fmt.Sprintf("%sw%d-%d", prefix, w, n)
-				ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
-				_, err := p.Publish(ctx, "orders", []byte(id), sluice.WithID(id))
-				cancel()
-				switch {
-				case err == nil:
-					chk.Attempted(id, checker.OK)
-				case errors.Is(err, sluice.ErrOutcomeUnknown):
-					chk.Attempted(id, checker.Unknown)
-				default:
-					chk.Attempted(id, checker.Definite)
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
-		})
-	}
-	var stopOnce sync.Once
-	halt := func() { stopOnce.Do(func() { close(stop) }); wg.Wait() }
-	defer halt() // also when fault fails the test
-	time.Sleep(settle)
-	fault()
-	time.Sleep(settle)
-	halt()
-	// Redeliveries of deliveries lost while clients move follow the
-	// families' expiry (ack wait + backoff: 31 s, 35 s, 60 s in the
-	// cluster configs): allow for three in a row.
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		if collect != nil {
-			collect()
-		}
-		if chk.Missing() == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			state := ""
-			if diagnose != nil {
-				state = diagnose()
-			}
-			t.Fatalf("readers should receive every acked message: %d deliveries missing after 3 min, e.g. %v\n%s",
-				chk.Missing(), chk.MissingSample(5), state)
-		}
-		if collect != nil {
-			time.Sleep(time.Second) // reading the readers' logs is not free
-		} else {
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	return chk.Report()
-}
-
-// TestFaults runs each fault scenario under steady load; each must show
-// lost = 0, unexpected = 0 and stored twice = 0.
+// TestFaults runs each fault scenario under a bounded concurrent load, the
+// fault striking while publishes are in flight; the checker must find
+// nothing lost in any family, stored twice, unexpected, corrupted or left
+// unsettled, and the topic's final state must be empty.
 func TestFaults(t *testing.T) {
 	scenarios := []struct {
-		name  string
-		slow  bool
-		fault func(t *testing.T, e *faultEnv)
+		name          string
+		slow, proxied bool
+		fault         func(t *testing.T, e *faultEnv, l *publisher)
 	}{
-		{"broker stopped and restarted", false, func(t *testing.T, e *faultEnv) {
+		{"broker stopped and restarted", false, false, func(t *testing.T, e *faultEnv, l *publisher) {
+			l.busy(t)
 			e.c.Stop(1)
 			time.Sleep(2 * time.Second)
 			e.c.Restart(1)
 		}},
-		{"stream leader stopped 3 times", false, func(t *testing.T, e *faultEnv) {
+		{"stream leader stopped 3 times", false, false, func(t *testing.T, e *faultEnv, l *publisher) {
 			for range 3 {
 				leader := e.c.Leader(t, e.js, "orders")
 				if leader < 0 {
 					t.Fatal("no leader")
 				}
+				l.busy(t)
 				e.c.Stop(leader)
 				time.Sleep(time.Second)
 				e.c.Restart(leader)
 				testharness.Eventually(t, 30*time.Second, e.current, "replicas current again")
 			}
 		}},
-		{"minority partition 10 s", false, func(t *testing.T, e *faultEnv) {
+		{"minority partition 10 s", false, false, func(t *testing.T, e *faultEnv, l *publisher) {
+			l.busy(t)
 			e.c.Isolate(2)
 			time.Sleep(10 * time.Second)
 			e.c.Heal(2)
 		}},
-		{"all brokers stopped and restarted", false, func(t *testing.T, e *faultEnv) {
+		{"all brokers stopped and restarted", false, false, func(t *testing.T, e *faultEnv, l *publisher) {
+			l.busy(t)
 			for i := range e.c.Nodes {
 				e.c.Stop(i)
 			}
 			time.Sleep(time.Second)
 			e.c.RestartAll()
 		}},
-		{"gateway killed mid-request", false, func(t *testing.T, e *faultEnv) {
-			e.gateways[0].CloseClientConnections()
-			e.gateways[0].Close()
+		{"gateway killed mid-request", false, true, func(t *testing.T, e *faultEnv, l *publisher) {
+			l.busy(t)
+			// The bus stores what the first gateway sends but its answers
+			// are held: every request there stays in flight until the kill.
+			e.gw0Proxy.HoldReplies(true)
+			testharness.Eventually(t, time.Second, func() bool { return e.inGateway0.Load() > 0 },
+				"no request in flight at the first gateway")
+			for end := time.Now().Add(500 * time.Millisecond); e.inGateway0.Load() < int64(l.concurrency) && time.Now().Before(end); {
+				time.Sleep(5 * time.Millisecond) // give every publisher the time to be caught
+			}
+			unanswered := e.http.noAnswer()
+			killed := e.killGateway0()
+			e.gw0Proxy.HoldReplies(false)
+			if killed == 0 {
+				t.Fatal("no request was in flight at the first gateway when it was killed")
+			}
+			testharness.Eventually(t, 10*time.Second, func() bool { return e.http.noAnswer() > unanswered },
+				"%d requests in flight at the kill: some should have got no answer", killed)
+			t.Logf("gateway killed with %d requests in its handler; %d requests got no answer", killed, e.http.noAnswer()-unanswered)
 		}},
-		{"slow family while another is fast", true, func(t *testing.T, e *faultEnv) {
+		{"slow family while another is fast", true, false, func(t *testing.T, e *faultEnv, l *publisher) {
+			l.busy(t)
 			time.Sleep(2 * time.Second)
 		}},
 	}
 	rows := []string{checker.Header}
 	for _, sc := range scenarios {
 		t.Run(strings.ReplaceAll(sc.name, " ", "_"), func(t *testing.T) {
-			e := startFaultEnv(t, sc.slow)
-			r := e.run(t, func() { sc.fault(t, e) })
+			e := startFaultEnv(t, sc.slow, sc.proxied)
+			r := e.run(t, func(l *publisher) { sc.fault(t, e, l) })
 			rows = append(rows, r.Row(sc.name))
 			if r.Acked == 0 {
 				t.Fatal("nothing was acked")
 			}
-			if r.Lost != 0 || r.Unexpected != 0 || r.StoredTwice != 0 {
-				t.Errorf("%s: %+v", sc.name, r)
+			if p := r.Problems(); len(p) > 0 {
+				t.Errorf("%s: %v\n%+v", sc.name, p, r)
+			}
+			if sc.proxied && r.DuplicateAcks == 0 {
+				t.Errorf("no publish retried after the kill was acked as a duplicate: the requests in flight should have been stored (%+v)", r)
 			}
 		})
 	}

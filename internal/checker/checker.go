@@ -127,18 +127,21 @@ func (c *Checker) Families() []string { return slices.Clone(c.families) }
 
 // Attempted records the final answer to publishing payload under id (after
 // any retries). Called again for the same id (a later publish under the
-// same key), it replaces the outcome and adds the receipt.
+// same key), it adds the receipt and replaces the outcome, except that an
+// id once acked stays acked.
 func (c *Checker) Attempted(id string, payload []byte, a Answer) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	at := c.attempts[id]
 	if at == nil {
-		at = &attempt{digest: sha256.Sum256(payload), receipts: map[uint64]bool{}}
+		at = &attempt{digest: sha256.Sum256(payload), outcome: a.Outcome, receipts: map[uint64]bool{}}
 		c.attempts[id] = at
 	}
-	at.outcome = a.Outcome
+	if at.outcome != OK {
+		at.outcome = a.Outcome
+	}
 	at.payload = nil
-	if a.Outcome == Unknown {
+	if at.outcome == Unknown {
 		at.payload = slices.Clone(payload)
 	}
 	c.receipt(at, a)

@@ -70,6 +70,10 @@ func TestReportCategories(t *testing.T) {
 			c.Delivered("a", "m", 7, pa)
 			c.Delivered("b", "m", 7, pa)
 		}, Report{Acked: 1, StoredTwice: 1, DuplicateAcks: 1}, 0},
+		{"an id once acked stays acked", func(c *Checker) {
+			c.Attempted("m", pa, Ack(1, false))
+			c.Attempted("m", pa, Failed(Unknown))
+		}, Report{Acked: 1, Lost: 1, FamilyLost: 2}, 2},
 		{"unexpected: never attempted", func(c *Checker) {
 			c.Delivered("a", "ghost", 6, pa)
 		}, Report{Unexpected: 1}, 0},

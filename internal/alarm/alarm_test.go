@@ -174,7 +174,7 @@ func TestCatalogSeverities(t *testing.T) {
 			t.Fatalf("catalog entry %+v", c)
 		}
 	}
-	if len(seen) != 11 {
+	if len(seen) != 12 {
 		t.Fatalf("catalog has %d alarms", len(seen))
 	}
 }

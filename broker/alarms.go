@@ -30,7 +30,10 @@ func DiskUse(dir string) (float64, error) {
 }
 
 // WatchAlarms evaluates the broker's own conditions on m every
-// alarms.interval until ctx ends: its data directory's disk use.
+// alarms.interval until ctx ends: its data directory's disk use, and
+// family_missing for each declared family that the topology checks found
+// missing or unusable since the last evaluation, recreated or not (it
+// clears once they find it in place).
 func (b *Broker) WatchAlarms(ctx context.Context, m *alarm.Manager) {
 	cfg := b.cfg.Alarms
 	t := time.NewTicker(cfg.Interval)
@@ -43,6 +46,14 @@ func (b *Broker) WatchAlarms(ctx context.Context, m *alarm.Manager) {
 		default:
 			m.Set(use > cfg.DiskUseMax, alarm.DiskUse, b.cfg.Name,
 				fmt.Sprintf("%s: %.0f%% of its file system used, over %.0f%%", b.cfg.DataDir, use*100, cfg.DiskUseMax*100))
+		}
+		missing := b.topo.missingFamilies()
+		for _, topic := range topology.Names(b.cfg.Topics) {
+			for _, family := range b.cfg.Topics[topic].FamilyNames() {
+				subject := topic + "/" + family
+				cause, ok := missing[subject]
+				m.Set(ok, alarm.FamilyMissing, subject, cause)
+			}
 		}
 		m.Tick()
 		select {

@@ -41,6 +41,13 @@ type Broker struct {
 
 	stopOnce sync.Once
 	fatal    atomic.Pointer[error] // the server's first fatal error
+
+	// topo is what the provisioning passes found (readiness, the
+	// family_missing alarm); stopKeeping ends the periodic check, keeping
+	// waits for it.
+	topo        topoState
+	stopKeeping context.CancelFunc
+	keeping     sync.WaitGroup
 }
 
 // fatalErr is the server's first fatal error, nil if none.
@@ -52,8 +59,9 @@ func (b *Broker) fatalErr() error {
 }
 
 // New starts an embedded nats-server with JetStream under cfg.DataDir, waits
-// until JetStream answers, provisions the topology and registers metrics on
-// reg (nil: none). The caller must call Shutdown.
+// until JetStream answers, provisions the topology, registers metrics on
+// reg (nil: none) and starts checking the topology (see keepTopology). The
+// caller must call Shutdown.
 func New(cfg Config, logger *zap.Logger, reg prometheus.Registerer) (*Broker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -88,6 +96,7 @@ func New(cfg Config, logger *zap.Logger, reg prometheus.Registerer) (*Broker, er
 			return nil, fmt.Errorf("broker metrics: %w", err)
 		}
 	}
+	b.keepTopology()
 	log.Info("broker ready", zap.String("name", cfg.Name), zap.String("client_url", b.ClientURL()),
 		zap.String("store", opts.StoreDir), zap.Bool("sync_always", opts.SyncAlways),
 		zap.Bool("client_tls", opts.TLSConfig != nil), zap.Int("client_users", len(cfg.Auth.Users)),
@@ -225,10 +234,11 @@ func (b *Broker) waitReady() error {
 	// Provisioning is idempotent: retry it whole, each try bounded, until
 	// the deadline (a request lost during an election is never answered).
 	for {
-		pctx, pcancel := context.WithTimeout(ctx, 3*time.Second+time.Duration(len(b.cfg.Topics))*500*time.Millisecond)
-		err := Provision(pctx, js, b.cfg.Topics, b.log)
+		pctx, pcancel := context.WithTimeout(ctx, passTimeout(len(b.cfg.Topics)))
+		found, err := provisioner{js: js, log: b.log}.run(pctx, b.cfg.Topics)
 		pcancel()
 		if err == nil {
+			b.topo.record(found, false)
 			return nil
 		}
 		if ferr := b.fatalErr(); ferr != nil {
@@ -294,9 +304,105 @@ func (b *Broker) Peers() []string {
 	return names
 }
 
-// Ready reports whether the server runs with JetStream enabled.
+// Ready reports whether the server runs with JetStream enabled and every
+// declared stream and family exists: New returns only once provisioning
+// succeeded, and a later check that finds one missing or unusable, and
+// cannot recreate it, makes the broker unready until one finds it again.
 func (b *Broker) Ready() bool {
-	return b.srv.Running() && b.srv.JetStreamEnabled() && b.nc.IsConnected()
+	return b.srv.Running() && b.srv.JetStreamEnabled() && b.nc.IsConnected() && b.topo.complete()
+}
+
+// JetStream advisories of deletions: ...STREAM.DELETED.<stream> and
+// ...CONSUMER.DELETED.<stream>.<consumer>.
+const (
+	advisoryStreamDeleted   = "$JS.EVENT.ADVISORY.STREAM.DELETED.>"
+	advisoryConsumerDeleted = "$JS.EVENT.ADVISORY.CONSUMER.DELETED.>"
+	advisoryStreamToken     = 5 // index of the stream's name in their subjects
+)
+
+// keepTopology starts the periodic check of the topology: every
+// cfg.ReconcileInterval, and at once when JetStream announces that a
+// Sluice stream or consumer was deleted, a repair pass recreates what is
+// missing (a family that is missing stores nothing: an interest stream
+// acks a message no consumer takes and drops it). Each broker of a
+// cluster checks; creating is idempotent, so whichever comes first
+// repairs. The loop ends in Shutdown and LameDuck, which wait for it.
+func (b *Broker) keepTopology() {
+	ctx, cancel := context.WithCancel(context.Background())
+	b.stopKeeping = cancel
+	nudge := make(chan struct{}, 1)
+	poke := func(m *nats.Msg) {
+		if tokens := strings.Split(m.Subject, "."); len(tokens) > advisoryStreamToken && strings.HasPrefix(tokens[advisoryStreamToken], "SLUICE_") {
+			select {
+			case nudge <- struct{}{}:
+			default: // a check is due already
+			}
+		}
+	}
+	var subs []*nats.Subscription
+	for _, subj := range []string{advisoryStreamDeleted, advisoryConsumerDeleted} {
+		sub, err := b.nc.Subscribe(subj, poke)
+		if err != nil {
+			b.log.Warn("no deletion advisories; checking the topology every interval only", zap.String("subject", subj), zap.Error(err))
+			continue
+		}
+		subs = append(subs, sub)
+	}
+	p := provisioner{js: b.js, log: b.log, repair: true, absent: map[string]time.Time{}}
+	b.keeping.Go(func() {
+		defer func() {
+			for _, sub := range subs {
+				_ = sub.Unsubscribe()
+			}
+		}()
+		t := time.NewTicker(b.cfg.ReconcileInterval)
+		defer t.Stop()
+		var last error
+		var again <-chan time.Time // something missing is due for recreation
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			case <-nudge:
+			case <-again:
+			}
+			var settling bool
+			settling, last = b.checkTopology(ctx, p, last)
+			again = nil
+			if settling {
+				again = time.After(deletionSettle)
+			}
+		}
+	})
+}
+
+// checkTopology runs one repair pass and records what it found; last is
+// the previous pass's error, so that a lasting problem is logged once.
+// settling: something missing is to be recreated after deletionSettle.
+func (b *Broker) checkTopology(ctx context.Context, p provisioner, last error) (settling bool, err error) {
+	pctx, cancel := context.WithTimeout(ctx, passTimeout(len(b.cfg.Topics)))
+	defer cancel()
+	found, err := p.run(pctx, b.cfg.Topics)
+	if ctx.Err() != nil {
+		return false, last // stopping: what it found says nothing
+	}
+	b.topo.record(found, true)
+	switch {
+	case err != nil && (last == nil || err.Error() != last.Error()):
+		b.log.Warn("topology check: declared streams or families are missing or did not answer", zap.Error(err))
+	case err == nil && last != nil:
+		b.log.Info("topology check: every declared stream and family is in place")
+	}
+	return found.settling, err
+}
+
+// stopTopology ends the periodic check and waits for it. Idempotent.
+func (b *Broker) stopTopology() {
+	if b.stopKeeping != nil {
+		b.stopKeeping()
+	}
+	b.keeping.Wait()
 }
 
 // Run blocks until ctx is done, then leaves (LameDuck) and shuts down.
@@ -323,6 +429,7 @@ func (b *Broker) LameDuck() {
 	}
 	b.stopOnce.Do(func() {
 		b.log.Info("broker lame duck: handing off leadership and moving clients", zap.Duration("for", b.cfg.LameDuck))
+		b.stopTopology()
 		if b.nc != nil {
 			b.nc.Close()
 		}
@@ -357,6 +464,7 @@ func (b *Broker) Shutdown() {
 }
 
 func (b *Broker) shutdownServer() {
+	b.stopTopology()
 	if b.nc != nil {
 		b.nc.Close()
 	}

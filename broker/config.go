@@ -43,6 +43,10 @@ type Config struct {
 	// tells connected clients to move, and closes the rest spread over this
 	// time. 0 stops at once (a lone broker has nobody to hand over to).
 	LameDuck time.Duration `mapstructure:"lame_duck"`
+	// ReconcileInterval is how often the broker checks that every declared
+	// topic, dead-letter stream and family exists on the bus and recreates
+	// what is missing (also at once when JetStream announces a deletion).
+	ReconcileInterval time.Duration `mapstructure:"reconcile_interval"`
 
 	// Topics is the topology to provision; filled from the top-level
 	// `topics` key by the config loader.
@@ -106,6 +110,10 @@ func DefaultConfig() Config {
 		Auth:         Auth{Users: []User{}},
 		LameDuck:     0,
 		Alarms:       alarm.DefaultConfig(),
+		// A few seconds: a family missing that long stores nothing for it
+		// (its gateways refuse the topic meanwhile); each check costs one
+		// JetStream info request per stream and family.
+		ReconcileInterval: 5 * time.Second,
 	}
 }
 
@@ -168,6 +176,9 @@ func (c Config) Validate() error {
 	}
 	if c.ReadyTimeout <= 0 {
 		errs = append(errs, &topology.KeyError{Key: "broker.ready_timeout", Msg: "must be positive"})
+	}
+	if c.ReconcileInterval <= 0 {
+		errs = append(errs, &topology.KeyError{Key: "broker.reconcile_interval", Msg: "must be positive"})
 	}
 	for _, name := range topology.Names(c.Topics) {
 		t := c.Topics[name]

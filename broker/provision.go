@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -81,6 +83,8 @@ func DeadLetterStreamConfig(t topology.Topic, f topology.Family) jetstream.Strea
 // them from the metadata) so that it can first copy the message, with its
 // last error, into the dead-letter stream and only then terminate it. A
 // server-side MaxDeliver would strand a message whose last attempt timed out.
+// Its DeliverPolicy is All; a family created on a topic that holds messages
+// starts New instead (see deliverPolicy).
 func ConsumerConfig(t topology.Topic, f topology.Family) jetstream.ConsumerConfig {
 	backoff := make([]string, len(f.Backoff))
 	for i, d := range f.Backoff {
@@ -143,71 +147,198 @@ func AckExpiry(f topology.Family) []time.Duration {
 }
 
 // Provision creates or updates every declared topic, dead-letter stream and
-// family, idempotently. Changed limits are updated; a change JetStream cannot
-// apply in place (storage, retention, ...) is an ErrIncompatible naming the
-// topic; streams and consumers that the config no longer declares are left in
-// place and logged, never deleted.
+// family, idempotently: each topic's stream first, then for each of its
+// families the dead-letter stream and the consumer. Changed limits are
+// updated; a change JetStream cannot apply in place (storage, retention,
+// ack policy, ...) is an ErrIncompatible naming the topic and family.
+// A failure does not stop the pass: the other topics and families are
+// still provisioned, and every failure is returned, joined. Streams and
+// consumers that the config no longer declares are left in place and
+// logged, never deleted.
+//
+// A family created on a topic that already holds messages starts with the
+// messages published after its creation (see deliverPolicy).
 func Provision(ctx context.Context, js jetstream.JetStream, topics map[string]topology.Topic, log *zap.Logger) error {
+	_, err := provisioner{js: js, log: log}.run(ctx, topics)
+	return err
+}
+
+// outcome is what a provisioning pass found of one declared stream or
+// consumer.
+type outcome int
+
+const (
+	unanswered outcome = iota // the bus did not answer: no verdict
+	present                   // it exists as declared (updated in place if need be)
+	created                   // it was missing; this pass created it
+	missing                   // it is missing or unusable, and this pass could not fix it
+)
+
+// finding is one stream's or family's outcome, with why it was missing.
+type finding struct {
+	outcome outcome
+	cause   string
+}
+
+// findings is what one pass found: streams by name, families by
+// topic/family (their alarm subject); settling: something missing waits
+// for deletionSettle before it is recreated.
+type findings struct {
+	streams  map[string]finding
+	families map[string]finding
+	settling bool
+}
+
+// deletionSettle is how long a repair pass lets a stream or consumer stay
+// missing before it recreates it. JetStream announces a deletion, and
+// stops answering for the deleted one, before it has removed its files;
+// one created under the same name meanwhile would take over the old one's
+// state and then lose its directory to that removal.
+const deletionSettle = time.Second
+
+// provisioner runs provisioning passes.
+type provisioner struct {
+	js  jetstream.JetStream
+	log *zap.Logger
+	// repair marks a periodic check: it creates what is missing and
+	// changes nothing that exists (brokers of a cluster in the middle of a
+	// rolling config change would otherwise undo each other's updates
+	// every few seconds), and a creation is logged as the repair it is.
+	repair bool
+	// absent is, for repair passes, when each stream or consumer (by
+	// name, stream/consumer) was first found missing (see deletionSettle).
+	// Only the loop that runs the passes uses it.
+	absent map[string]time.Time
+}
+
+// mayCreate reports whether the pass may create key, found missing now: a
+// repair pass only once it has stayed missing for deletionSettle.
+func (p provisioner) mayCreate(key string, f *findings) bool {
+	if !p.repair {
+		return true
+	}
+	first, ok := p.absent[key]
+	if !ok {
+		p.absent[key] = time.Now()
+	}
+	if !ok || time.Since(first) < deletionSettle {
+		f.settling = true
+		return false
+	}
+	return true
+}
+
+// found forgets that key was missing.
+func (p provisioner) found(key string) {
+	delete(p.absent, key)
+}
+
+func (p provisioner) run(ctx context.Context, topics map[string]topology.Topic) (findings, error) {
+	f := findings{streams: map[string]finding{}, families: map[string]finding{}}
+	var errs []error
 	declared := map[string]bool{}
 	for _, name := range topology.Names(topics) {
 		t := topics[name]
-		declared[sluice.StreamName(name)] = true
-		if err := ensureStream(ctx, js, StreamConfig(t), log); err != nil {
-			return fmt.Errorf("topic %s: %w", name, err)
-		}
-		s, err := js.Stream(ctx, sluice.StreamName(name))
+		stream := sluice.StreamName(name)
+		declared[stream] = true
+		s, got, err := p.ensureStream(ctx, StreamConfig(t), &f)
+		f.streams[stream] = finding{got, errText(err)}
 		if err != nil {
-			return fmt.Errorf("topic %s: %w", name, err)
+			errs = append(errs, fmt.Errorf("topic %s: %w", name, err))
 		}
 		for _, fname := range t.FamilyNames() {
-			f := t.Families[fname]
-			declared[sluice.DeadLetterStream(name, fname)] = true
-			if err := ensureStream(ctx, js, DeadLetterStreamConfig(t, f), log); err != nil {
-				return fmt.Errorf("topic %s family %s dead letters: %w", name, fname, err)
+			fam := t.Families[fname]
+			subject := name + "/" + fname
+			dlq := sluice.DeadLetterStream(name, fname)
+			declared[dlq] = true
+			if s == nil {
+				// No usable stream, no consumer: the families share its
+				// verdict (missing, or not answered).
+				f.families[subject] = finding{got, "topic stream " + stream + ": " + errText(err)}
+				continue
 			}
-			if err := ensureConsumer(ctx, s, ConsumerConfig(t, f), log); err != nil {
-				return fmt.Errorf("topic %s family %s: %w", name, fname, err)
+			_, dgot, derr := p.ensureStream(ctx, DeadLetterStreamConfig(t, fam), &f)
+			f.streams[dlq] = finding{dgot, errText(derr)}
+			if derr != nil {
+				errs = append(errs, fmt.Errorf("topic %s family %s dead letters: %w", name, fname, derr))
+			}
+			// The consumer even without its dead-letter stream: a worker
+			// that cannot dead-letter keeps the message; a topic without
+			// the family's consumer stores nothing for it.
+			cgot, cerr := p.ensureConsumer(ctx, s, t.Name, ConsumerConfig(t, fam), got == created, &f)
+			cause := errText(cerr)
+			if cgot == created && p.repair {
+				cause = "its consumer was missing at a check and was recreated; messages published meanwhile were not stored for it"
+			}
+			f.families[subject] = finding{cgot, cause}
+			if cerr != nil {
+				errs = append(errs, fmt.Errorf("topic %s family %s: %w", name, fname, cerr))
 			}
 		}
-		reportUndeclaredConsumers(ctx, s, t, log)
-	}
-	names := js.StreamNames(ctx)
-	for n := range names.Name() {
-		if strings.HasPrefix(n, "SLUICE_") && !declared[n] {
-			log.Warn("stream on the bus is not declared in the config; left in place", zap.String("stream", n))
+		if s != nil && !p.repair {
+			reportUndeclaredConsumers(ctx, s, t, p.log)
 		}
 	}
-	return names.Err()
+	if !p.repair {
+		names := p.js.StreamNames(ctx)
+		for n := range names.Name() {
+			if strings.HasPrefix(n, "SLUICE_") && !declared[n] {
+				p.log.Warn("stream on the bus is not declared in the config; left in place", zap.String("stream", n))
+			}
+		}
+		if err := names.Err(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return f, errors.Join(errs...)
 }
 
-func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig, log *zap.Logger) error {
-	s, err := js.Stream(ctx, want.Name)
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// ensureStream returns the stream when it exists or was created, also when
+// updating it failed (it still serves its families).
+func (p provisioner) ensureStream(ctx context.Context, want jetstream.StreamConfig, f *findings) (jetstream.Stream, outcome, error) {
+	s, err := p.js.Stream(ctx, want.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		_, err = js.CreateStream(ctx, want)
+		if !p.mayCreate(want.Name, f) {
+			return nil, missing, fmt.Errorf("stream %s is missing; recreating it once its deletion has settled", want.Name)
+		}
+		s, err = p.js.CreateStream(ctx, want)
 		if err == nil {
-			log.Info("stream created", zap.String("stream", want.Name))
-			return nil
+			if p.repair {
+				p.log.Warn("stream was missing; recreated", zap.String("stream", want.Name))
+			} else {
+				p.log.Info("stream created", zap.String("stream", want.Name))
+			}
+			p.found(want.Name)
+			return s, created, nil
 		}
 		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			return fmt.Errorf("create stream %s: %w", want.Name, err)
+			return nil, missing, fmt.Errorf("create stream %s: %w", want.Name, err)
 		}
 		// Another broker of the cluster created it meanwhile: reconcile with it.
-		s, err = js.Stream(ctx, want.Name)
+		s, err = p.js.Stream(ctx, want.Name)
 	}
 	if err != nil {
-		return err
+		return nil, unanswered, err
 	}
+	p.found(want.Name)
 	have := s.CachedInfo().Config
 	if err := compatibleStream(have, want); err != nil {
-		return err
+		return nil, missing, err
 	}
-	if streamDiffers(have, want) {
-		if _, err := js.UpdateStream(ctx, want); err != nil {
-			return fmt.Errorf("%w: update stream %s: %w", ErrIncompatible, want.Name, err)
+	if !p.repair && streamDiffers(have, want) {
+		if _, err := p.js.UpdateStream(ctx, want); err != nil {
+			return s, present, fmt.Errorf("%w: update stream %s: %w", ErrIncompatible, want.Name, err)
 		}
-		log.Info("stream updated", zap.String("stream", want.Name))
+		p.log.Info("stream updated", zap.String("stream", want.Name))
 	}
-	return nil
+	return s, present, nil
 }
 
 func compatibleStream(have, want jetstream.StreamConfig) error {
@@ -236,27 +367,83 @@ func streamDiffers(have, want jetstream.StreamConfig) bool {
 		!slices.Equal(have.Subjects, want.Subjects)
 }
 
-func ensureConsumer(ctx context.Context, s jetstream.Stream, want jetstream.ConsumerConfig, log *zap.Logger) error {
+// deliverPolicy is where a family's consumer created now starts.
+//
+// On an empty stream (a new topic, or one whose messages every family has
+// acked) it starts at the first message stored: there is no backlog to
+// inherit, and a message stored between this check and the creation is
+// not missed. On a stream that holds messages it starts with the messages
+// published after its creation: an interest stream holds only what other
+// families have not acked yet, an arbitrary leftover for a family that did
+// not exist when it was published. A family recreated after its consumer
+// was deleted follows the same rule; so does one added to a running topic.
+// Consumers that exist keep their policy, All or New alike.
+func deliverPolicy(ctx context.Context, s jetstream.Stream) (jetstream.DeliverPolicy, error) {
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if info.State.Msgs == 0 {
+		return jetstream.DeliverAllPolicy, nil
+	}
+	return jetstream.DeliverNewPolicy, nil
+}
+
+// ensureConsumer: freshStream, s was created by this pass (its consumers
+// went with the old one: nothing to let settle).
+func (p provisioner) ensureConsumer(ctx context.Context, s jetstream.Stream, topic string, want jetstream.ConsumerConfig, freshStream bool, f *findings) (outcome, error) {
+	key := s.CachedInfo().Config.Name + "/" + want.Durable
 	c, err := s.Consumer(ctx, want.Durable)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		if !freshStream && !p.mayCreate(key, f) {
+			return missing, fmt.Errorf("consumer %s is missing; recreating it once its deletion has settled", want.Durable)
+		}
+		if want.DeliverPolicy, err = deliverPolicy(ctx, s); err != nil {
+			return missing, fmt.Errorf("create consumer %s: %w", want.Durable, err)
+		}
 		_, err = s.CreateConsumer(ctx, want)
 		if err == nil {
-			log.Info("family created", zap.String("family", want.Durable), zap.String("stream", s.CachedInfo().Config.Name))
-			return nil
+			fields := []zap.Field{zap.String("topic", topic), zap.String("family", want.Durable), zap.Stringer("deliver", want.DeliverPolicy)}
+			if p.repair {
+				p.log.Warn("family's consumer was missing; recreated (messages published to the topic meanwhile were not stored for it)", fields...)
+			} else {
+				p.log.Info("family created", fields...)
+			}
+			p.found(key)
+			return created, nil
 		}
 		if !errors.Is(err, jetstream.ErrConsumerExists) {
-			return fmt.Errorf("create consumer %s: %w", want.Durable, err)
+			return missing, fmt.Errorf("create consumer %s: %w", want.Durable, err)
 		}
 		// Created by another broker with another config: reconcile with it.
 		c, err = s.Consumer(ctx, want.Durable)
 	}
 	if err != nil {
-		return err
+		return unanswered, err
 	}
+	p.found(key)
 	have := c.CachedInfo().Config
 	switch {
-	case have.AckPolicy != want.AckPolicy, have.DeliverPolicy != want.DeliverPolicy:
-		return fmt.Errorf("%w: consumer %s has ack policy %v / deliver policy %v, declared %v / %v", ErrIncompatible, want.Durable, have.AckPolicy, have.DeliverPolicy, want.AckPolicy, want.DeliverPolicy)
+	case have.AckPolicy != want.AckPolicy:
+		return missing, fmt.Errorf("%w: consumer %s has ack policy %v, declared %v", ErrIncompatible, want.Durable, have.AckPolicy, want.AckPolicy)
+	case have.DeliverPolicy != jetstream.DeliverAllPolicy && have.DeliverPolicy != jetstream.DeliverNewPolicy:
+		return missing, fmt.Errorf("%w: consumer %s has deliver policy %v, declared %v or %v", ErrIncompatible, want.Durable, have.DeliverPolicy,
+			jetstream.DeliverAllPolicy, jetstream.DeliverNewPolicy)
+	}
+	if p.repair {
+		// Nothing is updated here; a consumer that does not take the
+		// topic's messages and its own redrives is as good as missing.
+		// (No filter at all takes every subject of the stream.)
+		filters := have.FilterSubjects
+		if have.FilterSubject != "" {
+			filters = append(slices.Clone(filters), have.FilterSubject)
+		}
+		for _, subj := range want.FilterSubjects {
+			if len(filters) > 0 && !slices.Contains(filters, subj) {
+				return missing, fmt.Errorf("%w: consumer %s filters %v, not %s", ErrIncompatible, want.Durable, filters, subj)
+			}
+		}
+		return present, nil
 	}
 	// Filters and BackOff are updated in place (a family provisioned before
 	// redrive filtered on the topic's subject only).
@@ -265,12 +452,13 @@ func ensureConsumer(ctx context.Context, s jetstream.Stream, want jetstream.Cons
 		!slices.Equal(have.BackOff, want.BackOff) ||
 		have.MaxDeliver != want.MaxDeliver || have.Description != want.Description ||
 		!sameMetadata(have.Metadata, want.Metadata) || (want.Replicas != 0 && have.Replicas != want.Replicas) {
+		want.DeliverPolicy = have.DeliverPolicy // cannot change in place; either is fine
 		if _, err := s.UpdateConsumer(ctx, want); err != nil {
-			return fmt.Errorf("%w: update consumer %s: %w", ErrIncompatible, want.Durable, err)
+			return present, fmt.Errorf("%w: update consumer %s: %w", ErrIncompatible, want.Durable, err)
 		}
-		log.Info("family updated", zap.String("family", want.Durable))
+		p.log.Info("family updated", zap.String("topic", topic), zap.String("family", want.Durable))
 	}
-	return nil
+	return present, nil
 }
 
 // sameMetadata compares the keys Sluice sets; the server adds its own
@@ -299,3 +487,70 @@ func reportUndeclaredConsumers(ctx context.Context, s jetstream.Stream, t topolo
 
 // provisionTimeout bounds one reconcile pass.
 const provisionTimeout = 30 * time.Second
+
+// passTimeout bounds one provisioning pass over n topics: a request lost
+// during an election is never answered.
+func passTimeout(n int) time.Duration {
+	return 3*time.Second + time.Duration(n)*500*time.Millisecond
+}
+
+// topoState is what the provisioning passes found, for readiness and the
+// family_missing alarm. Safe for concurrent use.
+type topoState struct {
+	mu sync.Mutex
+	// streamGaps and familyGaps: declared streams (by name) and families
+	// (by topic/family) known missing or unusable, with the cause. A pass
+	// that got no answer about one leaves its entry as it was.
+	streamGaps, familyGaps map[string]string
+	// lapses: families a check found missing since the alarms last
+	// looked, recreated or not.
+	lapses map[string]string
+}
+
+// record takes in a pass's findings; check: it was a periodic check (at
+// start, creating a family is provisioning, not a repair).
+func (ts *topoState) record(f findings, check bool) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if ts.streamGaps == nil {
+		ts.streamGaps, ts.familyGaps, ts.lapses = map[string]string{}, map[string]string{}, map[string]string{}
+	}
+	note := func(gaps map[string]string, key string, fd finding) {
+		switch fd.outcome {
+		case present, created:
+			delete(gaps, key)
+		case missing:
+			gaps[key] = fd.cause
+		}
+	}
+	for name, fd := range f.streams {
+		note(ts.streamGaps, name, fd)
+	}
+	for subject, fd := range f.families {
+		note(ts.familyGaps, subject, fd)
+		if check && (fd.outcome == created || fd.outcome == missing) {
+			ts.lapses[subject] = fd.cause
+		}
+	}
+}
+
+// complete: no declared stream or family is known missing.
+func (ts *topoState) complete() bool {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return len(ts.streamGaps) == 0 && len(ts.familyGaps) == 0
+}
+
+// missingFamilies are the families missing now or found missing by a
+// check since the last call, with their causes.
+func (ts *topoState) missingFamilies() map[string]string {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	out := maps.Clone(ts.lapses)
+	if out == nil {
+		out = map[string]string{}
+	}
+	maps.Copy(out, ts.familyGaps)
+	clear(ts.lapses)
+	return out
+}

@@ -148,7 +148,7 @@ func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstrea
 	for k, v := range msg.Headers() {
 		if k == HeaderMsgID {
 			if msg.Headers().Get(HeaderOriginalID) == "" { // else redriven: its original id is kept
-				dl.Header[HeaderOriginalID] = v
+				dl.Header.Set(HeaderOriginalID, messageID(msg.Headers()))
 			}
 			continue
 		}
@@ -210,7 +210,7 @@ func headerSafe(s string) string {
 // is the redrive's).
 func messageID(h nats.Header) string {
 	if id := h.Get(HeaderOriginalID); id != "" {
-		return id
+		return KeyOf(id)
 	}
-	return h.Get(HeaderMsgID)
+	return KeyOf(h.Get(HeaderMsgID))
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,6 +24,15 @@ const (
 	lookupTimeout = 2 * time.Second
 	// maxErrorHeader bounds the last-error text kept on a dead letter.
 	maxErrorHeader = 1024
+	// A message whose dead letter is refused waits the family's largest
+	// retry delay, within these bounds, before it is tried again: the
+	// refusal needs an operator (spinning helps nobody), and once the
+	// dead-letter stream is fixed the message should go soon.
+	minRefusedWait = 5 * time.Second
+	maxRefusedWait = 30 * time.Second
+	// busHeaderPrefix starts the bus's own headers (Nats-Msg-Id,
+	// Nats-Batch-*, Nats-Expected-*, ...).
+	busHeaderPrefix = "Nats-"
 )
 
 // Dead-letter reasons (the Sluice-Dead-Reason header).
@@ -70,7 +81,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, fam *family, m *
 	message := &Message{
 		Topic: w.topic, Family: w.family, ID: messageID(msg.Headers()),
 		Seq: md.Sequence.Stream, Attempt: attempt, Published: md.Timestamp,
-		Data: msg.Data(), Header: msg.Headers(),
+		Data: msg.Data(), Header: userHeaders(msg.Headers()),
 	}
 	start := time.Now()
 	herr := w.call(ctx, msg, pol, message)
@@ -140,19 +151,18 @@ func (w *Worker) call(ctx context.Context, msg jetstream.Msg, pol policy, m *Mes
 // (which counts as its ack there). A failed copy (dead letters full, bus
 // unreachable) is retried in place with backoff while the message is kept
 // in progress, so the reason and last error are not lost; only a worker stop
-// hands it back.
+// hands it back. A copy the dead-letter stream refuses for good is handed
+// back at once (see refusedDeadLetter).
 func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, reason string, attempts int, cause error, fam *family, m *workerMetrics) {
 	seq := md.Sequence.Stream
 	dl := nats.NewMsg(DeadLetterSubject(w.topic, w.family, seq))
 	dl.Data = msg.Data()
-	for k, v := range msg.Headers() {
-		if k == HeaderMsgID {
-			if msg.Headers().Get(HeaderOriginalID) == "" { // else redriven: its original id is kept
-				dl.Header.Set(HeaderOriginalID, messageID(msg.Headers()))
-			}
-			continue
-		}
-		dl.Header[k] = v
+	// The bus's headers stay behind: they describe how the original was
+	// stored (the dead-letter stream refuses an atomic batch's), except
+	// its id, kept as the original id (a redriven message has it already).
+	dl.Header = userHeaders(msg.Headers())
+	if id := messageID(msg.Headers()); id != "" {
+		dl.Header.Set(HeaderOriginalID, id)
 	}
 	dl.Header.Set(HeaderDeadReason, reason)
 	dl.Header.Set(HeaderDeadAttempts, strconv.Itoa(attempts))
@@ -162,14 +172,18 @@ func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstrea
 	dl.Header.Set(HeaderOriginalTopic, w.topic)
 	dl.Header.Set(HeaderOriginalSeq, strconv.FormatUint(seq, 10))
 	// The id also makes a repeated copy a duplicate within the window.
-	id := fmt.Sprintf("%s.%s.%d", w.topic, w.family, seq)
+	dedup := fmt.Sprintf("%s.%s.%d", w.topic, w.family, seq)
 	bo := backoff{initial: 100 * time.Millisecond, max: 5 * time.Second}
 	for try := 0; ; try++ {
 		pctx, cancel := context.WithTimeout(ctx, deadLetterTimeout)
-		_, err := w.js.PublishMsg(pctx, dl, jetstream.WithMsgID(id), jetstream.WithExpectStream(DeadLetterStream(w.topic, w.family)))
+		_, err := w.js.PublishMsg(pctx, dl, jetstream.WithMsgID(dedup), jetstream.WithExpectStream(DeadLetterStream(w.topic, w.family)))
 		cancel()
 		if err == nil {
 			break
+		}
+		if refused(err) {
+			w.refusedDeadLetter(msg, md, reason, err, fam, m)
+			return
 		}
 		if try == 0 {
 			w.log.Error("dead-lettering failed; retrying while holding the message", zap.Uint64("seq", seq), zap.Error(err))
@@ -188,6 +202,50 @@ func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstrea
 	w.log.Warn("message dead-lettered", zap.Uint64("seq", seq), zap.String("reason", reason),
 		zap.Int("attempts", attempts), zap.Error(cause))
 	m.outcome("dead_lettered")
+}
+
+// refusedDeadLetter hands back a message whose dead letter the dead-letter
+// stream refused for good (too large for it, or a header it does not
+// allow): retried in place, it would hold one of the family's credits
+// forever, and `credit` of them stop the family. The message stays in its
+// topic, never terminated without its dead letter, and comes back after a
+// bounded wait; an operator fixes the dead-letter stream meanwhile.
+func (w *Worker) refusedDeadLetter(msg jetstream.Msg, md *jetstream.MsgMetadata, reason string, err error, fam *family, m *workerMetrics) {
+	wait := fam.policy.refusedWait()
+	nak, _ := fam.policy.nakDelay(int(md.NumDelivered), wait)
+	w.log.Error("the dead-letter stream refused the message; it stays in the topic and is tried again later",
+		zap.Uint64("seq", md.Sequence.Stream), zap.String("dead_letter_stream", DeadLetterStream(w.topic, w.family)),
+		zap.String("reason", reason), zap.Duration("retry_in", wait), zap.Error(err))
+	if err := msg.NakWithDelay(nak); err != nil {
+		w.log.Warn("nak failed; the message will be redelivered after the ack wait", zap.Error(err))
+	}
+	m.outcome("dead_letter_refused")
+}
+
+// refused reports whether err is the bus refusing a publish for good: an
+// API error other than 503 (no quorum, stream full: retry) or 408 (timed
+// out). Timeouts and missing responders are no API errors.
+func refused(err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	return apiErr.Code != http.StatusServiceUnavailable && apiErr.Code != http.StatusRequestTimeout
+}
+
+// userHeaders is a copy of h without the bus's own headers (Nats-*). They
+// say how the message was stored (Nats-Msg-Id, which Message.ID and the
+// original id carry; an atomic batch's Nats-Batch-*; Nats-Expected-*), not
+// what it is, and copied onto another message they would be taken as
+// instructions for that message.
+func userHeaders(h nats.Header) nats.Header {
+	out := make(nats.Header, len(h))
+	for k, v := range h {
+		if len(k) < len(busHeaderPrefix) || !strings.EqualFold(k[:len(busHeaderPrefix)], busHeaderPrefix) {
+			out[k] = slices.Clone(v)
+		}
+	}
+	return out
 }
 
 // headerSafe makes s fit a NATS header value: no CR/LF or other controls,

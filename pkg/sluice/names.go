@@ -75,8 +75,10 @@ const (
 	HeaderLameDuck = "Sluice-Lame-Duck"
 
 	// Headers added when a message moves to a dead-letter stream. The
-	// original headers are kept, except Nats-Msg-Id which moves to
-	// HeaderOriginalID (the dead-letter stream deduplicates on its own id).
+	// original headers are kept except the bus's own (Nats-*, which
+	// describe how it was stored: an atomic batch, expectations): its
+	// Nats-Msg-Id moves to HeaderOriginalID (the dead-letter stream
+	// deduplicates on its own id).
 	HeaderDeadReason    = "Sluice-Dead-Reason"
 	HeaderDeadAttempts  = "Sluice-Dead-Attempts"
 	HeaderDeadError     = "Sluice-Dead-Error"

@@ -197,6 +197,20 @@ func RetryDelay(curve string, schedule []time.Duration, initial, maxDelay time.D
 	return d
 }
 
+// refusedWait is how long a message waits after its dead letter was
+// refused: the family's largest retry delay, within minRefusedWait and
+// maxRefusedWait.
+func (p policy) refusedWait() time.Duration {
+	largest := p.max
+	if p.curve != "exponential" && p.curve != "linear" {
+		largest = 0
+		for _, d := range p.backoff {
+			largest = max(largest, d)
+		}
+	}
+	return min(max(largest, minRefusedWait), maxRefusedWait)
+}
+
 func readPolicy(cfg jetstream.ConsumerConfig) (policy, error) {
 	p := policy{ackWait: cfg.AckWait, expiry: cfg.BackOff}
 	if v := cfg.Metadata[MetadataAckWait]; v != "" {

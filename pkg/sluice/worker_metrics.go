@@ -23,7 +23,7 @@ func newWorkerMetrics(reg prometheus.Registerer, topic, family string) *workerMe
 	labels := []string{"topic", "family"}
 	messages := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sluice_worker_messages_total",
-		Help: "Messages handled by topic, family and outcome: acked, retried, dead_lettered, dead_letter_failed, handed_back.",
+		Help: "Messages handled by topic, family and outcome: acked, retried, dead_lettered, dead_letter_failed (a dead letter not stored yet: retried in place), dead_letter_refused (a dead letter the dead-letter stream refused for good: the message stays in its topic and is tried again later), handed_back.",
 	}, append(labels, "outcome")))
 	redeliveries := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sluice_worker_redeliveries_total",

@@ -182,8 +182,11 @@ func TestFaults(t *testing.T) {
 			if p := r.Problems(); len(p) > 0 {
 				t.Errorf("%s: %v\n%+v", sc.name, p, r)
 			}
-			if sc.proxied && r.DuplicateAcks == 0 {
-				t.Errorf("no publish retried after the kill was acked as a duplicate: the requests in flight should have been stored (%+v)", r)
+			if sc.proxied {
+				t.Logf("%d publishes retried after the kill were acked as duplicates of what the killed gateway stored", r.DuplicateAcks)
+				if r.DuplicateAcks == 0 {
+					t.Errorf("no publish retried after the kill was acked as a duplicate: the requests in flight should have been stored (%+v)", r)
+				}
 			}
 		})
 	}

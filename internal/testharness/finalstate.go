@@ -64,7 +64,9 @@ func readDeadLetters(ctx context.Context, js jetstream.JetStream, topic, family 
 		if err != nil {
 			return 0, fmt.Errorf("dead letter %d of %s: %s: %w", seq, family, sluice.HeaderOriginalSeq, err)
 		}
-		chk.DeadLettered(family, m.Header.Get(sluice.HeaderOriginalID), orig, m.Data)
+		// The original id is the idempotency key (older dead letters hold
+		// the whole deduplication id).
+		chk.DeadLettered(family, sluice.KeyOf(m.Header.Get(sluice.HeaderOriginalID)), orig, m.Data)
 	}
 	return state.Msgs, nil
 }

@@ -10,6 +10,45 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+func TestDeadLetterIsCopyOf(t *testing.T) {
+	created := time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.UTC)
+	before, after := created.Add(-time.Hour), created.Add(time.Minute)
+	f := &family{}
+	f.created.Store(created.UnixNano())
+	hdr := func(kv ...string) nats.Header {
+		h := nats.Header{}
+		for i := 0; i < len(kv); i += 2 {
+			h.Set(kv[i], kv[i+1])
+		}
+		return h
+	}
+	at := func(t time.Time) string { return t.Format(time.RFC3339Nano) }
+	for _, tc := range []struct {
+		name string
+		dl   nats.Header
+		id   string
+		want bool
+	}{
+		{"same id and family", hdr(HeaderOriginalID, "o-1", HeaderOriginalFamilyCreated, at(created)), "o-1", true},
+		{"same family, no ids", hdr(HeaderOriginalFamilyCreated, at(created)), "", true},
+		{"another id", hdr(HeaderOriginalID, "o-0", HeaderOriginalFamilyCreated, at(created)), "o-1", false},
+		{"an earlier family", hdr(HeaderOriginalID, "o-1", HeaderOriginalFamilyCreated, at(before)), "o-1", false},
+		{"unreadable family", hdr(HeaderOriginalID, "o-1", HeaderOriginalFamilyCreated, "yesterday"), "o-1", false},
+		// Written before Sluice-Original-Family-Created existed.
+		{"old, same id", hdr(HeaderOriginalID, "o-1", HeaderDeadAt, at(after)), "o-1", true},
+		{"old, same id, no time", hdr(HeaderOriginalID, "o-1"), "o-1", true},
+		{"old, same id, died before the family", hdr(HeaderOriginalID, "o-1", HeaderDeadAt, at(before)), "o-1", false},
+		{"old, another id", hdr(HeaderOriginalID, "o-0", HeaderDeadAt, at(after)), "o-1", false},
+		{"old, the message has no id", hdr(HeaderOriginalID, "o-0"), "", false},
+		{"old, no ids", hdr(HeaderDeadAt, at(after)), "", false},
+		{"old, bare", nats.Header{}, "o-1", false},
+	} {
+		if got := f.isCopy(tc.dl, tc.id); got != tc.want {
+			t.Errorf("%s: isCopy = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
 func TestRefusedOnlyForGood(t *testing.T) {
 	api := func(code, errCode int) error {
 		return fmt.Errorf("nats: %w", &jetstream.APIError{Code: code, ErrorCode: jetstream.ErrorCode(errCode)})

@@ -59,10 +59,11 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, fam *family, m *
 		w.log.Error("delivery without metadata; leaving it to redelivery", zap.Error(err))
 		return
 	}
+	id := messageID(msg.Headers())
 	attempt := int(md.NumDelivered)
 	if attempt > 1 {
 		m.redeliveries.Inc()
-		if fam.deadLettered(ctx, md.Sequence.Stream) {
+		if fam.deadLettered(ctx, md.Sequence.Stream, id) {
 			// Copied before, and the Term that should have followed was lost
 			// (or the worker died in between): finish the job only.
 			if err := msg.TermWithReason("already dead-lettered"); err != nil {
@@ -79,7 +80,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, fam *family, m *
 		return
 	}
 	message := &Message{
-		Topic: w.topic, Family: w.family, ID: messageID(msg.Headers()),
+		Topic: w.topic, Family: w.family, ID: id,
 		Seq: md.Sequence.Stream, Attempt: attempt, Published: md.Timestamp,
 		Data: msg.Data(), Header: userHeaders(msg.Headers()),
 	}
@@ -155,15 +156,18 @@ func (w *Worker) call(ctx context.Context, msg jetstream.Msg, pol policy, m *Mes
 // back at once (see refusedDeadLetter).
 func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, reason string, attempts int, cause error, fam *family, m *workerMetrics) {
 	seq := md.Sequence.Stream
+	id := messageID(msg.Headers())
+	created := fam.createdAt()
 	dl := nats.NewMsg(DeadLetterSubject(w.topic, w.family, seq))
 	dl.Data = msg.Data()
 	// The bus's headers stay behind: they describe how the original was
 	// stored (the dead-letter stream refuses an atomic batch's), except
 	// its id, kept as the original id (a redriven message has it already).
 	dl.Header = userHeaders(msg.Headers())
-	if id := messageID(msg.Headers()); id != "" {
+	if id != "" {
 		dl.Header.Set(HeaderOriginalID, id)
 	}
+	dl.Header.Set(HeaderOriginalFamilyCreated, created.Format(time.RFC3339Nano))
 	dl.Header.Set(HeaderDeadReason, reason)
 	dl.Header.Set(HeaderDeadAttempts, strconv.Itoa(attempts))
 	dl.Header.Set(HeaderDeadError, headerSafe(cause.Error()))
@@ -171,8 +175,11 @@ func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstrea
 	dl.Header.Set(HeaderDeadFamily, w.family)
 	dl.Header.Set(HeaderOriginalTopic, w.topic)
 	dl.Header.Set(HeaderOriginalSeq, strconv.FormatUint(seq, 10))
-	// The id also makes a repeated copy a duplicate within the window.
-	dedup := fmt.Sprintf("%s.%s.%d", w.topic, w.family, seq)
+	// The id also makes a repeated copy a duplicate within the window. The
+	// seq alone is not the message's: sequences restart when the topic's
+	// stream is recreated (and the family with it), so a later message at
+	// the same seq must not pass for a repeat.
+	dedup := fmt.Sprintf("%s.%s.%d.%d.%s", w.topic, w.family, seq, created.UnixNano(), id)
 	bo := backoff{initial: 100 * time.Millisecond, max: 5 * time.Second}
 	for try := 0; ; try++ {
 		pctx, cancel := context.WithTimeout(ctx, deadLetterTimeout)

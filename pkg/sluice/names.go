@@ -87,6 +87,13 @@ const (
 	HeaderOriginalTopic = "Sluice-Original-Topic"
 	HeaderOriginalSeq   = "Sluice-Original-Seq"
 	HeaderOriginalID    = "Sluice-Original-Id"
+	// HeaderOriginalFamilyCreated is when the family's consumer that
+	// delivered the message was created (RFC 3339, UTC). Sequences restart
+	// when a topic's stream is deleted and provisioned again, and its
+	// families are created again with it: with HeaderOriginalSeq and
+	// HeaderOriginalID it tells the message that died from a later one
+	// at the same sequence.
+	HeaderOriginalFamilyCreated = "Sluice-Original-Family-Created"
 )
 
 // Consumer metadata keys under which brokers publish a family's retry policy,

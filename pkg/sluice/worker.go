@@ -266,20 +266,71 @@ type family struct {
 	policy      policy
 	deadLetters jetstream.Stream
 	log         *zap.Logger
+	// created is when the family's consumer was created (Unix ns). A seq
+	// names a message only together with it: deleting a topic's stream
+	// deletes its consumers, and provisioning it again restarts the
+	// sequences and creates the consumers anew.
+	created atomic.Int64
+	// reread is set by a failed pull (the consumer may have been deleted
+	// and created again): created is read again before the next pull.
+	reread atomic.Bool
 }
 
-// deadLettered reports whether the message at seq is already in the
-// family's dead letters. A failed lookup answers false: the handler then
+func (f *family) createdAt() time.Time { return time.Unix(0, f.created.Load()).UTC() }
+
+// deadLettered reports whether the message at seq with idempotency key id
+// is already in the family's dead letters: whether the last dead letter
+// of its seq is its copy. A failed lookup answers false: the handler then
 // runs again, which at-least-once delivery allows.
-func (f *family) deadLettered(ctx context.Context, seq uint64) bool {
+func (f *family) deadLettered(ctx context.Context, seq uint64, id string) bool {
 	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
 	subj := DeadLetterSubject(f.topic, f.name, seq)
-	_, err := f.deadLetters.GetLastMsgForSubject(ctx, subj)
-	if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-		f.log.Warn("dead-letter lookup failed", zap.String("subject", subj), zap.Error(err))
+	dl, err := f.deadLetters.GetLastMsgForSubject(ctx, subj)
+	if err != nil {
+		if !errors.Is(err, jetstream.ErrMsgNotFound) {
+			f.log.Warn("dead-letter lookup failed", zap.String("subject", subj), zap.Error(err))
+		}
+		return false
 	}
-	return err == nil
+	return f.isCopy(dl.Header, id)
+}
+
+// isCopy reports whether the dead letter with headers h, found under a
+// message's seq, is that message's copy rather than one of an older
+// message at the same seq (before the topic's stream was recreated): its
+// original id must be the message's, and the family's creation too. A dead
+// letter written before HeaderOriginalFamilyCreated existed matches on a
+// non-empty id only, and not when it died before the family was created.
+func (f *family) isCopy(h nats.Header, id string) bool {
+	if h.Get(HeaderOriginalID) != id {
+		return false
+	}
+	created := f.created.Load()
+	if v := h.Get(HeaderOriginalFamilyCreated); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		return err == nil && t.UnixNano() == created
+	}
+	if id == "" {
+		return false
+	}
+	at, err := time.Parse(time.RFC3339Nano, h.Get(HeaderDeadAt))
+	return err != nil || at.UnixNano() >= created
+}
+
+// rereadFamily reads the family's consumer again after a failed pull: it
+// may have been deleted with its topic's stream and provisioned again.
+func (w *Worker) rereadFamily(ctx context.Context, cons jetstream.Consumer, fam *family) error {
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return err
+	}
+	if c := info.Created.UnixNano(); fam.created.Swap(c) != c {
+		w.log.Warn("the family was created anew on the bus (its topic's stream or its consumer was deleted and provisioned again)",
+			zap.Time("created", info.Created))
+	}
+	fam.reread.Store(false)
+	return nil
 }
 
 // event is what pulls and handlers report to the owner loop.
@@ -317,6 +368,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("sluice: worker %s/%s: dead-letter stream: %w", w.topic, w.family, err)
 	}
 	fam := &family{topic: w.topic, name: w.family, policy: pol, deadLetters: dlq, log: w.log}
+	fam.created.Store(cons.CachedInfo().Created.UnixNano())
 	m := newWorkerMetrics(w.reg, w.topic, w.family)
 	m.creditLimit.Add(float64(w.credit))
 	defer m.creditLimit.Sub(float64(w.credit))
@@ -388,20 +440,29 @@ func (w *Worker) account(win *credit.Window, m *workerMetrics, ev event) {
 func (w *Worker) pull(ctx context.Context, wg *sync.WaitGroup, cons jetstream.Consumer, n int, fam *family, m *workerMetrics, events chan<- event) {
 	pctx, cancel := context.WithTimeout(ctx, w.pullExpiry)
 	defer cancel()
-	batch, err := cons.Fetch(n, jetstream.FetchContext(pctx))
+	var err error
+	if fam.reread.Load() {
+		err = w.rereadFamily(pctx, cons, fam)
+	}
 	got := 0
 	if err == nil {
-		for msg := range batch.Messages() {
-			got++
-			wg.Go(func() {
-				w.handle(ctx, msg, fam, m)
-				events <- event{}
-			})
+		var batch jetstream.MessageBatch
+		if batch, err = cons.Fetch(n, jetstream.FetchContext(pctx)); err == nil {
+			for msg := range batch.Messages() {
+				got++
+				wg.Go(func() {
+					w.handle(ctx, msg, fam, m)
+					events <- event{}
+				})
+			}
+			err = batch.Error()
 		}
-		err = batch.Error()
 	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, nats.ErrTimeout) {
 		err = nil // an expired or stopped pull is not a failure
+	}
+	if err != nil {
+		fam.reread.Store(true)
 	}
 	events <- event{pullEnded: true, unused: n - got, err: err}
 }

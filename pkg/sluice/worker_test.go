@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/sluicebus/sluice/internal/testharness"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
@@ -295,7 +297,15 @@ func TestRedeliveryOfADeadLetteredMessageIsOnlyTerminated(t *testing.T) {
 	}
 	// A worker copied the message to the dead letters and died before its
 	// Term reached the broker: the copy exists, the message is unacked.
-	if _, err := s.js.Publish(context.Background(), sluice.DeadLetterSubject("orders", "billing", rc.Seq), []byte("poison")); err != nil {
+	cons, err := s.js.Consumer(context.Background(), sluice.StreamName("orders"), "billing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dl := nats.NewMsg(sluice.DeadLetterSubject("orders", "billing", rc.Seq))
+	dl.Data = []byte("poison")
+	dl.Header.Set(sluice.HeaderOriginalID, rc.ID)
+	dl.Header.Set(sluice.HeaderOriginalFamilyCreated, cons.CachedInfo().Created.Format(time.RFC3339Nano))
+	if _, err := s.js.PublishMsg(context.Background(), dl); err != nil {
 		t.Fatal(err)
 	}
 	s.abandon(t, "orders", "billing", 1)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -79,6 +80,9 @@ func New(cfg Config, logger *zap.Logger, reg prometheus.Registerer) (*Broker, er
 	if err != nil {
 		return nil, err
 	}
+	if err := writableDir(opts.StoreDir); err != nil {
+		return nil, fmt.Errorf("broker.data_dir %s: %w", cfg.DataDir, err)
+	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
@@ -102,6 +106,24 @@ func New(cfg Config, logger *zap.Logger, reg prometheus.Registerer) (*Broker, er
 		zap.Bool("client_tls", opts.TLSConfig != nil), zap.Int("client_users", len(cfg.Auth.Users)),
 		zap.Bool("route_tls", opts.Cluster.TLSConfig != nil), zap.Bool("route_auth", opts.Cluster.Username != ""))
 	return b, nil
+}
+
+// writableDir makes dir if need be and checks that a file can be written
+// in it, so that a bad data directory is refused naming it (nats-server's
+// own error for a directory under a regular file does not).
+func writableDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".sluice-write-check-*")
+	if err != nil {
+		return err
+	}
+	name := f.Name()
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Remove(name)
 }
 
 // tlsTimeout bounds a TLS handshake (the server's default, 2 s, is short

@@ -38,58 +38,72 @@ type Stack struct {
 	started time.Time
 }
 
-// Start starts the broker, binds the gateway and builds the demo workers.
-// Metrics go on reg, which /metrics serves. Call Run next.
-func Start(cfg config.Config, log *zap.Logger, reg *prometheus.Registry) (s *Stack, err error) {
-	s = &Stack{cfg: cfg, log: log, started: time.Now()}
-	defer func() {
-		if err != nil {
-			s.close()
-		}
-	}()
+// Start starts the broker, builds the gateway and the demo workers and
+// binds the gateway's listener. Metrics go on reg, which /metrics serves.
+// Call Run next. On an error nothing is left running: no listener, no
+// connection, no goroutine.
+func Start(cfg config.Config, log *zap.Logger, reg *prometheus.Registry) (*Stack, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s.broker, err = broker.New(cfg.Broker, log, reg)
-	if err != nil {
+	s := &Stack{cfg: cfg, log: log, started: time.Now()}
+	if err := s.start(reg); err != nil {
+		s.close()
 		return nil, err
+	}
+	return s, nil
+}
+
+// start builds the stack in order. The gateway binds its listener last:
+// nothing after it can fail, and a gateway closes its listener only when
+// it has served on it.
+func (s *Stack) start(reg *prometheus.Registry) error {
+	var err error
+	if s.broker, err = broker.New(s.cfg.Broker, s.log, reg); err != nil {
+		return err
 	}
 	gnc, err := s.connect("sluice-gateway")
 	if err != nil {
-		return nil, err
+		return err
 	}
-	s.gateway, err = gateway.New(cfg.Gateway, gnc, log, reg, reg)
-	if err != nil {
-		return nil, err
+	if s.gateway, err = gateway.New(s.cfg.Gateway, gnc, s.log, reg, reg); err != nil {
+		return err
 	}
-	if s.addr, err = s.gateway.Listen(); err != nil {
-		return nil, err
-	}
-	if cfg.Demo.Enabled {
-		demoLog := log.Named("demo").WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
-			// One line per message is what a newcomer wants to see, not what a
-			// load test wants written: at most 10 a second per family.
-			return zapcore.NewSamplerWithOptions(c, time.Second, 10, 0)
-		}))
-		h := demo.Handler(cfg.Demo.Delay, cfg.Demo.FailureRate, demoLog)
-		for _, tname := range topology.Names(cfg.Topics) {
-			t := cfg.Topics[tname]
-			for _, fname := range t.FamilyNames() {
-				wnc, err := s.connect("sluice-demo-" + tname + "-" + fname)
-				if err != nil {
-					return nil, err
-				}
-				w, err := sluice.NewWorker(wnc, tname, fname, h,
-					sluice.WithCredit(cfg.Demo.Credit), sluice.WithWorkerLogger(log.Named("worker")),
-					sluice.WithRegisterer(reg))
-				if err != nil {
-					return nil, err
-				}
-				s.workers = append(s.workers, w)
-			}
+	if s.cfg.Demo.Enabled {
+		if err := s.demoWorkers(reg); err != nil {
+			return err
 		}
 	}
-	return s, nil
+	s.addr, err = s.gateway.Listen()
+	return err
+}
+
+// demoWorkers builds a demo worker per declared family.
+func (s *Stack) demoWorkers(reg *prometheus.Registry) error {
+	cfg := s.cfg
+	demoLog := s.log.Named("demo").WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+		// One line per message is what a newcomer wants to see, not what a
+		// load test wants written: at most 10 a second per family.
+		return zapcore.NewSamplerWithOptions(c, time.Second, 10, 0)
+	}))
+	h := demo.Handler(cfg.Demo.Delay, cfg.Demo.FailureRate, demoLog)
+	for _, tname := range topology.Names(cfg.Topics) {
+		t := cfg.Topics[tname]
+		for _, fname := range t.FamilyNames() {
+			wnc, err := s.connect("sluice-demo-" + tname + "-" + fname)
+			if err != nil {
+				return err
+			}
+			w, err := sluice.NewWorker(wnc, tname, fname, h,
+				sluice.WithCredit(cfg.Demo.Credit), sluice.WithWorkerLogger(s.log.Named("worker")),
+				sluice.WithRegisterer(reg))
+			if err != nil {
+				return err
+			}
+			s.workers = append(s.workers, w)
+		}
+	}
+	return nil
 }
 
 // connect opens an in-process connection to the broker.

@@ -53,7 +53,9 @@ var (
 	// with the same idempotency key and the duplicate window sorts it out.
 	ErrOutcomeUnknown = errors.New("sluice: publish outcome unknown")
 	// ErrConflict: the idempotency key was already used, within the duplicate
-	// window, for a message with another payload (409).
+	// window, for a message with another payload (409). Gateways no longer
+	// answer it: a key names one message (payload, content type and
+	// metadata), and another message under it is stored as another message.
 	ErrConflict = errors.New("sluice: idempotency key reused for another message")
 	// ErrRetryBudget: the producer's retry budget (RetryPolicy.Budget) was
 	// spent, so a message that could have been retried was not; the error

@@ -61,8 +61,8 @@ func ExampleProducer_Publish() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	// One idempotency key per logical message: a retry (by the SDK or by you,
-	// after ErrOutcomeUnknown) is stored once.
+	// One idempotency key per logical message: a retry of the same message
+	// (by the SDK or by you, after ErrOutcomeUnknown) is stored once.
 	rc, err := p.Publish(ctx, "orders", []byte(`{"order":42}`),
 		sluice.WithID("order-42"), sluice.WithContentType("application/json"))
 	if err != nil {
@@ -70,7 +70,8 @@ func ExampleProducer_Publish() {
 	}
 	fmt.Println(rc.Topic, rc.ID, rc.Duplicate)
 
-	again, err := p.Publish(ctx, "orders", []byte(`{"order":42}`), sluice.WithID("order-42"))
+	again, err := p.Publish(ctx, "orders", []byte(`{"order":42}`),
+		sluice.WithID("order-42"), sluice.WithContentType("application/json"))
 	if err != nil {
 		log.Fatal(err)
 	}

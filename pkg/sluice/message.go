@@ -20,7 +20,9 @@ type Message struct {
 	// Published is when the bus stored the message.
 	Published time.Time
 	Data      []byte
-	// Header holds every header: Content-Type, Sluice-Meta-*, and the bus's own.
+	// Header holds the message's headers: Content-Type, Sluice-Meta-*, and
+	// any other the producer set. The bus's own (Nats-*) are left out; ID
+	// has the idempotency key.
 	Header nats.Header
 }
 

@@ -263,15 +263,23 @@ func grepLines(s, substr string) string {
 	return strings.Join(out, "\n")
 }
 
-func TestProducerConflictIsTyped(t *testing.T) {
+// TestProducerSameKeyOtherMessageIsStored: a key names one message (its
+// payload, content type and metadata); another message under the same key
+// is stored as another message, and the same one again is a duplicate.
+func TestProducerSameKeyOtherMessageIsStored(t *testing.T) {
 	s := startStack(t, testharness.Topic("orders", "billing"))
 	p := s.producer(t)
-	if _, err := p.Publish(context.Background(), "orders", []byte("a"), sluice.WithID("k")); err != nil {
+	first, err := p.Publish(context.Background(), "orders", []byte("a"), sluice.WithID("k"))
+	if err != nil {
 		t.Fatal(err)
 	}
-	_, err := p.Publish(context.Background(), "orders", []byte("b"), sluice.WithID("k"))
-	if !errors.Is(err, sluice.ErrConflict) || errors.Is(err, sluice.ErrOutcomeUnknown) {
-		t.Fatalf("want ErrConflict, got %v", err)
+	other, err := p.Publish(context.Background(), "orders", []byte("b"), sluice.WithID("k"))
+	if err != nil || other.Duplicate || other.Seq == first.Seq || other.ID != "k" {
+		t.Fatalf("another payload under the key: %+v, %v; want stored anew", other, err)
+	}
+	again, err := p.Publish(context.Background(), "orders", []byte("a"), sluice.WithID("k"))
+	if err != nil || !again.Duplicate || again.Seq != first.Seq {
+		t.Fatalf("the first message again: %+v, %v; want a duplicate of seq %d", again, err, first.Seq)
 	}
 }
 

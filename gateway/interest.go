@@ -54,6 +54,12 @@ type interest struct {
 	wg      sync.WaitGroup // the reading rounds
 }
 
+// maxReading bounds one reading of the consumers. A consumer whose leader
+// is gone does not answer until it has a new one: failing fast refuses
+// unsent (or, after a store, answers unknown) instead of holding commits
+// for a whole publish timeout on top of the stream's own election.
+const maxReading = 2 * time.Second
+
 // reading is one round of consumer lookups.
 type reading struct {
 	// created holds each family's consumer creation time, its filters

@@ -39,7 +39,7 @@ const (
 	DiskUse        Name = "disk_use"         // subject: broker; data dir's file system over alarms.disk_use_max
 	BusUnreachable Name = "bus_unreachable"  // subject: gateway; not connected to any broker
 	Shedding       Name = "gateway_shedding" // subject: gateway; an in-flight bound refused requests
-	FamilyMissing  Name = "family_missing"   // subject: topic/family; its consumer was missing or unusable at a broker's check
+	FamilyMissing  Name = "family_missing"   // subject: topic/family; its consumer is missing or unusable on the bus
 	// Business.
 	TopicThrottled     Name = "topic_throttled"      // subject: topic; admission or the stream refused messages
 	FamilyStarved      Name = "family_starved"       // subject: topic/family; messages wait, no credit offered
@@ -61,7 +61,7 @@ var Catalog = []struct {
 	{DiskUse, Major, "a broker's data directory file system is fuller than alarms.disk_use_max"},
 	{BusUnreachable, Critical, "a gateway is not connected to any broker: it answers 503"},
 	{Shedding, Major, "a gateway refused requests at one of its in-flight bounds (requests, body bytes, publish window)"},
-	{FamilyMissing, Critical, "a declared family's consumer was missing or unusable at a broker's check: the topic stores nothing for it meanwhile; the broker recreates it"},
+	{FamilyMissing, Critical, "a declared family's consumer is missing or unusable (a broker's check or a gateway's reading found it so): the topic stores nothing for it meanwhile and gateways refuse the topic; brokers recreate a missing one"},
 	{TopicThrottled, Major, "admission or the topic's own bound refused messages with 429"},
 	{FamilyStarved, Major, "messages wait for a family that has offered no credit for longer than alarms.starved_after"},
 	{ConsumerLag, Minor, "a family's backlog is over alarms.lag_max of its topic's max_messages"},

@@ -271,3 +271,43 @@ func TestAddedFamilyStartsAfterTheBacklog(t *testing.T) {
 		t.Fatalf("shipping after the update: %+v", info)
 	}
 }
+
+// TestClusterRecreatesADeletedFamily: in a cluster every broker finds the
+// family missing and creates it; creating is idempotent, so it comes back
+// once, replicated, and every broker is ready again.
+func TestClusterRecreatesADeletedFamily(t *testing.T) {
+	c := testharness.StartCluster(t, 3, r3("orders", "billing", "shipping"))
+	js, _ := jetstream.New(c.Connect(t))
+	ctx := context.Background()
+	c.WaitCurrent(t, js, "orders", "cluster not settled")
+	if _, err := js.Publish(ctx, sluice.Subject("orders"), []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	old := consumer(t, js, "orders", "billing")
+	if old == nil {
+		t.Fatal("no billing consumer")
+	}
+	if err := js.DeleteConsumer(ctx, sluice.StreamName("orders"), "billing"); err != nil {
+		t.Fatal(err)
+	}
+	var now *jetstream.ConsumerInfo
+	testharness.Eventually(t, 60*time.Second, func() bool {
+		now = consumer(t, js, "orders", "billing")
+		return now != nil && !now.Created.Equal(old.Created)
+	}, "the brokers should recreate the deleted family")
+	if now.Config.Replicas != 3 || now.Config.AckPolicy != jetstream.AckExplicitPolicy || now.NumPending != 0 {
+		t.Fatalf("recreated consumer: replicas %d, ack %v, pending %d; want 3, explicit, 0", now.Config.Replicas, now.Config.AckPolicy, now.NumPending)
+	}
+	testharness.Eventually(t, 30*time.Second, func() bool {
+		for _, n := range c.Nodes {
+			if !n.Broker().Ready() {
+				return false
+			}
+		}
+		return true
+	}, "every broker should be ready once the family is back")
+	// Every broker found it in place: none replaced it.
+	if again := consumer(t, js, "orders", "billing"); again == nil || !again.Created.Equal(now.Created) {
+		t.Fatalf("billing was replaced again after its recreation: %+v", again)
+	}
+}

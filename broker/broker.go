@@ -432,6 +432,7 @@ func (b *Broker) Run(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 	case <-b.stopped():
+		b.Shutdown() // the topology check and the in-process connection
 		return errors.New("broker: server stopped")
 	}
 	b.LameDuck()

@@ -299,7 +299,8 @@ func (b *Broker) ClientURL() string {
 // clients must authenticate, it signs in as the broker's own in-process
 // user.
 func (b *Broker) Connect(name string, opts ...nats.Option) (*nats.Conn, error) {
-	own := []nats.Option{nats.InProcessServer(b.srv), nats.Name(name), nats.MaxReconnects(-1)}
+	// Nothing buffered for a reconnect, as in bus.Connect.
+	own := []nats.Option{nats.InProcessServer(b.srv), nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectBufSize(-1)}
 	if b.self != nil {
 		pub, err := b.self.PublicKey()
 		if err != nil {

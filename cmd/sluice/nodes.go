@@ -29,12 +29,14 @@ func newBrokerCmd() *cobra.Command {
 		Long: `Run a broker node: an embedded nats-server with JetStream on a file store
 (fsync before every ack). On start it creates or updates the declared topics
 (streams), their families (durable consumers) and dead-letter streams; it never
-deletes what the config no longer declares. On SIGTERM it leaves gracefully
+deletes what the config no longer declares. Every broker.reconcile_interval,
+and at once when one is deleted, it recreates a declared stream or family
+that is missing. On SIGTERM it leaves gracefully
 when broker.lame_duck is set: its leaderships move to the other brokers and its
 clients are told to move before it exits.
 
 Config keys used: log.*, broker.* (name, data_dir, listen, tls.*, auth.users,
-ready_timeout, ops_listen for /healthz /readyz /metrics, cluster.* including
+ready_timeout, reconcile_interval, ops_listen for /healthz /readyz /metrics, cluster.* including
 cluster.tls.*, cluster.user and cluster.password, lame_duck), topics.*.` + configHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -23,6 +23,11 @@ import (
 func TestProvisionsSyncAlwaysTopicsFamiliesAndDeadLetters(t *testing.T) {
 	topic := testharness.Topic("orders", "billing", "shipping")
 	b := testharness.StartBroker(t, testharness.Topics(topic))
+	// The running server fsyncs every write before its ack, and no stream
+	// opts out of it (an async persist mode would, stream by stream).
+	if on, err := broker.SyncAlways(b); err != nil || !on {
+		t.Fatalf("the running server's sync_always = %v (%v); want every write fsynced before its ack", on, err)
+	}
 	js, _ := jetstream.New(testharness.Connect(t, b))
 	ctx := context.Background()
 	s, err := js.Stream(ctx, sluice.StreamName("orders"))
@@ -30,6 +35,9 @@ func TestProvisionsSyncAlwaysTopicsFamiliesAndDeadLetters(t *testing.T) {
 		t.Fatal(err)
 	}
 	sc := s.CachedInfo().Config
+	if sc.PersistMode != jetstream.DefaultPersistMode {
+		t.Fatalf("topic stream persist mode %v, want the default (synced)", sc.PersistMode)
+	}
 	if sc.Retention != jetstream.InterestPolicy || sc.Storage != jetstream.FileStorage || sc.Discard != jetstream.DiscardNew ||
 		sc.MaxMsgs != topic.MaxMessages || sc.MaxMsgSize != int32(topic.MaxMessageSize+topology.HeaderAllowance) || sc.Duplicates != topic.DuplicateWindow {
 		t.Fatalf("stream config %+v", sc)
@@ -48,8 +56,12 @@ func TestProvisionsSyncAlwaysTopicsFamiliesAndDeadLetters(t *testing.T) {
 			cc.Metadata[sluice.MetadataMaxAttempts] != "3" || cc.Metadata[sluice.MetadataBackoff] != "20ms,40ms" {
 			t.Fatalf("%s consumer config %+v", fam, cc)
 		}
-		if _, err := js.Stream(ctx, sluice.DeadLetterStream("orders", fam)); err != nil {
+		dl, err := js.Stream(ctx, sluice.DeadLetterStream("orders", fam))
+		if err != nil {
 			t.Fatalf("%s dead letters: %v", fam, err)
+		}
+		if pm := dl.CachedInfo().Config.PersistMode; pm != jetstream.DefaultPersistMode {
+			t.Fatalf("%s dead letters persist mode %v, want the default (synced)", fam, pm)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -153,22 +154,28 @@ func TestGroupCommitRefusedBatchFallsBackMessageByMessage(t *testing.T) {
 
 // TestGroupCommitConcurrentRequestsOnR3: single-message requests racing on
 // a replicated topic are stored once each, every receipt naming the seq
-// that holds its own message, however the commits grouped them.
+// that holds its own message, however the commits grouped them; with
+// commit_atomic_replicated on, those grouped are one atomic batch.
 func TestGroupCommitConcurrentRequestsOnR3(t *testing.T) {
 	topic := testharness.Topic("orders", "billing")
 	topic.Replicas = 3
 	topics := testharness.Topics(topic)
 	c := testharness.StartCluster(t, 3, topics)
-	nc := c.Connect(t)
+	// The brokers' answers are held until every request awaits its commit:
+	// the first commit stays in flight and the others queue behind it, so
+	// they group whatever the machine's load.
+	proxy, nc := testharness.ConnectThrough(t, c.Nodes[0].URL())
 	cfg := testharness.GatewayConfig(topics)
 	cfg.CommitsInFlight = 1 // requests queue behind each commit: they group
 	cfg.CommitAtomicReplicated = true
+	cfg.PublishTimeout = time.Minute // the held answers come within it
 	url, reg := startGatewayReg(t, cfg, nc)
 	js, _ := jetstream.New(nc)
 
 	const n = 300
 	receipts := make([]sluice.Receipt, n)
 	var wg sync.WaitGroup
+	proxy.HoldReplies(true)
 	for i := range n {
 		wg.Go(func() {
 			hdr := map[string]string{sluice.HeaderIdempotencyKey: fmt.Sprintf("m%d", i)}
@@ -180,6 +187,10 @@ func TestGroupCommitConcurrentRequestsOnR3(t *testing.T) {
 			receipts[i] = decode[sluice.Receipt](t, resp)
 		})
 	}
+	testharness.Eventually(t, time.Minute, func() bool {
+		return gaugeValue(t, reg, "sluice_gateway_publish_window_used") == n
+	}, "every request should await its commit")
+	proxy.HoldReplies(false)
 	wg.Wait()
 	if t.Failed() {
 		return
@@ -196,5 +207,9 @@ func TestGroupCommitConcurrentRequestsOnR3(t *testing.T) {
 		}
 	}
 	commits := metricSum(t, reg, "sluice_gateway_commit_batch_messages", nil)
+	fallbacks := metricSum(t, reg, "sluice_gateway_commit_fallbacks_total", nil)
 	t.Logf("%d messages, %v atomic commits", n, commits)
+	if commits < 1 || fallbacks != 0 {
+		t.Fatalf("%v atomic commits, %v refused and published one by one; want the queued requests stored as atomic batches", commits, fallbacks)
+	}
 }

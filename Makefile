@@ -9,7 +9,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 DEMO    := $(COMPOSE) -f deploy/docker-compose.yml -p sluice-demo
 
-.PHONY: build run test lint fuzz bench bench-overload cluster cluster-down chaos image demo demo-down demo-test demo-secrets clean certs
+.PHONY: build run test lint fuzz mutate bench bench-overload cluster cluster-down chaos image demo demo-down demo-test demo-secrets clean certs
 
 build: ## static, trimmed binary in bin/sluice
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/sluice
@@ -37,6 +37,9 @@ fuzz: ## every fuzz target in turn, FUZZTIME each (default 30s; make fuzz FUZZTI
 	$(GO) test -run '^$$' -fuzz '^FuzzPublishBatch$$' -fuzztime $(FUZZTIME) ./gateway/
 	@echo "== fuzz FuzzLoad (./internal/config/) for $(FUZZTIME)"
 	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./internal/config/
+
+mutate: ## mutation testing of the durable path with gremlins (test/mutate.sh, .gremlins.yaml; ~40 min, not part of test or CI): a score per package, results in run/mutate
+	nice -n 10 test/mutate.sh
 
 bench: build ## side by side: HTTP floor, raw JetStream, Sluice single and batch, end to end (single node and R3; ~6 min), then the Go benchmarks
 	./$(BIN) bench compare --out bench-results

@@ -215,3 +215,20 @@ func TestAckTimeoutOfTheBusIsUnknown(t *testing.T) {
 	}
 	storedCount(t, js, 2)
 }
+
+// TestClassifyFollowsTheTopicsReplicas: a store failure a leader reports on
+// a replicated topic may come after the entry committed on its followers,
+// so the gateway's classify answers it as an unknown outcome there, and as
+// "nothing stored" only for a single-replica topic.
+func TestClassifyFollowsTheTopicsReplicas(t *testing.T) {
+	one, three := topology.DefaultTopic(), topology.DefaultTopic()
+	one.Name, three.Name, three.Replicas = "one", "three", 3
+	g := &Gateway{cfg: Config{Topics: map[string]topology.Topic{"one": one, "three": three}}}
+	storeFailed := &jetstream.APIError{Code: 503, ErrorCode: 10077, Description: "store failed: i/o error"}
+	if err := g.classify("one", storeFailed); !errors.Is(err, errBusUnavailable) || errors.Is(err, errOutcomeUnknown) {
+		t.Errorf("R1 store failure: %v, want bus unavailable (nothing stored)", err)
+	}
+	if err := g.classify("three", storeFailed); !errors.Is(err, errOutcomeUnknown) {
+		t.Errorf("R3 store failure: %v, want an unknown outcome", err)
+	}
+}

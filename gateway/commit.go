@@ -95,7 +95,7 @@ type doubt struct {
 
 func newCommitter(g *Gateway, topic string, replicas int) *committer {
 	c := &committer{g: g, topic: topic, stream: sluice.StreamName(topic), atomicMin: never, flying: map[string]int{},
-		interest: newInterest(g.js, topic, g.cfg.Topics[topic].FamilyNames(), maxReading), doubt: map[string]doubt{}}
+		interest: newInterest(g.nc, topic, g.cfg.Topics[topic].FamilyNames(), maxReading), doubt: map[string]doubt{}}
 	c.interest.changed = c.recordDoubt
 	switch {
 	case replicas <= 1:

@@ -2,12 +2,14 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicebus/sluice/pkg/sluice"
@@ -34,7 +36,7 @@ var errFamilyMissing = errors.New("family missing on the bus")
 // takes the next one, so the cost is one round of consumer lookups per
 // round, not per message.
 type interest struct {
-	js       jetstream.JetStream
+	nc       *nats.Conn
 	topic    string
 	stream   string
 	families []string
@@ -71,8 +73,8 @@ type reading struct {
 	err error
 }
 
-func newInterest(js jetstream.JetStream, topic string, families []string, timeout time.Duration) *interest {
-	return &interest{js: js, topic: topic, stream: sluice.StreamName(topic), families: families, timeout: timeout}
+func newInterest(nc *nats.Conn, topic string, families []string, timeout time.Duration) *interest {
+	return &interest{nc: nc, topic: topic, stream: sluice.StreamName(topic), families: families, timeout: timeout}
 }
 
 // missing lists the families, of want (nil: every family), without a
@@ -203,7 +205,7 @@ func (in *interest) read() *reading {
 			switch {
 			case err == nil:
 				r.created[f] = created
-			case errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, jetstream.ErrStreamNotFound), errors.Is(err, errFamilyMissing):
+			case errors.Is(err, errFamilyMissing):
 				r.absent[f] = true
 			default:
 				r.err = errors.Join(r.err, fmt.Errorf("family %s: %w", f, err))
@@ -214,20 +216,45 @@ func (in *interest) read() *reading {
 	return r
 }
 
+// consumerInfo is the part of JetStream's consumer info a reading needs
+// (decoding only this keeps a reading cheap: it runs once per commit).
+type consumerInfo struct {
+	Created time.Time `json:"created"`
+	Config  struct {
+		FilterSubject  string   `json:"filter_subject"`
+		FilterSubjects []string `json:"filter_subjects"`
+	} `json:"config"`
+	Error *jetstream.APIError `json:"error"`
+}
+
+// JetStream's answers for a consumer or stream that does not exist.
+const (
+	jsErrConsumerNotFound jetstream.ErrorCode = 10014
+	jsErrStreamNotFound   jetstream.ErrorCode = 10059
+)
+
 // lookup is family f's consumer creation time, if its filters take the
 // topic's messages and its own redrives.
 func (in *interest) lookup(ctx context.Context, f string) (time.Time, error) {
-	c, err := in.js.Consumer(ctx, in.stream, f)
+	resp, err := in.nc.RequestWithContext(ctx, "$JS.API.CONSUMER.INFO."+in.stream+"."+f, nil)
 	if err != nil {
 		return time.Time{}, err
 	}
-	info := c.CachedInfo()
-	topic := in.topic
+	var info consumerInfo
+	if err := json.Unmarshal(resp.Data, &info); err != nil {
+		return time.Time{}, fmt.Errorf("consumer info of %s: %w", f, err)
+	}
+	if info.Error != nil {
+		if info.Error.ErrorCode == jsErrConsumerNotFound || info.Error.ErrorCode == jsErrStreamNotFound {
+			return time.Time{}, fmt.Errorf("%w: %v", errFamilyMissing, info.Error)
+		}
+		return time.Time{}, info.Error
+	}
 	filters := info.Config.FilterSubjects
 	if info.Config.FilterSubject != "" {
 		filters = append(filters, info.Config.FilterSubject)
 	}
-	for _, want := range []string{sluice.Subject(topic), sluice.RedriveSubject(topic, f)} {
+	for _, want := range []string{sluice.Subject(in.topic), sluice.RedriveSubject(in.topic, f)} {
 		if len(filters) > 0 && !slices.Contains(filters, want) {
 			return time.Time{}, fmt.Errorf("%w: consumer %s does not take %s", errFamilyMissing, f, want)
 		}

@@ -187,7 +187,7 @@ func (c *committer) close() {
 	c.closed = true
 	c.mu.Unlock()
 	c.wg.Wait()
-	c.interest.wait()
+	c.interest.stop()
 }
 
 // commit stores batch, leaving each entry's seq or error; it returns the

@@ -53,6 +53,7 @@ type interest struct {
 	last    *reading
 	waiters []chan *reading // for the next round to start
 	running bool
+	stopped bool
 	wg      sync.WaitGroup // the reading rounds
 }
 
@@ -150,6 +151,10 @@ func (in *interest) peek() *reading {
 func (in *interest) fresh(ctx context.Context) *reading {
 	ch := make(chan *reading, 1)
 	in.mu.Lock()
+	if in.stopped {
+		in.mu.Unlock()
+		return &reading{err: errors.New("the gateway is stopping")}
+	}
 	in.waiters = append(in.waiters, ch)
 	if !in.running {
 		in.running = true
@@ -262,5 +267,11 @@ func (in *interest) lookup(ctx context.Context, f string) (time.Time, error) {
 	return info.Created, nil
 }
 
-// wait blocks until no reading round runs (on shutdown).
-func (in *interest) wait() { in.wg.Wait() }
+// stop refuses readings from now on and waits until no round runs (on
+// shutdown).
+func (in *interest) stop() {
+	in.mu.Lock()
+	in.stopped = true
+	in.mu.Unlock()
+	in.wg.Wait()
+}

@@ -148,9 +148,10 @@ func permissions(u User, topics map[string]topology.Topic) *server.Permissions {
 }
 
 // gatewayPermissions: publish messages and redrives (singly and as atomic
-// batches: the same subjects), read the topics' and families' state and
-// their messages (a duplicate's payload is compared with the stored one),
-// list, delete and purge dead letters, and exchange admission heartbeats.
+// batches: the same subjects), read the topics' and families' state (each
+// commit is proven against the families' consumers), list, delete and
+// purge dead letters, and exchange admission heartbeats. A duplicate proves
+// itself (its id holds a digest), so no topic message is read.
 // No consumer is created and nothing is pulled or acknowledged.
 func gatewayPermissions(topics map[string]topology.Topic) *server.Permissions {
 	pub := []string{gatewayHeartbeat, gatewayHello}
@@ -160,13 +161,12 @@ func gatewayPermissions(topics map[string]topology.Topic) *server.Permissions {
 		pub = append(pub,
 			sluice.Subject(name), // publish (single and atomic batch)
 			apiStreamInfo+stream, // admission, topic state, alarms
-			apiDirectGet+stream,  // the stored original of a duplicate
 		)
 		for _, fam := range t.FamilyNames() {
 			dlq := sluice.DeadLetterStream(name, fam)
 			pub = append(pub,
-				sluice.RedriveSubject(name, fam), // redrive
-				apiConsumerInfo+stream+"."+fam,   // family state
+				sluice.RedriveSubject(name, fam), // redrive, and a repair copy
+				apiConsumerInfo+stream+"."+fam,   // family state; proof of each commit
 				apiStreamInfo+dlq,                // dead-letter count, listing
 				apiDirectGet+dlq,                 // list and read dead letters
 				apiMsgDelete+dlq,                 // delete one, or after its redrive

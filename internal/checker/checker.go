@@ -7,6 +7,12 @@
 // though never stored, corrupted, recovered and delivered twice. A final
 // state read from the bus (messages left, consumers' pending counts, dead
 // letters) is checked against the history.
+//
+// A copy of a message on a family's redrive subject (the gateway's repair,
+// a redriven dead letter) reaches that family at a seq of its own without
+// counting as the message stored twice; what an operator's deletion of a
+// family's consumer or of the topic's stream destroyed is counted apart
+// from what was lost (see deletions.go).
 package checker
 
 import (
@@ -52,6 +58,11 @@ type Answer struct {
 	// Duplicate: the receipt says the id was already stored and Seq is the
 	// original's.
 	Duplicate bool
+	// Sent is when the request that got this answer was sent (zero: not
+	// known). It tells the answers to requests sent after an operator
+	// deleted a family's consumer or the topic's stream from those sent
+	// before (ConsumerDeleted, StreamDeleted).
+	Sent time.Time
 }
 
 // Ack is an OK answer with its receipt.
@@ -74,9 +85,15 @@ type attempt struct {
 	digest   digest
 	outcome  Outcome         // the writer's final answer
 	payload  []byte          // kept for unknown outcomes only, to settle them
-	settled  *Outcome        // what settling answered; nil: not settled
+	settled  *Outcome        // what settling answered (Unknown: settled by its deliveries, SettleSeen); nil: not settled
 	receipts map[uint64]bool // receipt seqs of OK answers, the writer's and settling's
 	dupAcks  int             // OK answers whose receipt said duplicate
+	// spans holds, per receipt seq, when the request was sent and when its
+	// answer was recorded: the store happened in between (see epochs).
+	spans map[uint64]span
+	// okSent is when the earliest request answered OK was sent (zero:
+	// none, or not known).
+	okSent time.Time
 }
 
 // ok: the writer or settling got a 202 for id.
@@ -88,6 +105,10 @@ func (a *attempt) ok() bool {
 type copies struct {
 	count   int      // deliveries, or dead-letter copies
 	digests []digest // distinct payload digests seen (not of DeliveredUnseen)
+	// stored is when the bus stored the message (a dead letter: when the
+	// family's consumer that delivered it was created); zero: not known.
+	// It places seq in an incarnation of the topic's stream (epochs).
+	stored time.Time
 }
 
 func (cp *copies) add(d *digest) {
@@ -107,17 +128,25 @@ type Checker struct {
 	oks        []time.Duration                          // when each writer's ok came, from start
 	deliveries map[string]map[string]map[uint64]*copies // family -> id -> seq -> copies
 	dead       map[string]map[string]map[uint64]*copies // family -> id -> original seq -> dead-letter copies
-	events     int                                      // deliveries and dead letters recorded, for Quiesce
-	final      *FinalState
+	// copied holds deliveries of copies sent on a family's redrive
+	// subject (Deliver with Copy): family -> id -> the copy's seq -> copies.
+	copied map[string]map[string]map[uint64]*copies
+	// handled: family -> ids its handler finished (Handled).
+	handled   map[string]map[string]bool
+	deletions []deletion // operators' deletions, in the order recorded
+	events    int        // deliveries and dead letters recorded, for Quiesce
+	final     *FinalState
 }
 
 // New checks deliveries to families; times are measured from now.
 func New(families ...string) *Checker {
 	c := &Checker{families: families, start: time.Now(), attempts: map[string]*attempt{},
-		deliveries: map[string]map[string]map[uint64]*copies{}, dead: map[string]map[string]map[uint64]*copies{}}
+		deliveries: map[string]map[string]map[uint64]*copies{}, dead: map[string]map[string]map[uint64]*copies{},
+		copied: map[string]map[string]map[uint64]*copies{}, handled: map[string]map[string]bool{}}
 	for _, f := range families {
 		c.deliveries[f] = map[string]map[uint64]*copies{}
 		c.dead[f] = map[string]map[uint64]*copies{}
+		c.copied[f] = map[string]map[uint64]*copies{}
 	}
 	return c
 }
@@ -134,7 +163,7 @@ func (c *Checker) Attempted(id string, payload []byte, a Answer) {
 	defer c.mu.Unlock()
 	at := c.attempts[id]
 	if at == nil {
-		at = &attempt{digest: sha256.Sum256(payload), outcome: a.Outcome, receipts: map[uint64]bool{}}
+		at = &attempt{digest: sha256.Sum256(payload), outcome: a.Outcome, receipts: map[uint64]bool{}, spans: map[uint64]span{}}
 		c.attempts[id] = at
 	}
 	if at.outcome != OK {
@@ -145,6 +174,7 @@ func (c *Checker) Attempted(id string, payload []byte, a Answer) {
 		at.payload = slices.Clone(payload)
 	}
 	c.receipt(at, a)
+	c.answeredAt(at, a, time.Now())
 	if a.Outcome == OK {
 		c.oks = append(c.oks, time.Since(c.start))
 	}
@@ -167,13 +197,13 @@ func (c *Checker) receipt(at *attempt, a Answer) {
 // payload the reader got.
 func (c *Checker) Delivered(family, id string, seq uint64, payload []byte) {
 	d := sha256.Sum256(payload)
-	c.record(c.deliveries, family, id, seq, &d, false)
+	c.record(c.deliveries, family, id, seq, &d, time.Time{}, false)
 }
 
 // DeliveredUnseen records a delivery whose payload the reader does not see
 // (a worker's log line): only its id and seq are checked.
 func (c *Checker) DeliveredUnseen(family, id string, seq uint64) {
-	c.record(c.deliveries, family, id, seq, nil, false)
+	c.record(c.deliveries, family, id, seq, nil, time.Time{}, false)
 }
 
 // DeadLettered records that id, stored at seq, is in family's dead letters
@@ -181,12 +211,12 @@ func (c *Checker) DeliveredUnseen(family, id string, seq uint64) {
 // letter again (reading the dead letters twice) counts it once.
 func (c *Checker) DeadLettered(family, id string, seq uint64, payload []byte) {
 	d := sha256.Sum256(payload)
-	c.record(c.dead, family, id, seq, &d, true)
+	c.record(c.dead, family, id, seq, &d, time.Time{}, true)
 }
 
-// record adds a copy of (id, seq) for family to in; once: only if there is
-// none yet.
-func (c *Checker) record(in map[string]map[string]map[uint64]*copies, family, id string, seq uint64, d *digest, once bool) {
+// record adds a copy of (id, seq) for family to in, stored at stored (zero:
+// not known); once: only if there is none yet.
+func (c *Checker) record(in map[string]map[string]map[uint64]*copies, family, id string, seq uint64, d *digest, stored time.Time, once bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	byID := in[family]
@@ -206,6 +236,9 @@ func (c *Checker) record(in map[string]map[string]map[uint64]*copies, family, id
 		byID[id][seq] = cp
 	}
 	cp.add(d)
+	if cp.stored.IsZero() {
+		cp.stored = stored
+	}
 	c.events++
 }
 
@@ -231,15 +264,20 @@ func (c *Checker) Settle(ctx context.Context, republish Republish) (unsettled in
 		c.mu.Lock()
 		payload := c.attempts[id].payload
 		c.mu.Unlock()
+		sent := time.Now()
 		a := republish(ctx, id, payload)
 		if a.Outcome == Unknown {
 			unsettled++
 			continue
 		}
+		if a.Sent.IsZero() {
+			a.Sent = sent // no later than the request that got the answer
+		}
 		c.mu.Lock()
 		at := c.attempts[id]
 		at.settled = &a.Outcome
 		c.receipt(at, a)
+		c.answeredAt(at, a, time.Now())
 		c.mu.Unlock()
 	}
 	return unsettled
@@ -273,7 +311,7 @@ func (c *Checker) missing(n int) (int, map[string][]string) {
 			continue
 		}
 		for _, f := range c.families {
-			if c.reached(f, id) {
+			if c.reached(f, id) || c.destroyed(f, at) {
 				continue
 			}
 			count++
@@ -288,21 +326,19 @@ func (c *Checker) missing(n int) (int, map[string][]string) {
 	return count, sample
 }
 
-// reached: id was delivered to family or is in its dead letters. c.mu is held.
+// reached: id was delivered to family (the message or a copy of it) or is
+// in its dead letters. c.mu is held.
 func (c *Checker) reached(family, id string) bool {
-	return len(c.deliveries[family][id]) > 0 || len(c.dead[family][id]) > 0
+	return len(c.deliveries[family][id]) > 0 || len(c.dead[family][id]) > 0 || len(c.copied[family][id]) > 0
 }
 
 // reachedAny: id reached at least one family. c.mu is held.
 func (c *Checker) reachedAny(id string) bool {
-	for f := range c.deliveries {
-		if c.reached(f, id) {
-			return true
-		}
-	}
-	for f := range c.dead {
-		if c.reached(f, id) {
-			return true
+	for _, in := range []map[string]map[string]map[uint64]*copies{c.deliveries, c.dead, c.copied} {
+		for f := range in {
+			if c.reached(f, id) {
+				return true
+			}
 		}
 	}
 	return false
@@ -363,6 +399,11 @@ type FamilyState struct {
 	AckPending int
 	// DeadLetters: messages in the family's dead-letter stream.
 	DeadLetters uint64
+	// DeadLetterIDs: the ids of the dead letters in it, one per dead
+	// letter (nil: not read). When read, every id ever recorded as
+	// dead-lettered must be among them or handled by the family (a
+	// redrive deletes a dead letter: its copy must then be handled).
+	DeadLetterIDs []string
 }
 
 // StateProblems lists what in s does not match the history recorded so far
@@ -391,6 +432,10 @@ func (c *Checker) stateProblems(s FinalState) []string {
 		if fs.AckPending != 0 {
 			problems = append(problems, fmt.Sprintf("%s: %d delivered and never acked", f, fs.AckPending))
 			handled = false
+		}
+		if fs.DeadLetterIDs != nil {
+			problems = append(problems, c.vanished(f, fs.DeadLetterIDs)...)
+			continue
 		}
 		recorded := 0
 		for _, bySeq := range c.dead[f] {
@@ -456,6 +501,17 @@ type Report struct {
 	// FinalChecked: a final state was recorded; State lists its problems.
 	FinalChecked bool     `json:"final_checked"`
 	State        []string `json:"state_problems,omitempty"`
+	// Destroyed: (id, family) pairs that never reached the family
+	// because an operator deleted its consumer or the topic's stream
+	// (ConsumerDeleted, StreamDeleted): not counted as FamilyLost or Lost.
+	Destroyed int `json:"destroyed_by_deletion"`
+	// Copies: deliveries of copies on a family's redrive subject (the
+	// gateway's repairs, redriven dead letters).
+	Copies int `json:"copies_delivered"`
+	// StoredAgain: ids stored in more than one incarnation of the topic's
+	// stream (its deletion took the duplicate window with it, so a retry
+	// after it is stored anew); not counted as StoredTwice.
+	StoredAgain int `json:"stored_again_after_recreation"`
 }
 
 // Report checks the history recorded so far.
@@ -492,36 +548,62 @@ func (c *Checker) Report() Report {
 // check adds id's history to r. c.mu is held.
 func (c *Checker) check(id string, r *Report) {
 	at := c.attempts[id]
-	seqs := map[uint64]bool{}
+	// The seqs id was seen at, by incarnation of the stream (epochs); a
+	// copy's own seq is not the message's.
+	seqs := map[int]map[uint64]bool{}
+	see := func(epoch int, seq uint64) {
+		if epoch < 0 {
+			return // not placed in an incarnation: says nothing
+		}
+		if seqs[epoch] == nil {
+			seqs[epoch] = map[uint64]bool{}
+		}
+		seqs[epoch][seq] = true
+	}
 	corrupted := false
-	for _, in := range []map[string]map[string]map[uint64]*copies{c.deliveries, c.dead} {
-		for _, byID := range in {
+	for _, in := range []map[string]map[string]map[uint64]*copies{c.deliveries, c.dead, c.copied} {
+		for f, byID := range in {
 			for seq, cp := range byID[id] {
-				seqs[seq] = true
 				for _, d := range cp.digests {
 					corrupted = corrupted || (at != nil && d != at.digest)
+				}
+				if isCopy := c.copied[f][id][seq] != nil; !isCopy {
+					see(c.epochAt(cp.stored), seq)
 				}
 			}
 		}
 	}
-	for _, byID := range c.deliveries {
+	for _, in := range []map[string]map[string]map[uint64]*copies{c.deliveries, c.copied} {
+		for _, byID := range in {
+			for _, cp := range byID[id] {
+				r.Duplicates += cp.count - 1
+			}
+		}
+	}
+	for _, byID := range c.copied {
 		for _, cp := range byID[id] {
-			r.Duplicates += cp.count - 1
+			r.Copies += cp.count
 		}
 	}
 	reachedAny := c.reachedAny(id)
-	if at == nil {
-		r.Unexpected++
-		if len(seqs) > 1 {
-			r.StoredTwice++
+	if at != nil {
+		for seq := range at.receipts {
+			see(c.receiptEpoch(at, seq), seq)
 		}
-		return
 	}
-	for seq := range at.receipts {
-		seqs[seq] = true
+	twice := false
+	for _, s := range seqs {
+		twice = twice || len(s) > 1
+	}
+	if twice {
+		r.StoredTwice++
 	}
 	if len(seqs) > 1 {
-		r.StoredTwice++
+		r.StoredAgain++
+	}
+	if at == nil {
+		r.Unexpected++
+		return
 	}
 	if corrupted {
 		r.Corrupted++
@@ -549,20 +631,27 @@ func (c *Checker) check(id string, r *Report) {
 	if !c.stored(id, at) {
 		return
 	}
-	if !reachedAny {
-		r.Lost++
-	}
+	lost, destroyed := 0, 0
 	for _, f := range c.families {
-		if !c.reached(f, id) {
-			r.FamilyLost++
+		switch {
+		case c.reached(f, id):
+		case c.destroyed(f, at):
+			destroyed++
+		default:
+			lost++
 		}
+	}
+	r.FamilyLost += lost
+	r.Destroyed += destroyed
+	if !reachedAny && lost > 0 {
+		r.Lost++
 	}
 }
 
 // Problems lists what r shows wrong: anything lost, stored twice,
 // unexpected, corrupted or unsettled, and the final state's problems (or
-// that none was checked). Unknown outcomes, delivery duplicates and
-// definite failures are allowed.
+// that none was checked). Unknown outcomes, delivery duplicates, definite
+// failures, copies and what an operator's deletion destroyed are allowed.
 func (r Report) Problems() []string {
 	var p []string
 	for _, n := range []struct {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicebus/sluice/internal/checker"
@@ -29,46 +30,104 @@ func ReadFinalState(ctx context.Context, js jetstream.JetStream, topic string, c
 			return checker.FinalState{}, fmt.Errorf("consumer %s: %w", fam, err)
 		}
 		ci := c.CachedInfo()
-		dead, err := readDeadLetters(ctx, js, topic, fam, chk)
+		dead, ids, err := readDeadLetters(ctx, js, topic, fam, chk)
 		if err != nil {
 			return checker.FinalState{}, err
 		}
-		st.Families[fam] = checker.FamilyState{Pending: ci.NumPending, AckPending: ci.NumAckPending, DeadLetters: dead}
+		st.Families[fam] = checker.FamilyState{Pending: ci.NumPending, AckPending: ci.NumAckPending, DeadLetters: dead, DeadLetterIDs: ids}
 	}
 	return st, nil
 }
 
 // readDeadLetters records each of family's dead letters in chk and returns
-// how many the dead-letter stream holds.
-func readDeadLetters(ctx context.Context, js jetstream.JetStream, topic, family string, chk *checker.Checker) (uint64, error) {
+// how many the dead-letter stream holds, with their ids.
+func readDeadLetters(ctx context.Context, js jetstream.JetStream, topic, family string, chk *checker.Checker) (uint64, []string, error) {
 	s, err := js.Stream(ctx, sluice.DeadLetterStream(topic, family))
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return 0, nil
+		return 0, []string{}, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("dead letters of %s: %w", family, err)
+		return 0, nil, fmt.Errorf("dead letters of %s: %w", family, err)
 	}
-	state := s.CachedInfo().State
-	if state.Msgs == 0 {
-		return 0, nil
+	ids := []string{}
+	_, err = eachMessage(ctx, s, 1, func(seq uint64, h nats.Header, data []byte) error {
+		id, err := recordDeadLetter(seq, h, data, family, chk)
+		ids = append(ids, id)
+		return err
+	})
+	if err != nil {
+		return 0, nil, fmt.Errorf("dead letters of %s: %w", family, err)
 	}
-	for seq := state.FirstSeq; seq <= state.LastSeq; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue // purged or redriven
-		}
+	return s.CachedInfo().State.Msgs, ids, nil
+}
+
+// eachMessage calls fn with every message s holds from seq from on, in
+// order, read through an ordered consumer in no-wait pulls of up to 1000:
+// from the stream's leader, which the stream's info came from (a direct
+// get, which the SDK uses for streams with allow_direct, may be answered
+// by a replica that lags), and fast for thousands of messages. It returns
+// the last seq read (from-1 if none).
+func eachMessage(ctx context.Context, s jetstream.Stream, from uint64, fn func(seq uint64, h nats.Header, data []byte) error) (uint64, error) {
+	from = max(from, 1)
+	read := from - 1
+	if st := s.CachedInfo().State; st.Msgs == 0 || from > st.LastSeq {
+		return read, nil
+	}
+	cfg := jetstream.OrderedConsumerConfig{InactiveThreshold: 5 * time.Second}
+	if from > 1 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+	}
+	c, err := s.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return read, err
+	}
+	for {
+		batch, err := c.FetchNoWait(1000)
 		if err != nil {
-			return 0, fmt.Errorf("dead letter %d of %s: %w", seq, family, err)
+			return read, err
 		}
-		orig, err := strconv.ParseUint(m.Header.Get(sluice.HeaderOriginalSeq), 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("dead letter %d of %s: %s: %w", seq, family, sluice.HeaderOriginalSeq, err)
+		got, last := 0, false
+		for m := range batch.Messages() {
+			got++
+			md, err := m.Metadata()
+			if err != nil {
+				return read, err
+			}
+			if err := fn(md.Sequence.Stream, m.Headers(), m.Data()); err != nil {
+				return read, err
+			}
+			read, last = md.Sequence.Stream, md.NumPending == 0
 		}
-		// The original id is the idempotency key (older dead letters hold
-		// the whole deduplication id).
-		chk.DeadLettered(family, sluice.KeyOf(m.Header.Get(sluice.HeaderOriginalID)), orig, m.Data)
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
+			return read, err
+		}
+		if last || got == 0 {
+			return read, nil
+		}
+		if ctx.Err() != nil {
+			return read, ctx.Err()
+		}
 	}
-	return state.Msgs, nil
+}
+
+// recordDeadLetter records family's dead letter at seq (its headers h and
+// payload) in chk and returns its id.
+func recordDeadLetter(seq uint64, h nats.Header, data []byte, family string, chk *checker.Checker) (string, error) {
+	orig, err := strconv.ParseUint(h.Get(sluice.HeaderOriginalSeq), 10, 64)
+	if err != nil {
+		return "", fmt.Errorf("dead letter %d of %s: %s: %w", seq, family, sluice.HeaderOriginalSeq, err)
+	}
+	// The original id is the idempotency key (older dead letters hold
+	// the whole deduplication id).
+	id := sluice.KeyOf(h.Get(sluice.HeaderOriginalID))
+	// When the family's consumer was created places orig in an
+	// incarnation of the topic's stream (older dead letters do not say).
+	created, err := time.Parse(time.RFC3339Nano, h.Get(sluice.HeaderOriginalFamilyCreated))
+	if err != nil {
+		created = time.Time{}
+	}
+	chk.DeadLetteredBy(family, id, orig, created, data)
+	return id, nil
 }
 
 // CheckFinalState reads topic's final state (ReadFinalState) until chk

@@ -107,7 +107,15 @@ func GatewayConfig(topics map[string]topology.Topic) gateway.Config {
 // control loops and waits until it is ready (when nc is connected).
 func StartGateway(t testing.TB, cfg gateway.Config, nc *nats.Conn) (*gateway.Gateway, *httptest.Server) {
 	t.Helper()
-	g, srv, _ := startGateway(t, cfg, nc, nil)
+	g, srv, _ := startGateway(t, cfg, nc, nil, true)
+	return g, srv
+}
+
+// StartGatewayUnready is StartGateway without the wait for readiness: for a
+// gateway whose topics the bus does not hold yet.
+func StartGatewayUnready(t testing.TB, cfg gateway.Config, nc *nats.Conn) (*gateway.Gateway, *httptest.Server) {
+	t.Helper()
+	g, srv, _ := startGateway(t, cfg, nc, nil, false)
 	return g, srv
 }
 
@@ -115,18 +123,19 @@ func StartGateway(t testing.TB, cfg gateway.Config, nc *nats.Conn) (*gateway.Gat
 // by wrap (a test counting the requests in flight, say).
 func StartGatewayWith(t testing.TB, cfg gateway.Config, nc *nats.Conn, wrap func(http.Handler) http.Handler) (*gateway.Gateway, *httptest.Server) {
 	t.Helper()
-	g, srv, _ := startGateway(t, cfg, nc, wrap)
+	g, srv, _ := startGateway(t, cfg, nc, wrap, true)
 	return g, srv
 }
 
 // StartGatewayReg is StartGateway returning the URL and the metrics registry.
 func StartGatewayReg(t testing.TB, cfg gateway.Config, nc *nats.Conn) (string, *prometheus.Registry) {
 	t.Helper()
-	_, srv, reg := startGateway(t, cfg, nc, nil)
+	_, srv, reg := startGateway(t, cfg, nc, nil, true)
 	return srv.URL, reg
 }
 
-func startGateway(t testing.TB, cfg gateway.Config, nc *nats.Conn, wrap func(http.Handler) http.Handler) (*gateway.Gateway, *httptest.Server, *prometheus.Registry) {
+// startGateway: wait, until the gateway is ready when nc is connected.
+func startGateway(t testing.TB, cfg gateway.Config, nc *nats.Conn, wrap func(http.Handler) http.Handler, wait bool) (*gateway.Gateway, *httptest.Server, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	g, err := gateway.New(cfg, nc, Logger(t), reg, reg)
@@ -148,7 +157,7 @@ func startGateway(t testing.TB, cfg gateway.Config, nc *nats.Conn, wrap func(htt
 			t.Errorf("gateway control: %v", err)
 		}
 	})
-	if nc.IsConnected() {
+	if wait && nc.IsConnected() {
 		Eventually(t, 10*time.Second, func() bool { return ready(srv.URL) }, "gateway not ready")
 	}
 	return g, srv, reg

@@ -32,6 +32,13 @@ import (
 // client's ack timeout for one-by-one publishes) set to ackTimeout.
 func unknownEnv(t *testing.T, ackTimeout time.Duration) (*Gateway, *holdProxy, jetstream.JetStream, *prometheus.Registry) {
 	t.Helper()
+	return heldEnv(t, func(cfg *Config) { cfg.PublishTimeout = ackTimeout })
+}
+
+// heldEnv is commitEnv with the gateway's config changed by set, its
+// metrics in a registry, and one message stored (seq 1).
+func heldEnv(t *testing.T, set func(*Config)) (*Gateway, *holdProxy, jetstream.JetStream, *prometheus.Registry) {
+	t.Helper()
 	topic := topology.DefaultTopic()
 	topic.Name = "orders"
 	fam := topology.DefaultFamily()
@@ -52,7 +59,8 @@ func unknownEnv(t *testing.T, ackTimeout time.Duration) (*Gateway, *holdProxy, j
 	}
 	t.Cleanup(nc.Close)
 	cfg := DefaultConfig()
-	cfg.Listen, cfg.Topics, cfg.PublishTimeout = "127.0.0.1:0", topics, ackTimeout
+	cfg.Listen, cfg.Topics = "127.0.0.1:0", topics
+	set(&cfg)
 	reg := prometheus.NewRegistry()
 	g, err := New(cfg, nc, zaptest.NewLogger(t), reg, reg)
 	if err != nil {

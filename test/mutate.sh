@@ -21,7 +21,7 @@ ONLY=${MUTATE_ONLY:-.} # e.g. MUTATE_ONLY=gateway/commit.go: only the rows match
 # timeout the families' reading times out and the gateway is never ready;
 # TestAckPast*/TestAckTimeout* cover its point.)
 TABLE='
-gateway     commit.go    ^(TestCommit|TestSubmitAfterClose|TestGroupCommit|TestAtomicCommit|TestAckPast|TestAckTimeout|TestStoredButAckLost|TestPublishStoresPayload|TestSameKeyOtherMessage|TestBusUnavailable|TestBatchOneBadLine)  -
+gateway     commit.go    ^(TestCommit|TestSubmitAfterClose|TestGroupCommit|TestAtomicCommit|TestAtomicFrom|TestTakeLocked|TestAckPast|TestAckTimeout|TestStoredButAckLost|TestPublishStoresPayload|TestSameKeyOtherMessage|TestBusUnavailable|TestBatchOneBadLine)  -
 gateway     publish.go   ^(TestPublish|TestBadRequests|TestMetadataBounds|TestPayloadAtTheLimit|TestSameKeyOtherMessage|TestErrorStatusesAreProblems|TestStoredButAckLost|TestBusUnavailable|TestClassify|TestShedsBeyondInFlight|TestClientRate|TestStreamFullExhaustsStaleCredit|TestAckPast|TestAckTimeout)  ^TestPublishTimeoutIsNeverSuccess$
 gateway     settle.go    ^(TestMissingFamily|TestFamilyDeleted|TestRedriveWithFamilyMissing|TestDuplicateProved|TestPublishStoresPayload|TestSubmitAfterClose|TestCommitKeeps)  -
 gateway     interest.go  ^(TestMissingFamily|TestFamilyDeleted|TestRedriveWithFamilyMissing|TestDuplicateProved|TestPublishStoresPayload)  -

@@ -113,6 +113,7 @@ func truncate(s string) string {
 const (
 	apiStreamInfo   = "$JS.API.STREAM.INFO."
 	apiDirectGet    = "$JS.API.DIRECT.GET."
+	apiMsgGet       = "$JS.API.STREAM.MSG.GET."
 	apiMsgDelete    = "$JS.API.STREAM.MSG.DELETE."
 	apiStreamPurge  = "$JS.API.STREAM.PURGE."
 	apiConsumerInfo = "$JS.API.CONSUMER.INFO."
@@ -151,7 +152,8 @@ func permissions(u User, topics map[string]topology.Topic) *server.Permissions {
 // batches: the same subjects), read the topics' and families' state (each
 // commit is proven against the families' consumers), list, delete and
 // purge dead letters, and exchange admission heartbeats. A duplicate proves
-// itself (its id holds a digest), so no topic message is read.
+// itself (its id holds a digest); its original's store time is read only
+// when a family's consumer is younger than the duplicate window.
 // No consumer is created and nothing is pulled or acknowledged.
 func gatewayPermissions(topics map[string]topology.Topic) *server.Permissions {
 	pub := []string{gatewayHeartbeat, gatewayHello}
@@ -161,6 +163,7 @@ func gatewayPermissions(topics map[string]topology.Topic) *server.Permissions {
 		pub = append(pub,
 			sluice.Subject(name), // publish (single and atomic batch)
 			apiStreamInfo+stream, // admission, topic state, alarms
+			apiMsgGet+stream,     // when a duplicate's original was stored (from the leader)
 		)
 		for _, fam := range t.FamilyNames() {
 			dlq := sluice.DeadLetterStream(name, fam)

@@ -80,23 +80,19 @@ type committer struct {
 
 	// interest proves every family's consumer took part in a commit.
 	interest *interest
-	// doubt is, per family, the messages that may have been stored while
-	// its consumer was missing: up to seq, for duplicates answered until
-	// until.
-	doubtMu sync.Mutex
-	doubt   map[string]doubt
-}
-
-// doubt is a range of stream sequences that may have missed a family.
-type doubt struct {
-	upTo  uint64
-	until time.Time
+	// young: a duplicate's first store may have missed a family whose
+	// consumer is younger than this (the topic's duplicate window and a
+	// margin); margin allows for the brokers' clocks.
+	young, margin time.Duration
 }
 
 func newCommitter(g *Gateway, topic string, replicas int) *committer {
 	c := &committer{g: g, topic: topic, stream: sluice.StreamName(topic), atomicMin: never, flying: map[string]int{},
-		interest: newInterest(g.nc, topic, g.cfg.Topics[topic].FamilyNames(), maxReading), doubt: map[string]doubt{}}
-	c.interest.changed = c.recordDoubt
+		interest: newInterest(g.nc, topic, g.cfg.Topics[topic].FamilyNames(), maxReading),
+		young:    g.cfg.Topics[topic].DuplicateWindow + g.cfg.PublishTimeout + clockMargin}
+	if replicas > 1 {
+		c.margin = clockMargin
+	}
 	switch {
 	case replicas <= 1:
 		c.atomicMin = atomicMinR1

@@ -68,6 +68,8 @@ type reading struct {
 	// created holds each family's consumer creation time, its filters
 	// checked; a family without a usable consumer is absent.
 	created map[string]time.Time
+	// age is how old each consumer was when read, by its server's clock.
+	age map[string]time.Duration
 	// absent: families found without a usable consumer.
 	absent map[string]bool
 	// err: the bus did not answer for some family (no proof either way).
@@ -106,25 +108,6 @@ func changed(before, after *reading, want, all []string) []string {
 		if !ok1 || !ok2 || !a.Equal(b) {
 			out = append(out, f)
 		}
-	}
-	return out
-}
-
-// appeared lists the families whose consumer is in r and was missing, or
-// was another, when last found out; it remembers r. Only rounds call it.
-func (in *interest) appeared(r *reading) []string {
-	if in.seen == nil {
-		in.seen = map[string]time.Time{}
-	}
-	var out []string
-	for f, c := range r.created {
-		if p, ok := in.seen[f]; ok && !p.Equal(c) {
-			out = append(out, f)
-		}
-		in.seen[f] = c
-	}
-	for f := range r.absent {
-		in.seen[f] = time.Time{}
 	}
 	return out
 }
@@ -183,9 +166,6 @@ func (in *interest) rounds() {
 		}
 		in.mu.Unlock()
 		r := in.read()
-		if fs := in.appeared(r); len(fs) > 0 && in.changed != nil {
-			in.changed(fs)
-		}
 		in.mu.Lock()
 		in.last = r
 		in.mu.Unlock()
@@ -199,17 +179,18 @@ func (in *interest) rounds() {
 func (in *interest) read() *reading {
 	ctx, cancel := context.WithTimeout(context.Background(), in.timeout)
 	defer cancel()
-	r := &reading{created: make(map[string]time.Time, len(in.families)), absent: map[string]bool{}}
+	r := &reading{created: make(map[string]time.Time, len(in.families)), age: make(map[string]time.Duration, len(in.families)),
+		absent: map[string]bool{}}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, f := range in.families {
 		wg.Go(func() {
-			created, err := in.lookup(ctx, f)
+			created, age, err := in.lookup(ctx, f)
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
 			case err == nil:
-				r.created[f] = created
+				r.created[f], r.age[f] = created, age
 			case errors.Is(err, errFamilyMissing):
 				r.absent[f] = true
 			default:
@@ -225,7 +206,9 @@ func (in *interest) read() *reading {
 // (decoding only this keeps a reading cheap: it runs once per commit).
 type consumerInfo struct {
 	Created time.Time `json:"created"`
-	Config  struct {
+	// TimeStamp is the server's time of the answer.
+	TimeStamp time.Time `json:"ts"`
+	Config    struct {
 		FilterSubject  string   `json:"filter_subject"`
 		FilterSubjects []string `json:"filter_subjects"`
 	} `json:"config"`
@@ -238,22 +221,26 @@ const (
 	jsErrStreamNotFound   jetstream.ErrorCode = 10059
 )
 
-// lookup is family f's consumer creation time, if its filters take the
-// topic's messages and its own redrives.
-func (in *interest) lookup(ctx context.Context, f string) (time.Time, error) {
+// lookup is family f's consumer creation time and age, if its filters take
+// the topic's messages and its own redrives.
+func (in *interest) lookup(ctx context.Context, f string) (time.Time, time.Duration, error) {
 	resp, err := in.nc.RequestWithContext(ctx, "$JS.API.CONSUMER.INFO."+in.stream+"."+f, nil)
 	if err != nil {
-		return time.Time{}, err
+		return time.Time{}, 0, err
 	}
 	var info consumerInfo
 	if err := json.Unmarshal(resp.Data, &info); err != nil {
-		return time.Time{}, fmt.Errorf("consumer info of %s: %w", f, err)
+		return time.Time{}, 0, fmt.Errorf("consumer info of %s: %w", f, err)
 	}
 	if info.Error != nil {
 		if info.Error.ErrorCode == jsErrConsumerNotFound || info.Error.ErrorCode == jsErrStreamNotFound {
-			return time.Time{}, fmt.Errorf("%w: %v", errFamilyMissing, info.Error)
+			return time.Time{}, 0, fmt.Errorf("%w: %v", errFamilyMissing, info.Error)
 		}
-		return time.Time{}, info.Error
+		return time.Time{}, 0, info.Error
+	}
+	now := info.TimeStamp
+	if now.IsZero() {
+		now = time.Now() // a server without "ts": this gateway's clock
 	}
 	filters := info.Config.FilterSubjects
 	if info.Config.FilterSubject != "" {
@@ -261,10 +248,10 @@ func (in *interest) lookup(ctx context.Context, f string) (time.Time, error) {
 	}
 	for _, want := range []string{sluice.Subject(in.topic), sluice.RedriveSubject(in.topic, f)} {
 		if len(filters) > 0 && !slices.Contains(filters, want) {
-			return time.Time{}, fmt.Errorf("%w: consumer %s does not take %s", errFamilyMissing, f, want)
+			return time.Time{}, 0, fmt.Errorf("%w: consumer %s does not take %s", errFamilyMissing, f, want)
 		}
 	}
-	return info.Created, nil
+	return info.Created, now.Sub(info.Created), nil
 }
 
 // stop refuses readings from now on and waits until no round runs (on

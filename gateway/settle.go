@@ -1,9 +1,11 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"strings"
 	"time"
@@ -58,50 +60,74 @@ func (c *committer) refuseMissing(live []*entry, r *reading) []*entry {
 	return out
 }
 
-// recordDoubt notes that families' consumers appeared or were replaced:
-// every message stored until now may have missed them. A duplicate of one
-// of them is repaired rather than answered from its first store.
-func (c *committer) recordDoubt(families []string) {
-	ctx, cancel := context.WithTimeout(context.Background(), c.g.cfg.PublishTimeout)
-	defer cancel()
-	upTo := uint64(math.MaxUint64) // unread: every message is in doubt
-	if s, err := c.g.js.Stream(ctx, c.stream); err == nil {
-		upTo = s.CachedInfo().State.LastSeq
-	}
-	// Past the duplicate window no retry can be a duplicate of them.
-	until := time.Now().Add(c.g.cfg.Topics[c.topic].DuplicateWindow + 2*c.g.cfg.PublishTimeout)
-	c.doubtMu.Lock()
-	defer c.doubtMu.Unlock()
-	for _, f := range families {
-		d := c.doubt[f]
-		c.doubt[f] = doubt{upTo: max(d.upTo, upTo), until: until}
-	}
-	c.g.log.Warn("a family's consumer appeared or was replaced; messages stored before may not reach it, and duplicates of them are repaired",
-		zap.String("topic", c.topic), zap.Strings("families", families), zap.Uint64("up_to_seq", upTo))
-}
+// clockMargin allows for the brokers' clocks on a replicated topic: a
+// consumer's creation time comes from the meta leader, a message's store
+// time from its stream's leader. A lone broker has one clock.
+const clockMargin = time.Second
 
-// doubted lists the families of want (nil: every family) that the message
-// stored at seq may have missed.
-func (c *committer) doubted(seq uint64, want []string) []string {
+// missedFamilies lists the families of want (nil: every family) that the
+// first store of duplicate e may have missed: those whose consumer in r is
+// younger than the duplicate window (the first store, made within it, may
+// predate the consumer) and was not there, by the clocks, when the
+// original was stored, or whose original is gone from the topic (then
+// nothing tells). Stateless: any gateway answers a retry the same way,
+// whichever gateway answered the first store.
+func (c *committer) missedFamilies(ctx context.Context, e *entry, r *reading) []string {
+	want := e.wants()
 	if want == nil {
 		want = c.interest.families
 	}
-	now := time.Now()
-	c.doubtMu.Lock()
-	defer c.doubtMu.Unlock()
-	var out []string
+	var young []string
 	for _, f := range want {
-		if d, ok := c.doubt[f]; ok {
-			if now.After(d.until) {
-				delete(c.doubt, f)
-				continue
-			}
-			if seq <= d.upTo {
-				out = append(out, f)
-			}
+		if age, ok := r.age[f]; ok && age < c.young {
+			young = append(young, f)
+		}
+	}
+	if len(young) == 0 {
+		return nil
+	}
+	stored, err := c.storedAt(ctx, e)
+	if err != nil {
+		return young // gone, or unreadable: repair rather than guess
+	}
+	var out []string
+	for _, f := range young {
+		if !r.created[f].Add(c.margin).Before(stored) {
+			out = append(out, f)
 		}
 	}
 	return out
+}
+
+// storedAt is when the original of duplicate e was stored, read from the
+// stream's leader (a replica's direct get may lag).
+func (c *committer) storedAt(ctx context.Context, e *entry) (time.Time, error) {
+	req, _ := json.Marshal(struct {
+		Seq uint64 `json:"seq"`
+	}{e.seq})
+	resp, err := c.g.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+c.stream, req)
+	if err != nil {
+		return time.Time{}, err
+	}
+	var got struct {
+		Message *struct {
+			Header []byte    `json:"hdrs"`
+			Time   time.Time `json:"time"`
+		} `json:"message"`
+		Error *jetstream.APIError `json:"error"`
+	}
+	if err := json.Unmarshal(resp.Data, &got); err != nil {
+		return time.Time{}, err
+	}
+	switch {
+	case got.Error != nil:
+		return time.Time{}, got.Error
+	case got.Message == nil:
+		return time.Time{}, errors.New("no message in the answer")
+	case !bytes.Contains(got.Message.Header, []byte(e.id)):
+		return time.Time{}, fmt.Errorf("seq %d holds another message", e.seq)
+	}
+	return got.Message.Time, nil
 }
 
 // settle proves that every family an acked entry needs took part in its
@@ -140,9 +166,12 @@ func (c *committer) settle(batch []*entry, before *reading) {
 	repairs := map[*entry][]string{}
 	for _, e := range stored {
 		need := changed(before, after, e.wants(), c.interest.families)
-		for _, f := range c.doubted(e.seq, e.wants()) {
-			if !slices.Contains(need, f) {
-				need = append(need, f)
+		if e.dup {
+			// Its first store was not proven by this commit.
+			for _, f := range c.missedFamilies(ctx, e, after) {
+				if !slices.Contains(need, f) {
+					need = append(need, f)
+				}
 			}
 		}
 		if len(need) == 0 {

@@ -25,9 +25,9 @@ gateway     commit.go    ^(TestCommit|TestSubmitAfterClose|TestGroupCommit|TestA
 gateway     publish.go   ^(TestPublish|TestBadRequests|TestMetadataBounds|TestPayloadAtTheLimit|TestSameKeyOtherMessage|TestErrorStatusesAreProblems|TestStoredButAckLost|TestBusUnavailable|TestClassify|TestShedsBeyondInFlight|TestClientRate|TestStreamFullExhaustsStaleCredit|TestAckPast|TestAckTimeout)  ^TestPublishTimeoutIsNeverSuccess$
 gateway     settle.go    ^(TestMissingFamily|TestFamilyDeleted|TestRedriveWithFamilyMissing|TestDuplicateProved|TestPublishStoresPayload|TestSubmitAfterClose|TestCommitKeeps)  -
 gateway     interest.go  ^(TestMissingFamily|TestFamilyDeleted|TestRedriveWithFamilyMissing|TestDuplicateProved|TestPublishStoresPayload)  -
-pkg/sluice  producer.go  ^(TestProducer|TestPublishBatch|ExampleProducer)  -
-pkg/sluice  worker.go    .  ^(TestProducer|TestPublishBatch|ExampleProducer)
-pkg/sluice  handle.go    .  ^(TestProducer|TestPublishBatch|ExampleProducer)
+pkg/sluice  producer.go  ^(TestProducer|TestPublishBatch|TestRetryOptions|ExampleProducer)  -
+pkg/sluice  worker.go    .  ^(TestProducer|TestPublishBatch|TestRetryOptions|ExampleProducer)
+pkg/sluice  handle.go    .  ^(TestProducer|TestPublishBatch|TestRetryOptions|ExampleProducer)
 broker      provision.go ^(TestProvision|TestReconcile|TestIncompatible|TestNewRefusesBadConfig|TestSyncAlways|TestAckExpiry|TestCrashedAttempt|TestDeletedFamily|TestUnusableFamily|TestAddedFamily|TestClusterProvisionsR3)  -
 '
 

@@ -166,9 +166,14 @@ func TestDemo(t *testing.T) {
 			var h struct {
 				Msg, Family, ID string
 				Seq             uint64
+				Copy            bool
 			}
 			if json.Unmarshal([]byte(line), &h) == nil && h.Msg == "handled" && strings.HasPrefix(h.ID, prefix) {
-				chk.DeliveredUnseen(h.Family, h.ID, h.Seq) // the log line has no payload
+				if h.Copy { // the log line has no payload
+					chk.DeliveredUnseenCopy(h.Family, h.ID, h.Seq)
+				} else {
+					chk.DeliveredUnseen(h.Family, h.ID, h.Seq)
+				}
 			}
 		}
 	}

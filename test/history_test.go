@@ -54,7 +54,7 @@ func (rs *readers) start(fam string) (stop func()) {
 		delay = rs.slow
 	}
 	return testharness.RunWorker(rs.t, rs.nc, "orders", fam, func(_ context.Context, m *sluice.Message) error {
-		rs.chk.Delivered(fam, m.ID, m.Seq, m.Data)
+		rs.chk.Deliver(fam, testharness.DeliveryOf(m)) // a repair copy counts as a copy
 		if delay > 0 {
 			time.Sleep(delay)
 		}

@@ -44,6 +44,17 @@ func (c *Checker) Deliver(family string, d Delivery) {
 	c.record(in, family, d.ID, d.Seq, &dg, d.Stored, false)
 }
 
+// DeliveredUnseenCopy is Deliver of a copy whose payload the reader did
+// not see (a worker's log line).
+func (c *Checker) DeliveredUnseenCopy(family, id string, seq uint64) {
+	c.mu.Lock()
+	if c.copied[family] == nil {
+		c.copied[family] = map[string]map[uint64]*copies{}
+	}
+	c.mu.Unlock()
+	c.record(c.copied, family, id, seq, nil, time.Time{}, false)
+}
+
 // DeadLetteredBy is DeadLettered for a dead letter that says when the
 // family's consumer that delivered it was created
 // (Sluice-Original-Family-Created): after StreamDeleted it tells which

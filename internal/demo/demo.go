@@ -30,8 +30,11 @@ func Handler(delay time.Duration, failureRate float64, log *zap.Logger) sluice.H
 		if failureRate > 0 && rand.Float64() < failureRate {
 			return fmt.Errorf("demo failure (failure_rate %.2f) on attempt %d", failureRate, m.Attempt)
 		}
+		// copy: a copy on the family's redrive subject (a redrive, or the
+		// gateway's repair of a message that may have missed the family).
 		log.Info("handled", zap.String("topic", m.Topic), zap.String("family", m.Family),
-			zap.Uint64("seq", m.Seq), zap.String("id", m.ID), zap.Int("attempt", m.Attempt), zap.Int("bytes", len(m.Data)))
+			zap.Uint64("seq", m.Seq), zap.String("id", m.ID), zap.Int("attempt", m.Attempt), zap.Int("bytes", len(m.Data)),
+			zap.Bool("copy", m.Header.Get(sluice.HeaderOriginalID) != ""))
 		return nil
 	})
 }

@@ -127,7 +127,9 @@ func (c *Cluster) config(i int) broker.Config {
 	cfg.Name = n.Name
 	cfg.DataDir = n.dir
 	cfg.Listen = fmt.Sprintf("127.0.0.1:%d", n.clientPort)
-	cfg.ReadyTimeout = 30 * time.Second
+	// A bound, not a speed test: on a loaded 2-core machine three brokers
+	// starting together (meta election, then R3 placement) took over 30 s.
+	cfg.ReadyTimeout = 2 * time.Minute
 	// Advertise an address nobody listens on: brokers then connect only
 	// through the configured routes, which go through the proxies.
 	cfg.Cluster = broker.Cluster{Name: "test", Listen: fmt.Sprintf("127.0.0.1:%d", n.clusterPort),

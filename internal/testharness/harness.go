@@ -60,7 +60,7 @@ func BrokerConfig(dir string, topics map[string]topology.Topic) broker.Config {
 	cfg.Name = "test-broker"
 	cfg.DataDir = dir
 	cfg.Listen = "127.0.0.1:-1"
-	cfg.ReadyTimeout = 20 * time.Second
+	cfg.ReadyTimeout = time.Minute
 	cfg.Topics = topics
 	return cfg
 }

@@ -29,7 +29,7 @@ import (
 // it passes.
 func TestSlowloris(t *testing.T) {
 	const (
-		slowConns     = 500
+		slowConns = 500
 		// Long enough that the window while every slow connection is
 		// held is seconds wide even on a loaded machine.
 		headerTimeout = 4 * time.Second

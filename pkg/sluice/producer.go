@@ -379,16 +379,17 @@ func (p *Producer) PublishBatch(ctx context.Context, topic string, msgs []BatchM
 		todo = again
 		return retryErr
 	})
-	if err == nil {
-		return results, nil
-	}
-	if !answered {
+	if err != nil && !answered {
 		return nil, fmt.Errorf("sluice: publish batch to %s: %w", topic, err)
 	}
-	// Some lines were answered; those still to do ran out of retries.
-	for _, i := range todo {
-		results[i] = BatchResult{Err: fmt.Errorf("sluice: publish %s id %s: %w", topic, msgs[i].ID, withDoubt(lastErr[i], doubt[i]))}
+	if err != nil {
+		// Some lines were answered; those still to do ran out of retries.
+		for _, i := range todo {
+			results[i] = BatchResult{Err: fmt.Errorf("sluice: publish %s id %s: %w", topic, msgs[i].ID, withDoubt(lastErr[i], doubt[i]))}
+		}
 	}
+	// A line that may have been stored by an earlier attempt keeps that
+	// doubt whatever a later attempt answered (e.g. 503 unknown, then 404).
 	for i, r := range results {
 		if r.Err != nil && doubt[i] {
 			results[i].Err = withDoubt(r.Err, true)

@@ -107,8 +107,9 @@ func (p *holdProxy) release() {
 }
 
 // commitEnv is a gateway on a real broker, its bus connection through a
-// holdProxy, for tests of the committer itself.
-func commitEnv(t *testing.T) (*Gateway, *holdProxy, jetstream.JetStream) {
+// holdProxy, its config changed by set and its metrics in a registry, for
+// tests of the committer itself.
+func commitEnv(t *testing.T, set func(*Config)) (*Gateway, *holdProxy, jetstream.JetStream, *prometheus.Registry) {
 	t.Helper()
 	topic := topology.DefaultTopic()
 	topic.Name = "orders"
@@ -131,7 +132,9 @@ func commitEnv(t *testing.T) (*Gateway, *holdProxy, jetstream.JetStream) {
 	t.Cleanup(nc.Close)
 	cfg := DefaultConfig()
 	cfg.Listen, cfg.Topics = "127.0.0.1:0", topics
-	g, err := New(cfg, nc, zaptest.NewLogger(t), nil, nil)
+	set(&cfg)
+	reg := prometheus.NewRegistry()
+	g, err := New(cfg, nc, zaptest.NewLogger(t), reg, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +144,7 @@ func commitEnv(t *testing.T) (*Gateway, *holdProxy, jetstream.JetStream) {
 	}
 	t.Cleanup(direct.Close)
 	js, _ := jetstream.New(direct)
-	return g, proxy, js
+	return g, proxy, js, reg
 }
 
 func newEntry(key, data string, deadline time.Time, done *sync.WaitGroup) *entry {
@@ -156,7 +159,7 @@ func newEntry(key, data string, deadline time.Time, done *sync.WaitGroup) *entry
 // but before the newer one's make only the older an unknown outcome; the
 // commit's deadline used to be its oldest entry's, cutting the newer short.
 func TestCommitKeepsEachEntrysDeadline(t *testing.T) {
-	g, proxy, _ := commitEnv(t)
+	g, proxy, _, _ := commitEnv(t, func(*Config) {})
 	c := g.commits["orders"]
 	var warm sync.WaitGroup
 	c.submit(newEntry("warm", "warm", time.Now().Add(10*time.Second), &warm))
@@ -182,7 +185,7 @@ func TestCommitKeepsEachEntrysDeadline(t *testing.T) {
 // shutdown timeout submits after the gateway waited for its commits: it is
 // answered "nothing stored", and nothing is.
 func TestSubmitAfterCloseIsRefusedUnsent(t *testing.T) {
-	g, _, js := commitEnv(t)
+	g, _, js, _ := commitEnv(t, func(*Config) {})
 	c := g.commits["orders"]
 	c.close()
 	var done sync.WaitGroup

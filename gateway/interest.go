@@ -70,8 +70,6 @@ type reading struct {
 	created map[string]time.Time
 	// age is how old each consumer was when read, by its server's clock.
 	age map[string]time.Duration
-	// absent: families found without a usable consumer.
-	absent map[string]bool
 	// err: the bus did not answer for some family (no proof either way).
 	err error
 }
@@ -179,8 +177,7 @@ func (in *interest) rounds() {
 func (in *interest) read() *reading {
 	ctx, cancel := context.WithTimeout(context.Background(), in.timeout)
 	defer cancel()
-	r := &reading{created: make(map[string]time.Time, len(in.families)), age: make(map[string]time.Duration, len(in.families)),
-		absent: map[string]bool{}}
+	r := &reading{created: make(map[string]time.Time, len(in.families)), age: make(map[string]time.Duration, len(in.families))}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, f := range in.families {
@@ -192,7 +189,7 @@ func (in *interest) read() *reading {
 			case err == nil:
 				r.created[f], r.age[f] = created, age
 			case errors.Is(err, errFamilyMissing):
-				r.absent[f] = true
+				// missing: left out of created
 			default:
 				r.err = errors.Join(r.err, fmt.Errorf("family %s: %w", f, err))
 			}

@@ -9,13 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"go.uber.org/zap/zaptest"
 
-	"github.com/sluicebus/sluice/broker"
 	"github.com/sluicebus/sluice/internal/topology"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
@@ -35,43 +32,10 @@ func unknownEnv(t *testing.T, ackTimeout time.Duration) (*Gateway, *holdProxy, j
 	return heldEnv(t, func(cfg *Config) { cfg.PublishTimeout = ackTimeout })
 }
 
-// heldEnv is commitEnv with the gateway's config changed by set, its
-// metrics in a registry, and one message stored (seq 1).
+// heldEnv is commitEnv with one message stored (seq 1).
 func heldEnv(t *testing.T, set func(*Config)) (*Gateway, *holdProxy, jetstream.JetStream, *prometheus.Registry) {
 	t.Helper()
-	topic := topology.DefaultTopic()
-	topic.Name = "orders"
-	fam := topology.DefaultFamily()
-	fam.Name = "billing"
-	topic.Families = map[string]topology.Family{"billing": fam}
-	topics := map[string]topology.Topic{"orders": topic}
-	bcfg := broker.DefaultConfig()
-	bcfg.Name, bcfg.DataDir, bcfg.Listen, bcfg.ReadyTimeout, bcfg.Topics = "b", t.TempDir(), "127.0.0.1:-1", 20*time.Second, topics
-	b, err := broker.New(bcfg, zaptest.NewLogger(t), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Shutdown)
-	proxy := startHoldProxy(t, b.ClientURL())
-	nc, err := nats.Connect("nats://"+proxy.ln.Addr().String(), nats.ReconnectBufSize(-1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	cfg := DefaultConfig()
-	cfg.Listen, cfg.Topics = "127.0.0.1:0", topics
-	set(&cfg)
-	reg := prometheus.NewRegistry()
-	g, err := New(cfg, nc, zaptest.NewLogger(t), reg, reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	direct, err := nats.Connect(b.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(direct.Close)
-	js, _ := jetstream.New(direct)
+	g, proxy, js, reg := commitEnv(t, set)
 	// One message first: the families' reading is then in hand, and a
 	// commit under held answers is sent rather than waiting for one.
 	// Tried again with the same key while the bus is slower than a short

@@ -9,9 +9,27 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sluicebus/sluice/broker"
 	"github.com/sluicebus/sluice/internal/testharness"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
+
+// freshGatewayEnv is a broker with orders and its families, and quiet,
+// which starts a gateway that reads the families at its commits only (its
+// alarm watcher waits an hour): the test decides when a gateway looks.
+func freshGatewayEnv(t *testing.T) (*broker.Broker, jetstream.JetStream, func() string) {
+	t.Helper()
+	topics := testharness.Topics(testharness.Topic("orders", families...))
+	b := testharness.StartBroker(t, topics)
+	js, _ := jetstream.New(testharness.Connect(t, b))
+	quiet := func() string {
+		cfg := testharness.GatewayConfig(topics)
+		cfg.Alarms.Interval, cfg.Alarms.Hold = time.Hour, time.Hour
+		_, srv := testharness.StartGateway(t, cfg, testharness.Connect(t, b))
+		return srv.URL
+	}
+	return b, js, quiet
+}
 
 // TestIntegrityRetryAtAFreshGatewayIsRepaired: a message stored while
 // billing's consumer was being deleted is an unknown outcome at gateway A;
@@ -21,15 +39,7 @@ import (
 // answered 202, so billing must get the message: a copy on its redrive
 // subject.
 func TestIntegrityRetryAtAFreshGatewayIsRepaired(t *testing.T) {
-	topics := testharness.Topics(testharness.Topic("orders", families...))
-	b := testharness.StartBroker(t, topics)
-	js, _ := jetstream.New(testharness.Connect(t, b))
-	quiet := func() string { // reads the families at its commits only
-		cfg := testharness.GatewayConfig(topics)
-		cfg.Alarms.Interval, cfg.Alarms.Hold = time.Hour, time.Hour
-		_, srv := testharness.StartGateway(t, cfg, testharness.Connect(t, b))
-		return srv.URL
-	}
+	b, js, quiet := freshGatewayEnv(t)
 	a := quiet()
 	pa, _ := sluice.NewProducer([]string{a}, sluice.WithRetry(1, time.Millisecond, time.Millisecond))
 	ctx := context.Background()

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/sluicebus/sluice/internal/testharness"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
@@ -21,15 +19,7 @@ import (
 // retried at gateway B, started after that: it must not answer 200 and
 // delete the dead letter unless billing gets the message.
 func TestIntegrityRedriveRetriedAtAFreshGatewayKeepsTheDeadLetter(t *testing.T) {
-	topics := testharness.Topics(testharness.Topic("orders", families...))
-	b := testharness.StartBroker(t, topics)
-	js, _ := jetstream.New(testharness.Connect(t, b))
-	quiet := func() string { // reads the families at its commits only
-		cfg := testharness.GatewayConfig(topics)
-		cfg.Alarms.Interval, cfg.Alarms.Hold = time.Hour, time.Hour
-		_, srv := testharness.StartGateway(t, cfg, testharness.Connect(t, b))
-		return srv.URL
-	}
+	b, js, quiet := freshGatewayEnv(t)
 	a := quiet()
 	ctx := context.Background()
 	var mu sync.Mutex

@@ -35,8 +35,8 @@ fuzz: ## every fuzz target in turn, FUZZTIME each (default 30s; make fuzz FUZZTI
 	$(GO) test -run '^$$' -fuzz '^FuzzPublish$$' -fuzztime $(FUZZTIME) ./gateway/
 	@echo "== fuzz FuzzPublishBatch (./gateway/) for $(FUZZTIME)"
 	$(GO) test -run '^$$' -fuzz '^FuzzPublishBatch$$' -fuzztime $(FUZZTIME) ./gateway/
-	@echo "== fuzz FuzzLoad (./internal/config/) for $(FUZZTIME)"
-	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./internal/config/
+	@echo "== fuzz FuzzLoad (./cmd/sluice/internal/config/) for $(FUZZTIME)"
+	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./cmd/sluice/internal/config/
 
 mutate: ## mutation testing of the durable path with gremlins (test/mutate.sh, .gremlins.yaml; ~40 min, not part of test or CI): a score per package, results in run/mutate
 	nice -n 10 test/mutate.sh

@@ -19,7 +19,7 @@ import (
 
 	"github.com/sluicebus/sluice/broker"
 	"github.com/sluicebus/sluice/internal/bus"
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
@@ -53,7 +53,7 @@ type authed struct {
 func startAuthed(t *testing.T) authed {
 	t.Helper()
 	a := authed{gateway: newIdentity(t), worker: newIdentity(t), admin: newIdentity(t)}
-	topics := testharness.Topics(testharness.Topic("orders", "billing", "shipping"))
+	topics := harness.Topics(harness.Topic("orders", "billing", "shipping"))
 	a.b = startBroker(t, topics, func(c *broker.Config) {
 		c.Auth.Users = []broker.User{
 			{Name: "gw", Nkey: a.gateway.pub, Role: broker.RoleGateway},
@@ -110,7 +110,7 @@ func (e *asyncErrs) add(err error) {
 func (e *asyncErrs) waitDenied(t *testing.T, op, subject string) {
 	t.Helper()
 	want := `permissions violation for ` + op + ` to "` + strings.ToLower(subject) + `"`
-	testharness.Eventually(t, 5*time.Second, func() bool {
+	harness.Eventually(t, 5*time.Second, func() bool {
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		for _, s := range e.errs {
@@ -136,9 +136,9 @@ func noViolations(t *testing.T, who string, logs *observer.ObservedLogs) {
 // violation on the way.
 func TestAuthEndToEnd(t *testing.T) {
 	a := startAuthed(t)
-	topics := testharness.Topics(testharness.Topic("orders", "billing", "shipping"))
+	topics := harness.Topics(harness.Topic("orders", "billing", "shipping"))
 	gnc, glogs := a.connect(t, a.gateway, "gateway")
-	_, srv := testharness.StartGateway(t, testharness.GatewayConfig(topics), gnc)
+	_, srv := harness.StartGateway(t, harness.GatewayConfig(topics), gnc)
 	wnc, wlogs := a.connect(t, a.worker, "worker")
 
 	var mu sync.Mutex
@@ -155,7 +155,7 @@ func TestAuthEndToEnd(t *testing.T) {
 		handled[string(m.Data)]++
 		mu.Unlock()
 		return nil
-	}), sluice.WithWorkerLogger(testharness.Logger(t)))
+	}), sluice.WithWorkerLogger(harness.Logger(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +204,7 @@ func TestAuthEndToEnd(t *testing.T) {
 		}
 	}
 	for _, data := range []string{"good-1", "good-2", "good-3", "retry", "dup"} {
-		testharness.Eventually(t, 10*time.Second, seen(data), "worker did not handle %s", data)
+		harness.Eventually(t, 10*time.Second, seen(data), "worker did not handle %s", data)
 	}
 
 	admin, err := sluice.NewAdmin(srv.URL, nil)
@@ -212,7 +212,7 @@ func TestAuthEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	var page sluice.DeadLetterPage
-	testharness.Eventually(t, 10*time.Second, func() bool {
+	harness.Eventually(t, 10*time.Second, func() bool {
 		page, err = admin.ListDeadLetters(pctx, "orders", "billing", 0, 10)
 		return err == nil && len(page.DeadLetters) == 2
 	}, "two dead letters should be listed (last: %+v, %v)", page, err)
@@ -226,7 +226,7 @@ func TestAuthEndToEnd(t *testing.T) {
 	if err != nil || rr.Redriven != 1 {
 		t.Fatalf("redrive: %+v, %v", rr, err)
 	}
-	testharness.Eventually(t, 10*time.Second, seen(*dl.Data), "the redriven message %s should be handled", *dl.Data)
+	harness.Eventually(t, 10*time.Second, seen(*dl.Data), "the redriven message %s should be handled", *dl.Data)
 	pr, err := admin.Purge(pctx, "orders", "billing", 0)
 	if err != nil || pr.Purged != 1 {
 		t.Fatalf("purge: %+v, %v", pr, err)
@@ -328,7 +328,7 @@ func TestAuthRefusesUnknownClients(t *testing.T) {
 		}
 		t.Fatalf("no credentials: %v, want an authorization violation", err)
 	}
-	_, err = bus.Connect([]string{a.b.ClientURL()}, 5*time.Second, "stranger", testharness.Logger(t), bus.WithNkeySeedFile(stranger.seedFile))
+	_, err = bus.Connect([]string{a.b.ClientURL()}, 5*time.Second, "stranger", harness.Logger(t), bus.WithNkeySeedFile(stranger.seedFile))
 	if !errors.Is(err, nats.ErrAuthorization) || !strings.Contains(err.Error(), "broker.auth.users") {
 		t.Fatalf("bus.Connect as a stranger: %v", err)
 	}

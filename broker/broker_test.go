@@ -15,20 +15,20 @@ import (
 
 	"github.com/sluicebus/sluice/broker"
 	"github.com/sluicebus/sluice/internal/alarm"
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
 	"github.com/sluicebus/sluice/internal/topology"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
 func TestProvisionsSyncAlwaysTopicsFamiliesAndDeadLetters(t *testing.T) {
-	topic := testharness.Topic("orders", "billing", "shipping")
-	b := testharness.StartBroker(t, testharness.Topics(topic))
+	topic := harness.Topic("orders", "billing", "shipping")
+	b := harness.StartBroker(t, harness.Topics(topic))
 	// The running server fsyncs every write before its ack, and no stream
 	// opts out of it (an async persist mode would, stream by stream).
 	if on, err := broker.SyncAlways(b); err != nil || !on {
 		t.Fatalf("the running server's sync_always = %v (%v); want every write fsynced before its ack", on, err)
 	}
-	js, _ := jetstream.New(testharness.Connect(t, b))
+	js, _ := jetstream.New(harness.Connect(t, b))
 	ctx := context.Background()
 	s, err := js.Stream(ctx, sluice.StreamName("orders"))
 	if err != nil {
@@ -68,9 +68,9 @@ func TestProvisionsSyncAlwaysTopicsFamiliesAndDeadLetters(t *testing.T) {
 
 func TestReconcileUpdatesLimitsAndNeverDeletes(t *testing.T) {
 	dir := t.TempDir()
-	topic := testharness.Topic("orders", "billing", "shipping")
-	b := testharness.StartBrokerIn(t, dir, testharness.Topics(topic))
-	nc := testharness.Connect(t, b)
+	topic := harness.Topic("orders", "billing", "shipping")
+	b := harness.StartBrokerIn(t, dir, harness.Topics(topic))
+	nc := harness.Connect(t, b)
 	js, _ := jetstream.New(nc)
 	ctx := context.Background()
 	if _, err := js.Publish(ctx, sluice.Subject("orders"), []byte("kept")); err != nil {
@@ -85,8 +85,8 @@ func TestReconcileUpdatesLimitsAndNeverDeletes(t *testing.T) {
 	fam.Credit = 7
 	topic.Families["billing"] = fam
 	delete(topic.Families, "shipping")
-	b = testharness.StartBrokerIn(t, dir, testharness.Topics(topic))
-	js, _ = jetstream.New(testharness.Connect(t, b))
+	b = harness.StartBrokerIn(t, dir, harness.Topics(topic))
+	js, _ = jetstream.New(harness.Connect(t, b))
 	s, err := js.Stream(ctx, sluice.StreamName("orders"))
 	if err != nil {
 		t.Fatal(err)
@@ -108,14 +108,14 @@ func TestReconcileUpdatesLimitsAndNeverDeletes(t *testing.T) {
 		t.Errorf("undeclared dead letters deleted: %v", err)
 	}
 	// Reconciling the same topology again changes nothing and fails nothing.
-	if err := broker.Provision(ctx, js, testharness.Topics(topic), testharness.Logger(t)); err != nil {
+	if err := broker.Provision(ctx, js, harness.Topics(topic), harness.Logger(t)); err != nil {
 		t.Fatalf("second reconcile: %v", err)
 	}
 }
 
 func TestIncompatibleChangeIsAClearError(t *testing.T) {
-	b := testharness.StartBroker(t, testharness.Topics(testharness.Topic("orders", "billing")))
-	js, _ := jetstream.New(testharness.Connect(t, b))
+	b := harness.StartBroker(t, harness.Topics(harness.Topic("orders", "billing")))
+	js, _ := jetstream.New(harness.Connect(t, b))
 	ctx := context.Background()
 	// Someone made "audit" a limits stream by hand; the config declares a topic of that name.
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
@@ -123,21 +123,21 @@ func TestIncompatibleChangeIsAClearError(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	err := broker.Provision(ctx, js, testharness.Topics(testharness.Topic("audit", "f")), testharness.Logger(t))
+	err := broker.Provision(ctx, js, harness.Topics(harness.Topic("audit", "f")), harness.Logger(t))
 	if !errors.Is(err, broker.ErrIncompatible) || !strings.Contains(err.Error(), "topic audit") || !strings.Contains(err.Error(), "retention") {
 		t.Fatalf("want ErrIncompatible naming topic audit and retention, got %v", err)
 	}
 }
 
 func TestNewRefusesBadConfigAndExportsMetrics(t *testing.T) {
-	cfg := testharness.BrokerConfig(t.TempDir(), testharness.Topics(testharness.Topic("orders", "billing")))
+	cfg := harness.BrokerConfig(t.TempDir(), harness.Topics(harness.Topic("orders", "billing")))
 	cfg.Listen = "nonsense"
-	if _, err := broker.New(cfg, testharness.Logger(t), nil); err == nil || !strings.Contains(err.Error(), "broker.listen") {
+	if _, err := broker.New(cfg, harness.Logger(t), nil); err == nil || !strings.Contains(err.Error(), "broker.listen") {
 		t.Fatalf("bad listen accepted: %v", err)
 	}
-	cfg = testharness.BrokerConfig(t.TempDir(), testharness.Topics(testharness.Topic("orders", "billing")))
+	cfg = harness.BrokerConfig(t.TempDir(), harness.Topics(harness.Topic("orders", "billing")))
 	reg := prometheus.NewRegistry()
-	b, err := broker.New(cfg, testharness.Logger(t), reg)
+	b, err := broker.New(cfg, harness.Logger(t), reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +145,7 @@ func TestNewRefusesBadConfigAndExportsMetrics(t *testing.T) {
 	if !b.Ready() {
 		t.Fatal("not ready after New")
 	}
-	js, _ := jetstream.New(testharness.Connect(t, b))
+	js, _ := jetstream.New(harness.Connect(t, b))
 	for range 3 {
 		if _, err := js.Publish(context.Background(), sluice.Subject("orders"), []byte("x")); err != nil {
 			t.Fatal(err)
@@ -160,7 +160,7 @@ sluice_topic_messages{topic="orders"} 3
 sluice_family_pending_messages{family="billing",topic="orders"} 3
 `
 	// The consumer's pending count follows the store asynchronously: poll.
-	testharness.Eventually(t, 10*time.Second, func() bool {
+	harness.Eventually(t, 10*time.Second, func() bool {
 		err = testutil.GatherAndCompare(reg, strings.NewReader(want), "sluice_topic_messages", "sluice_family_pending_messages")
 		return err == nil
 	}, "scraped state: %v", &err)
@@ -169,8 +169,8 @@ sluice_family_pending_messages{family="billing",topic="orders"} 3
 }
 
 func TestStatusAndDiskAlarm(t *testing.T) {
-	topics := testharness.Topics(testharness.Topic("orders", "billing"))
-	b := testharness.StartBroker(t, topics)
+	topics := harness.Topics(harness.Topic("orders", "billing"))
+	b := harness.StartBroker(t, topics)
 	m := alarm.New("test-broker", time.Second, zap.NewNop(), nil)
 	m.Raise(alarm.DiskUse, "test-broker", "full")
 	st := b.Status(context.Background(), m)

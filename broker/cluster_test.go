@@ -12,19 +12,19 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
 	"github.com/sluicebus/sluice/internal/topology"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
 func r3(name string, families ...string) map[string]topology.Topic {
-	t := testharness.Topic(name, families...)
+	t := harness.Topic(name, families...)
 	t.Replicas = 3
-	return testharness.Topics(t)
+	return harness.Topics(t)
 }
 
 func TestClusterProvisionsR3(t *testing.T) {
-	c := testharness.StartCluster(t, 3, r3("orders", "billing", "shipping"))
+	c := harness.StartCluster(t, 3, r3("orders", "billing", "shipping"))
 	js, _ := jetstream.New(c.Connect(t))
 	ctx := context.Background()
 	c.WaitCurrent(t, js, "orders", "the topic should have a leader and two current replicas")
@@ -43,11 +43,11 @@ func TestClusterProvisionsR3(t *testing.T) {
 // accepted message is delivered, and the restarted broker catches up.
 func TestClusterLeaderLossLosesNothing(t *testing.T) {
 	topics := r3("orders", "billing")
-	c := testharness.StartCluster(t, 3, topics)
+	c := harness.StartCluster(t, 3, topics)
 	js, _ := jetstream.New(c.Connect(t))
 	ctx := context.Background()
 	c.WaitCurrent(t, js, "orders", "cluster not settled")
-	_, srv := testharness.StartGateway(t, testharness.GatewayConfig(topics), c.Connect(t))
+	_, srv := harness.StartGateway(t, harness.GatewayConfig(topics), c.Connect(t))
 
 	var mu sync.Mutex
 	got := map[string]int{}
@@ -80,7 +80,7 @@ func TestClusterLeaderLossLosesNothing(t *testing.T) {
 	c.Stop(leader)
 	publish(30, 60) // accepted only once the two others have elected a leader
 	c.Restart(leader)
-	testharness.Eventually(t, 30*time.Second, func() bool {
+	harness.Eventually(t, 30*time.Second, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(got) == 60
@@ -96,7 +96,7 @@ func TestClusterLeaderLossLosesNothing(t *testing.T) {
 // cut off from the others answers 503, never 202; after the heal it accepts.
 func TestClusterMinorityNeverAccepts(t *testing.T) {
 	topics := r3("orders", "billing")
-	c := testharness.StartCluster(t, 3, topics)
+	c := harness.StartCluster(t, 3, topics)
 	js, _ := jetstream.New(c.Connect(t))
 	c.WaitCurrent(t, js, "orders", "cluster not settled")
 	nc, err := nats.Connect(c.Nodes[0].URL(), nats.MaxReconnects(-1))
@@ -104,9 +104,9 @@ func TestClusterMinorityNeverAccepts(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	cfg := testharness.GatewayConfig(topics)
+	cfg := harness.GatewayConfig(topics)
 	cfg.PublishTimeout = time.Second
-	_, srv := testharness.StartGateway(t, cfg, nc)
+	_, srv := harness.StartGateway(t, cfg, nc)
 
 	c.Isolate(0)
 	for i := range 5 {
@@ -120,7 +120,7 @@ func TestClusterMinorityNeverAccepts(t *testing.T) {
 		}
 	}
 	c.Heal(0)
-	testharness.Eventually(t, 30*time.Second, func() bool {
+	harness.Eventually(t, 30*time.Second, func() bool {
 		resp, err := http.Post(srv.URL+"/v1/topics/orders/messages", "", strings.NewReader("x"))
 		if err != nil {
 			return false

@@ -12,12 +12,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicebus/sluice/broker"
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
 func TestAckExpiryFollowsTheRetryCurve(t *testing.T) {
-	f := testharness.Topic("orders", "billing").Families["billing"]
+	f := harness.Topic("orders", "billing").Families["billing"]
 	f.AckWait, f.MaxAttempts = time.Second, 5
 	f.BackoffCurve, f.BackoffInitial, f.BackoffMax = "exponential", 100*time.Millisecond, 300*time.Millisecond
 	want := []time.Duration{1100 * time.Millisecond, 1200 * time.Millisecond, 1300 * time.Millisecond, 1300 * time.Millisecond, 1300 * time.Millisecond}
@@ -34,12 +34,12 @@ func TestAckExpiryFollowsTheRetryCurve(t *testing.T) {
 // answers is redelivered only after the ack wait plus the family's retry
 // delay, as a handler error would be retried (not after the ack wait alone).
 func TestCrashedAttemptWaitsTheRetryDelay(t *testing.T) {
-	topic := testharness.Topic("orders", "billing")
+	topic := harness.Topic("orders", "billing")
 	f := topic.Families["billing"]
 	f.AckWait, f.MaxAttempts, f.Backoff = 200*time.Millisecond, 3, []time.Duration{800 * time.Millisecond}
 	topic.Families["billing"] = f
-	b := testharness.StartBroker(t, testharness.Topics(topic))
-	js, _ := jetstream.New(testharness.Connect(t, b))
+	b := harness.StartBroker(t, harness.Topics(topic))
+	js, _ := jetstream.New(harness.Connect(t, b))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := js.Publish(ctx, sluice.Subject("orders"), []byte("x")); err != nil {
@@ -78,9 +78,9 @@ func TestCrashedAttemptWaitsTheRetryDelay(t *testing.T) {
 // redrive (one subject, families filtering on it) gains the redrive
 // subjects in place, keeping its messages.
 func TestProvisionUpgradesFamiliesForRedrive(t *testing.T) {
-	topic := testharness.Topic("orders", "billing")
-	b := testharness.StartBroker(t, testharness.Topics(testharness.Topic("other", "x")))
-	js, _ := jetstream.New(testharness.Connect(t, b))
+	topic := harness.Topic("orders", "billing")
+	b := harness.StartBroker(t, harness.Topics(harness.Topic("other", "x")))
+	js, _ := jetstream.New(harness.Connect(t, b))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	old := broker.StreamConfig(topic)
@@ -97,7 +97,7 @@ func TestProvisionUpgradesFamiliesForRedrive(t *testing.T) {
 	if _, err := js.Publish(ctx, sluice.Subject("orders"), []byte("kept")); err != nil {
 		t.Fatal(err)
 	}
-	if err := broker.Provision(ctx, js, testharness.Topics(topic), testharness.Logger(t)); err != nil {
+	if err := broker.Provision(ctx, js, harness.Topics(topic), harness.Logger(t)); err != nil {
 		t.Fatal(err)
 	}
 	s, _ = js.Stream(ctx, sluice.StreamName("orders"))
@@ -122,10 +122,10 @@ func TestBrokerFailsWhenItsRoutePortIsTaken(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer taken.Close()
-	cfg := testharness.BrokerConfig(t.TempDir(), testharness.Topics(testharness.Topic("orders", "billing")))
+	cfg := harness.BrokerConfig(t.TempDir(), harness.Topics(harness.Topic("orders", "billing")))
 	cfg.Cluster = broker.Cluster{Name: "test", Listen: taken.Addr().String(), Routes: []string{"nats-route://127.0.0.1:1"}}
 	start := time.Now()
-	b, err := broker.New(cfg, testharness.Logger(t), nil)
+	b, err := broker.New(cfg, harness.Logger(t), nil)
 	if err == nil {
 		b.Shutdown()
 		t.Fatal("started with its route port taken")

@@ -13,7 +13,7 @@ import (
 
 	"github.com/sluicebus/sluice/broker"
 	"github.com/sluicebus/sluice/internal/alarm"
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
 	"github.com/sluicebus/sluice/internal/topology"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
@@ -22,15 +22,15 @@ import (
 // its alarms watched on an alarm manager (hold 100 ms) until the test ends.
 func healingBroker(t *testing.T, topics map[string]topology.Topic, interval time.Duration) (*broker.Broker, *alarm.Manager, jetstream.JetStream) {
 	t.Helper()
-	cfg := testharness.BrokerConfig(t.TempDir(), topics)
+	cfg := harness.BrokerConfig(t.TempDir(), topics)
 	cfg.ReconcileInterval = interval
 	cfg.Alarms.Interval = 50 * time.Millisecond
-	b, err := broker.New(cfg, testharness.Logger(t), nil)
+	b, err := broker.New(cfg, harness.Logger(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(b.Shutdown)
-	m := alarm.New(cfg.Name, 100*time.Millisecond, testharness.Logger(t), nil)
+	m := alarm.New(cfg.Name, 100*time.Millisecond, harness.Logger(t), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { b.WatchAlarms(ctx, m) })
@@ -38,7 +38,7 @@ func healingBroker(t *testing.T, topics map[string]topology.Topic, interval time
 		cancel()
 		wg.Wait()
 	})
-	js, err := jetstream.New(testharness.Connect(t, b))
+	js, err := jetstream.New(harness.Connect(t, b))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func cleared(m *alarm.Manager, id string) (alarm.Alarm, bool) {
 // a live broker; the periodic check recreates it, starting after the
 // messages already in the topic, raises family_missing and clears it.
 func TestDeletedFamilyIsRecreated(t *testing.T) {
-	b, m, js := healingBroker(t, testharness.Topics(testharness.Topic("orders", "billing", "shipping")), 200*time.Millisecond)
+	b, m, js := healingBroker(t, harness.Topics(harness.Topic("orders", "billing", "shipping")), 200*time.Millisecond)
 	ctx := context.Background()
 	if _, err := js.Publish(ctx, sluice.Subject("orders"), []byte("before")); err != nil {
 		t.Fatal(err)
@@ -82,7 +82,7 @@ func TestDeletedFamilyIsRecreated(t *testing.T) {
 		t.Fatal(err)
 	}
 	var now *jetstream.ConsumerInfo
-	testharness.Eventually(t, 30*time.Second, func() bool {
+	harness.Eventually(t, 30*time.Second, func() bool {
 		now = consumer(t, js, "orders", "billing")
 		return now != nil && !now.Created.Equal(old.Created)
 	}, "the deleted family's consumer should be recreated")
@@ -94,14 +94,14 @@ func TestDeletedFamilyIsRecreated(t *testing.T) {
 	if _, err := js.Publish(ctx, sluice.Subject("orders"), []byte("after")); err != nil {
 		t.Fatal(err)
 	}
-	testharness.Eventually(t, 10*time.Second, func() bool {
+	harness.Eventually(t, 10*time.Second, func() bool {
 		c := consumer(t, js, "orders", "billing")
 		return c != nil && c.NumPending == 1
 	}, "the recreated family should receive what is published after")
 
 	id := alarm.ID(alarm.FamilyMissing, "orders/billing")
 	var a alarm.Alarm
-	testharness.Eventually(t, 30*time.Second, func() bool {
+	harness.Eventually(t, 30*time.Second, func() bool {
 		var ok bool
 		a, ok = cleared(m, id)
 		return ok
@@ -121,13 +121,13 @@ func TestDeletedFamilyIsRecreated(t *testing.T) {
 // JetStream's deletion advisories make the broker recreate a deleted
 // consumer, and a deleted topic stream with its families, at once.
 func TestDeletionAdvisoryTriggersTheCheck(t *testing.T) {
-	_, _, js := healingBroker(t, testharness.Topics(testharness.Topic("orders", "billing", "shipping")), time.Hour)
+	_, _, js := healingBroker(t, harness.Topics(harness.Topic("orders", "billing", "shipping")), time.Hour)
 	ctx := context.Background()
 	old := consumer(t, js, "orders", "billing")
 	if err := js.DeleteConsumer(ctx, sluice.StreamName("orders"), "billing"); err != nil {
 		t.Fatal(err)
 	}
-	testharness.Eventually(t, 30*time.Second, func() bool {
+	harness.Eventually(t, 30*time.Second, func() bool {
 		c := consumer(t, js, "orders", "billing")
 		return c != nil && !c.Created.Equal(old.Created)
 	}, "the consumer should be recreated on its deletion advisory")
@@ -135,7 +135,7 @@ func TestDeletionAdvisoryTriggersTheCheck(t *testing.T) {
 	if err := js.DeleteStream(ctx, sluice.StreamName("orders")); err != nil {
 		t.Fatal(err)
 	}
-	testharness.Eventually(t, 30*time.Second, func() bool {
+	harness.Eventually(t, 30*time.Second, func() bool {
 		return consumer(t, js, "orders", "billing") != nil && consumer(t, js, "orders", "shipping") != nil
 	}, "the topic's stream and both families should be recreated on the stream's deletion advisory")
 	s, err := js.Stream(ctx, sluice.StreamName("orders"))
@@ -149,19 +149,19 @@ func TestDeletionAdvisoryTriggersTheCheck(t *testing.T) {
 // family_missing is active, naming the cause, until it is gone and the
 // broker has recreated the real one.
 func TestUnusableFamilyMakesTheBrokerUnready(t *testing.T) {
-	topic := testharness.Topic("orders", "billing", "shipping")
-	b, m, js := healingBroker(t, testharness.Topics(topic), 200*time.Millisecond)
+	topic := harness.Topic("orders", "billing", "shipping")
+	b, m, js := healingBroker(t, harness.Topics(topic), 200*time.Millisecond)
 	ctx := context.Background()
 	bad := broker.ConsumerConfig(topic, topic.Families["billing"])
 	bad.AckPolicy, bad.BackOff = jetstream.AckNonePolicy, nil
-	testharness.Eventually(t, 30*time.Second, func() bool {
+	harness.Eventually(t, 30*time.Second, func() bool {
 		// The broker may recreate the real one in between: again.
 		_ = js.DeleteConsumer(ctx, sluice.StreamName("orders"), "billing")
 		_, err := js.CreateConsumer(ctx, sluice.StreamName("orders"), bad)
 		return err == nil
 	}, "replacing billing's consumer")
 	id := alarm.ID(alarm.FamilyMissing, "orders/billing")
-	testharness.Eventually(t, 30*time.Second, func() bool {
+	harness.Eventually(t, 30*time.Second, func() bool {
 		active, _ := m.List()
 		i := slices.IndexFunc(active, func(a alarm.Alarm) bool { return a.ID == id })
 		return !b.Ready() && i >= 0 && strings.Contains(active[i].Cause, "ack policy")
@@ -173,7 +173,7 @@ func TestUnusableFamilyMakesTheBrokerUnready(t *testing.T) {
 	if err := js.DeleteConsumer(ctx, sluice.StreamName("orders"), "billing"); err != nil {
 		t.Fatal(err)
 	}
-	testharness.Eventually(t, 30*time.Second, func() bool {
+	harness.Eventually(t, 30*time.Second, func() bool {
 		c := consumer(t, js, "orders", "billing")
 		return b.Ready() && c != nil && c.Config.AckPolicy == jetstream.AckExplicitPolicy
 	}, "the broker should recreate billing and be ready again")
@@ -184,9 +184,9 @@ func TestUnusableFamilyMakesTheBrokerUnready(t *testing.T) {
 // the others; a broker starting on that bus does not become ready.
 func TestProvisionFailingHalfway(t *testing.T) {
 	dir := t.TempDir()
-	topic := testharness.Topic("orders", "billing", "shipping")
-	b := testharness.StartBrokerIn(t, dir, testharness.Topics(testharness.Topic("other", "x")))
-	js, _ := jetstream.New(testharness.Connect(t, b))
+	topic := harness.Topic("orders", "billing", "shipping")
+	b := harness.StartBrokerIn(t, dir, harness.Topics(harness.Topic("other", "x")))
+	js, _ := jetstream.New(harness.Connect(t, b))
 	ctx := context.Background()
 	s, err := js.CreateStream(ctx, broker.StreamConfig(topic))
 	if err != nil {
@@ -197,8 +197,8 @@ func TestProvisionFailingHalfway(t *testing.T) {
 	if _, err := s.CreateConsumer(ctx, bad); err != nil {
 		t.Fatal(err)
 	}
-	topics := testharness.Topics(topic, testharness.Topic("other", "x"))
-	err = broker.Provision(ctx, js, topics, testharness.Logger(t))
+	topics := harness.Topics(topic, harness.Topic("other", "x"))
+	err = broker.Provision(ctx, js, topics, harness.Logger(t))
 	if !errors.Is(err, broker.ErrIncompatible) || !strings.Contains(err.Error(), "family billing") || !strings.Contains(err.Error(), "ack policy") {
 		t.Fatalf("want ErrIncompatible naming family billing and its ack policy, got %v", err)
 	}
@@ -207,9 +207,9 @@ func TestProvisionFailingHalfway(t *testing.T) {
 	}
 	b.Shutdown()
 
-	cfg := testharness.BrokerConfig(dir, topics)
+	cfg := harness.BrokerConfig(dir, topics)
 	cfg.ReadyTimeout = 5 * time.Second
-	if b, err := broker.New(cfg, testharness.Logger(t), nil); err == nil {
+	if b, err := broker.New(cfg, harness.Logger(t), nil); err == nil {
 		b.Shutdown()
 		t.Fatal("a broker became ready with an incompatible family")
 	} else if !errors.Is(err, broker.ErrIncompatible) || !strings.Contains(err.Error(), "family billing") {
@@ -221,17 +221,17 @@ func TestProvisionFailingHalfway(t *testing.T) {
 // holds another family's backlog receives only what is published after
 // it was created; provisioning it again keeps that.
 func TestAddedFamilyStartsAfterTheBacklog(t *testing.T) {
-	one := testharness.Topic("orders", "billing")
-	b := testharness.StartBroker(t, testharness.Topics(one))
-	js, _ := jetstream.New(testharness.Connect(t, b))
+	one := harness.Topic("orders", "billing")
+	b := harness.StartBroker(t, harness.Topics(one))
+	js, _ := jetstream.New(harness.Connect(t, b))
 	ctx := context.Background()
 	for _, m := range []string{"old-1", "old-2", "old-3"} {
 		if _, err := js.Publish(ctx, sluice.Subject("orders"), []byte(m)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	two := testharness.Topic("orders", "billing", "shipping")
-	if err := broker.Provision(ctx, js, testharness.Topics(two), testharness.Logger(t)); err != nil {
+	two := harness.Topic("orders", "billing", "shipping")
+	if err := broker.Provision(ctx, js, harness.Topics(two), harness.Logger(t)); err != nil {
 		t.Fatal(err)
 	}
 	for _, m := range []string{"new-1", "new-2"} {
@@ -264,7 +264,7 @@ func TestAddedFamilyStartsAfterTheBacklog(t *testing.T) {
 	fam := two.Families["shipping"]
 	fam.Credit = 7
 	two.Families["shipping"] = fam
-	if err := broker.Provision(ctx, js, testharness.Topics(two), testharness.Logger(t)); err != nil {
+	if err := broker.Provision(ctx, js, harness.Topics(two), harness.Logger(t)); err != nil {
 		t.Fatalf("provisioning again: %v", err)
 	}
 	if info := consumer(t, js, "orders", "shipping"); info == nil || info.Config.MaxAckPending != 7 || info.Config.DeliverPolicy != jetstream.DeliverNewPolicy {
@@ -276,7 +276,7 @@ func TestAddedFamilyStartsAfterTheBacklog(t *testing.T) {
 // family missing and creates it; creating is idempotent, so it comes back
 // once, replicated, and every broker is ready again.
 func TestClusterRecreatesADeletedFamily(t *testing.T) {
-	c := testharness.StartCluster(t, 3, r3("orders", "billing", "shipping"))
+	c := harness.StartCluster(t, 3, r3("orders", "billing", "shipping"))
 	js, _ := jetstream.New(c.Connect(t))
 	ctx := context.Background()
 	c.WaitCurrent(t, js, "orders", "cluster not settled")
@@ -291,14 +291,14 @@ func TestClusterRecreatesADeletedFamily(t *testing.T) {
 		t.Fatal(err)
 	}
 	var now *jetstream.ConsumerInfo
-	testharness.Eventually(t, 60*time.Second, func() bool {
+	harness.Eventually(t, 60*time.Second, func() bool {
 		now = consumer(t, js, "orders", "billing")
 		return now != nil && !now.Created.Equal(old.Created)
 	}, "the brokers should recreate the deleted family")
 	if now.Config.Replicas != 3 || now.Config.AckPolicy != jetstream.AckExplicitPolicy || now.NumPending != 0 {
 		t.Fatalf("recreated consumer: replicas %d, ack %v, pending %d; want 3, explicit, 0", now.Config.Replicas, now.Config.AckPolicy, now.NumPending)
 	}
-	testharness.Eventually(t, 30*time.Second, func() bool {
+	harness.Eventually(t, 30*time.Second, func() bool {
 		for _, n := range c.Nodes {
 			if !n.Broker().Ready() {
 				return false

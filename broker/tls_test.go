@@ -24,7 +24,7 @@ import (
 	"github.com/sluicebus/sluice/broker"
 	"github.com/sluicebus/sluice/internal/bus"
 	"github.com/sluicebus/sluice/internal/devcerts"
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
 	"github.com/sluicebus/sluice/internal/tlsconf"
 	"github.com/sluicebus/sluice/internal/topology"
 	"github.com/sluicebus/sluice/pkg/sluice"
@@ -42,9 +42,9 @@ func devCerts(t *testing.T) devcerts.Files {
 // startBroker starts one broker on a random port with cfg changed by mutate.
 func startBroker(t *testing.T, topics map[string]topology.Topic, mutate func(*broker.Config)) *broker.Broker {
 	t.Helper()
-	cfg := testharness.BrokerConfig(t.TempDir(), topics)
+	cfg := harness.BrokerConfig(t.TempDir(), topics)
 	mutate(&cfg)
-	b, err := broker.New(cfg, testharness.Logger(t), nil)
+	b, err := broker.New(cfg, harness.Logger(t), nil)
 	if err != nil {
 		t.Fatalf("start broker: %v", err)
 	}
@@ -59,12 +59,12 @@ func startBroker(t *testing.T, topics map[string]topology.Topic, mutate func(*br
 func TestClientTLS(t *testing.T) {
 	certs := devCerts(t)
 	other := devCerts(t)
-	topics := testharness.Topics(testharness.Topic("orders", "billing"))
+	topics := harness.Topics(harness.Topic("orders", "billing"))
 	b := startBroker(t, topics, func(c *broker.Config) {
 		c.TLS = tlsconf.Config{CertFile: certs.Cert, KeyFile: certs.Key}
 	})
 	url := b.ClientURL()
-	log := testharness.Logger(t)
+	log := harness.Logger(t)
 
 	nc, err := bus.Connect([]string{url}, 5*time.Second, "tls-client", log, bus.WithTLS(tlsconf.Config{CAFile: certs.CA}))
 	if err != nil {
@@ -145,7 +145,7 @@ func newTrio(t *testing.T, topics map[string]topology.Topic, log *zap.Logger, mu
 	}
 	tr := &trio{log: log}
 	for i := range 3 {
-		cfg := testharness.BrokerConfig(filepath.Join(base, fmt.Sprintf("b%d", i+1)), topics)
+		cfg := harness.BrokerConfig(filepath.Join(base, fmt.Sprintf("b%d", i+1)), topics)
 		cfg.Name = fmt.Sprintf("b%d", i+1)
 		cfg.ReadyTimeout = 20 * time.Second
 		var routes []string
@@ -201,14 +201,14 @@ func TestRouteTLSCluster(t *testing.T) {
 	certs := devCerts(t)
 	topics := r3("orders", "billing")
 	routeTLS := tlsconf.Config{CertFile: certs.Cert, KeyFile: certs.Key, CAFile: certs.CA}
-	tr := newTrio(t, topics, testharness.Logger(t), func(_ int, c *broker.Config) { c.Cluster.TLS = routeTLS })
+	tr := newTrio(t, topics, harness.Logger(t), func(_ int, c *broker.Config) { c.Cluster.TLS = routeTLS })
 	bs := mustStart(t, tr, 0, 1, 2)
 	for i, b := range bs {
 		if got := b.Peers(); len(got) != 2 {
 			t.Errorf("b%d peers %v, want the two others", i+1, got)
 		}
 	}
-	nc := testharness.Connect(t, bs[0])
+	nc := harness.Connect(t, bs[0])
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -227,8 +227,8 @@ func TestRouteTLSCluster(t *testing.T) {
 func TestRouteTLSRefusesForeignCA(t *testing.T) {
 	certs := devCerts(t)
 	foreign := devCerts(t)
-	topics := testharness.Topics(testharness.Topic("orders", "billing")) // R1: two brokers make a quorum
-	tr := newTrio(t, topics, testharness.Logger(t), func(i int, c *broker.Config) {
+	topics := harness.Topics(harness.Topic("orders", "billing")) // R1: two brokers make a quorum
+	tr := newTrio(t, topics, harness.Logger(t), func(i int, c *broker.Config) {
 		c.Cluster.TLS = tlsconf.Config{CertFile: certs.Cert, KeyFile: certs.Key, CAFile: certs.CA}
 		if i == 2 {
 			// Trusts the right CA, but shows a certificate it did not sign.
@@ -253,7 +253,7 @@ func TestRouteTLSRefusesForeignCA(t *testing.T) {
 // observed is a test logger that also keeps every entry, debug included.
 func observed(t *testing.T) (*zap.Logger, *observer.ObservedLogs) {
 	core, logs := observer.New(zap.DebugLevel)
-	return zap.New(zapcore.NewTee(testharness.Logger(t).Core(), core)), logs
+	return zap.New(zapcore.NewTee(harness.Logger(t).Core(), core)), logs
 }
 
 // TestRouteAuth: a broker with the wrong route password never gets a route
@@ -263,7 +263,7 @@ func TestRouteAuth(t *testing.T) {
 	const right, wrong = "right-pass-4f1c", "wrong-pass-9a7e"
 	log, logs := observed(t)
 	// R1: two brokers make the meta quorum.
-	tr := newTrio(t, testharness.Topics(testharness.Topic("orders", "billing")), log, func(i int, c *broker.Config) {
+	tr := newTrio(t, harness.Topics(harness.Topic("orders", "billing")), log, func(i int, c *broker.Config) {
 		c.Cluster.User, c.Cluster.Password = "route", right
 		if i == 2 {
 			c.Cluster.Password = wrong
@@ -290,7 +290,7 @@ func TestRouteAuth(t *testing.T) {
 	tr.cfgs[2].Cluster.Password = right
 	tr.cfgs[2].ReadyTimeout = 20 * time.Second
 	b3 := mustStart(t, tr, 2)[0]
-	testharness.Eventually(t, 10*time.Second, func() bool {
+	harness.Eventually(t, 10*time.Second, func() bool {
 		return len(b3.Peers()) == 2 && slices.Contains(bs[0].Peers(), "b3") && slices.Contains(bs[1].Peers(), "b3")
 	}, "b3 with the right password should have routes to both others")
 

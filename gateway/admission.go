@@ -16,9 +16,9 @@ import (
 	"github.com/nats-io/nuid"
 	"go.uber.org/zap"
 
-	"github.com/sluicebus/sluice/internal/auth"
+	"github.com/sluicebus/sluice/gateway/internal/admit"
 	"github.com/sluicebus/sluice/internal/status"
-	"github.com/sluicebus/sluice/pkg/credit"
+	"github.com/sluicebus/sluice/internal/tenant"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
@@ -35,8 +35,8 @@ const (
 // topicAdmission is one topic's admission state at this gateway.
 type topicAdmission struct {
 	mu     sync.Mutex
-	credit credit.Admission
-	drain  *credit.Drain
+	credit admit.Admission
+	drain  *admit.Drain
 	// Totals admitted, so a refill can count what was admitted while the
 	// bus was being read; outstanding: admitted, fate not yet known.
 	takenMsgs, takenBytes             int64
@@ -74,7 +74,7 @@ func newAdmission(cfg Config, nc *nats.Conn, js jetstream.JetStream, log *zap.Lo
 	a := &admission{cfg: cfg, nc: nc, js: js, log: log, id: nuid.Next(),
 		topics: map[string]*topicAdmission{}, seen: map[string]time.Time{}}
 	for name, t := range cfg.Topics {
-		a.topics[name] = &topicAdmission{drain: credit.NewDrain(2 * time.Second), maxMsgs: t.MaxMessages, alive: 1}
+		a.topics[name] = &topicAdmission{drain: admit.NewDrain(2 * time.Second), maxMsgs: t.MaxMessages, alive: 1}
 	}
 	return a
 }
@@ -224,7 +224,7 @@ func (a *admission) readStatus(topic string, now time.Time) string {
 // wait. A tenant with an admission share (t nil: none) takes at most that
 // share of each refill's credit; over it, shareFull and the wait until the
 // next refill.
-func (a *admission) take(topic string, size int64, t *auth.Tenant) (ok bool, wait time.Duration, shareFull bool) {
+func (a *admission) take(topic string, size int64, t *tenant.Tenant) (ok bool, wait time.Duration, shareFull bool) {
 	ta := a.topics[topic]
 	ta.mu.Lock()
 	defer ta.mu.Unlock()
@@ -299,15 +299,15 @@ func (a *admission) retryAfterLocked(ta *topicAdmission) time.Duration {
 func (a *admission) wait(ta *topicAdmission, jitter float64) time.Duration {
 	want := max(int64(ta.alive), ta.maxMsgs/100)
 	if ta.free >= want {
-		return credit.RetryAfter(0, math.Inf(1), jitter, a.cfg.RetryAfterMin, a.cfg.RetryAfterMax)
+		return admit.RetryAfter(0, math.Inf(1), jitter, a.cfg.RetryAfterMin, a.cfg.RetryAfterMax)
 	}
-	return credit.RetryAfter(want-ta.free, ta.drain.Rate(), jitter, a.cfg.RetryAfterMin, a.cfg.RetryAfterMax)
+	return admit.RetryAfter(want-ta.free, ta.drain.Rate(), jitter, a.cfg.RetryAfterMin, a.cfg.RetryAfterMax)
 }
 
 // shedRetryAfter is the Retry-After of a gateway-side shed (503): the
 // bounds there free up in milliseconds, so the minimum, jittered.
 func (a *admission) shedRetryAfter() time.Duration {
-	return credit.RetryAfter(0, math.Inf(1), rand.Float64(), a.cfg.RetryAfterMin, a.cfg.RetryAfterMax)
+	return admit.RetryAfter(0, math.Inf(1), rand.Float64(), a.cfg.RetryAfterMin, a.cfg.RetryAfterMax)
 }
 
 // setHeaders advertises the topic's admission credit (IETF httpapi

@@ -14,8 +14,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicebus/sluice/internal/alarm"
-	"github.com/sluicebus/sluice/internal/auth"
 	"github.com/sluicebus/sluice/internal/busstats"
+	"github.com/sluicebus/sluice/internal/tenant"
 	"github.com/sluicebus/sluice/internal/topology"
 )
 
@@ -99,7 +99,7 @@ func (g *Gateway) raiseBusUnreachable() string {
 
 // listAlarms handles GET /v1/alarms: this gateway's active alarms and the
 // recently cleared ones.
-func (g *Gateway) listAlarms(w http.ResponseWriter, _ *http.Request, _ auth.Caller) error {
+func (g *Gateway) listAlarms(w http.ResponseWriter, _ *http.Request, _ tenant.Caller) error {
 	writeJSON(w, http.StatusOK, g.alarms.View())
 	return nil
 }

@@ -13,7 +13,7 @@ import (
 	"github.com/sluicebus/sluice/gateway"
 	"github.com/sluicebus/sluice/internal/alarm"
 	"github.com/sluicebus/sluice/internal/status"
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
@@ -63,12 +63,12 @@ func ids(as []alarm.Alarm) []string {
 // topic fills and admission refuses (topic_throttled, named by the 429);
 // once a worker is back, both clear after the hold time.
 func TestStoppedFamilyRaisesStarvedAndThrottledThenBothClear(t *testing.T) {
-	topic := testharness.Topic("orders", "billing", "shipping")
+	topic := harness.Topic("orders", "billing", "shipping")
 	topic.MaxMessages = 20
-	topics := testharness.Topics(topic)
-	b := testharness.StartBroker(t, topics)
-	nc := testharness.Connect(t, b)
-	cfg := testharness.GatewayConfig(topics)
+	topics := harness.Topics(topic)
+	b := harness.StartBroker(t, topics)
+	nc := harness.Connect(t, b)
+	cfg := harness.GatewayConfig(topics)
 	cfg.Name = "gw-test"
 	cfg.AdmissionRefresh = 50 * time.Millisecond
 	cfg.Alarms.Interval = 50 * time.Millisecond
@@ -76,8 +76,8 @@ func TestStoppedFamilyRaisesStarvedAndThrottledThenBothClear(t *testing.T) {
 	cfg.Alarms.StarvedAfter = 500 * time.Millisecond
 	url, reg := startGatewayReg(t, cfg, nc)
 	ok := func(context.Context, *sluice.Message) error { return nil }
-	testharness.RunWorker(t, nc, "orders", "shipping", ok)
-	stopBilling := testharness.RunWorker(t, nc, "orders", "billing", ok)
+	harness.RunWorker(t, nc, "orders", "shipping", ok)
+	stopBilling := harness.RunWorker(t, nc, "orders", "billing", ok)
 
 	for i := range 5 {
 		resp := post(t, url+"/v1/topics/orders/messages", "text/plain", strings.NewReader("before"), nil)
@@ -86,7 +86,7 @@ func TestStoppedFamilyRaisesStarvedAndThrottledThenBothClear(t *testing.T) {
 		}
 		resp.Body.Close()
 	}
-	testharness.Eventually(t, 10*time.Second, func() bool {
+	harness.Eventually(t, 10*time.Second, func() bool {
 		return topicView(t, url).Depth.Messages == 0
 	}, "both families handle the first messages")
 	if v := alarmsOf(t, url); len(v.Active) != 0 || v.Node != "gw-test" {
@@ -113,7 +113,7 @@ func TestStoppedFamilyRaisesStarvedAndThrottledThenBothClear(t *testing.T) {
 	if refusal.Alarm != "topic_throttled:orders" {
 		t.Fatalf("429 problem alarm %q", refusal.Alarm)
 	}
-	testharness.Eventually(t, 10*time.Second, func() bool {
+	harness.Eventually(t, 10*time.Second, func() bool {
 		active := ids(alarmsOf(t, url).Active)
 		return slices.Contains(active, "family_starved:orders/billing") && slices.Contains(active, "topic_throttled:orders")
 	}, "family_starved and topic_throttled raised")
@@ -150,8 +150,8 @@ func TestStoppedFamilyRaisesStarvedAndThrottledThenBothClear(t *testing.T) {
 		t.Fatalf("status alarms %v", ids(st.Alarms))
 	}
 
-	testharness.RunWorker(t, nc, "orders", "billing", ok) // resumes
-	testharness.Eventually(t, 20*time.Second, func() bool {
+	harness.RunWorker(t, nc, "orders", "billing", ok) // resumes
+	harness.Eventually(t, 20*time.Second, func() bool {
 		v := alarmsOf(t, url)
 		cleared := ids(v.Cleared)
 		return len(v.Active) == 0 && slices.Contains(cleared, "family_starved:orders/billing") && slices.Contains(cleared, "topic_throttled:orders")
@@ -164,23 +164,23 @@ func TestStoppedFamilyRaisesStarvedAndThrottledThenBothClear(t *testing.T) {
 // A family whose handler always fails: its retries exceed the budget and
 // its dead letters grow; the ingest passes a tiny planned rate.
 func TestRetriesDeadLettersAndBlueprintRaiseAlarms(t *testing.T) {
-	topic := testharness.Topic("orders", "billing")
-	topics := testharness.Topics(topic)
-	b := testharness.StartBroker(t, topics)
-	nc := testharness.Connect(t, b)
-	cfg := testharness.GatewayConfig(topics)
+	topic := harness.Topic("orders", "billing")
+	topics := harness.Topics(topic)
+	b := harness.StartBroker(t, topics)
+	nc := harness.Connect(t, b)
+	cfg := harness.GatewayConfig(topics)
 	cfg.Name = "gw-test"
 	cfg.Alarms.Interval = 50 * time.Millisecond
 	cfg.Alarms.Hold = time.Minute // nothing clears during the test
 	cfg.Alarms.PlannedRate = 1
 	url, _ := startGatewayReg(t, cfg, nc)
-	testharness.RunWorker(t, nc, "orders", "billing", func(context.Context, *sluice.Message) error {
+	harness.RunWorker(t, nc, "orders", "billing", func(context.Context, *sluice.Message) error {
 		return errors.New("always fails")
 	})
 	if v := alarmsOf(t, url); len(v.Active) != 0 {
 		t.Fatalf("alarms on an idle topic: %v", ids(v.Active))
 	}
-	testharness.Eventually(t, 20*time.Second, func() bool {
+	harness.Eventually(t, 20*time.Second, func() bool {
 		resp := post(t, url+"/v1/topics/orders/messages", "text/plain", strings.NewReader("doomed"), nil)
 		resp.Body.Close()
 		active := ids(alarmsOf(t, url).Active)

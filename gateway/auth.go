@@ -7,8 +7,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sluicebus/sluice/internal/auth"
-	"github.com/sluicebus/sluice/pkg/credit"
+	"github.com/sluicebus/sluice/gateway/internal/admit"
+	"github.com/sluicebus/sluice/internal/tenant"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
@@ -17,41 +17,41 @@ import (
 // name never reaches a NATS subject unchecked), then the API key (401),
 // then the tenant's grant for the topic (403). With auth open every caller
 // is let in, without a tenant.
-func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request, act auth.Action) (auth.Caller, error) {
+func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request, act tenant.Action) (tenant.Caller, error) {
 	topic, family := r.PathValue("topic"), r.PathValue("family")
 	// Declared names were checked when the config was loaded: only an
 	// undeclared one is matched against the grammar (not the hot path).
 	t, declared := g.cfg.Topics[topic]
 	if topic != "" && !declared {
 		if err := sluice.ValidateName(topic); err != nil {
-			return auth.Caller{}, fmt.Errorf("%w: topic %v", errMalformed, err)
+			return tenant.Caller{}, fmt.Errorf("%w: topic %v", errMalformed, err)
 		}
 	}
 	if _, ok := t.Families[family]; family != "" && !ok {
 		if err := sluice.ValidateName(family); err != nil {
-			return auth.Caller{}, fmt.Errorf("%w: family %v", errMalformed, err)
+			return tenant.Caller{}, fmt.Errorf("%w: family %v", errMalformed, err)
 		}
 	}
-	if act == auth.Public || g.keys.Open() {
-		return auth.Caller{}, nil
+	if act == tenant.Public || g.keys.Open() {
+		return tenant.Caller{}, nil
 	}
 	c, err := g.keys.Authenticate(r.Header.Get("Authorization"), time.Now())
 	if err != nil {
 		reason := "invalid"
 		desc := `, error="invalid_token"`
 		switch {
-		case errors.Is(err, auth.ErrNoKey):
+		case errors.Is(err, tenant.ErrNoKey):
 			reason, desc = "missing", ""
-		case errors.Is(err, auth.ErrExpired):
+		case errors.Is(err, tenant.ErrExpired):
 			reason = "expired"
 		}
 		g.metrics.authFailures.WithLabelValues(reason).Inc()
 		w.Header().Set("WWW-Authenticate", `Bearer realm="sluice"`+desc)
-		return auth.Caller{}, fmt.Errorf("%w: %w; send \"Authorization: Bearer <key>\" with a key of your tenant", errUnauthorized, err)
+		return tenant.Caller{}, fmt.Errorf("%w: %w; send \"Authorization: Bearer <key>\" with a key of your tenant", errUnauthorized, err)
 	}
 	if err := c.Tenant.Allowed(act, topic); err != nil {
 		g.metrics.authFailures.WithLabelValues("forbidden").Inc()
-		return auth.Caller{}, fmt.Errorf("%w: %w", errForbidden, err)
+		return tenant.Caller{}, fmt.Errorf("%w: %w", errForbidden, err)
 	}
 	return c, nil
 }
@@ -84,21 +84,21 @@ func (g *Gateway) guardHeaders(next http.Handler) http.Handler {
 // its topics.
 type tenantLimits struct {
 	mu      sync.Mutex
-	buckets map[string]*credit.Bucket
+	buckets map[string]*admit.Bucket
 }
 
-func newTenantLimits(keys *auth.Keys, now time.Time) *tenantLimits {
-	tl := &tenantLimits{buckets: map[string]*credit.Bucket{}}
+func newTenantLimits(keys *tenant.Keys, now time.Time) *tenantLimits {
+	tl := &tenantLimits{buckets: map[string]*admit.Bucket{}}
 	for name, t := range keys.Tenants() {
 		if t.Rate > 0 {
-			tl.buckets[name] = credit.NewBucket(t.Rate, t.Burst, now)
+			tl.buckets[name] = admit.NewBucket(t.Rate, t.Burst, now)
 		}
 	}
 	return tl
 }
 
 // take takes n messages of t's rate, or says how long until they are there.
-func (tl *tenantLimits) take(t *auth.Tenant, n float64, now time.Time) (bool, time.Duration) {
+func (tl *tenantLimits) take(t *tenant.Tenant, n float64, now time.Time) (bool, time.Duration) {
 	b := tl.buckets[t.Name]
 	if b == nil {
 		return true, 0
@@ -112,7 +112,7 @@ func (tl *tenantLimits) take(t *auth.Tenant, n float64, now time.Time) (bool, ti
 }
 
 // admitTenant takes n messages of the caller's tenant rate, if it has one.
-func (g *Gateway) admitTenant(c auth.Caller, n int) error {
+func (g *Gateway) admitTenant(c tenant.Caller, n int) error {
 	if c.Tenant == nil {
 		return nil
 	}

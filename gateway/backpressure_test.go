@@ -19,11 +19,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/sluicebus/sluice/gateway"
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
-var startGatewayReg = testharness.StartGatewayReg
+var startGatewayReg = harness.StartGatewayReg
 
 func refusals(t *testing.T, reg *prometheus.Registry, reason string) float64 {
 	t.Helper()
@@ -65,16 +65,16 @@ func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 var rateLimitRE = regexp.MustCompile(`^"topic";r=(\d+);t=(\d+)$`)
 
 func TestTwoGatewaysShareAdmissionAndNeverReachTheHardBound(t *testing.T) {
-	orders := testharness.Topic("orders", "billing")
+	orders := harness.Topic("orders", "billing")
 	orders.MaxMessages = 20
-	topics := testharness.Topics(orders)
-	b := testharness.StartBroker(t, topics)
-	cfg := testharness.GatewayConfig(topics)
+	topics := harness.Topics(orders)
+	b := harness.StartBroker(t, topics)
+	cfg := harness.GatewayConfig(topics)
 	cfg.HeartbeatInterval = 50 * time.Millisecond
 	cfg.AdmissionRefresh = 50 * time.Millisecond
-	urlA, regA := startGatewayReg(t, cfg, testharness.Connect(t, b))
-	urlB, regB := startGatewayReg(t, cfg, testharness.Connect(t, b))
-	testharness.Eventually(t, 10*time.Second, func() bool {
+	urlA, regA := startGatewayReg(t, cfg, harness.Connect(t, b))
+	urlB, regB := startGatewayReg(t, cfg, harness.Connect(t, b))
+	harness.Eventually(t, 10*time.Second, func() bool {
 		return topicView(t, urlA).Admission.Share == 10 && topicView(t, urlB).Admission.Share == 10
 	}, "each gateway should hold half of the topic's room once they hear each other")
 
@@ -137,9 +137,9 @@ func TestTwoGatewaysShareAdmissionAndNeverReachTheHardBound(t *testing.T) {
 	}
 
 	// A worker drains the topic: admission reopens by itself.
-	testharness.RunWorker(t, testharness.Connect(t, b), "orders", "billing",
+	harness.RunWorker(t, harness.Connect(t, b), "orders", "billing",
 		func(context.Context, *sluice.Message) error { return nil })
-	testharness.Eventually(t, 10*time.Second, func() bool {
+	harness.Eventually(t, 10*time.Second, func() bool {
 		resp := post(t, urlA+"/v1/topics/orders/messages", "", strings.NewReader("x"), nil)
 		return resp.StatusCode == 202
 	}, "admission should reopen once the topic drains")
@@ -164,18 +164,18 @@ func slowBody(t *testing.T, url string, length int) {
 }
 
 func TestShedsBeyondInFlightAndBodyBounds(t *testing.T) {
-	orders := testharness.Topic("orders", "billing")
+	orders := harness.Topic("orders", "billing")
 	orders.MaxMessageSize = 1024
-	topics := testharness.Topics(orders)
-	b := testharness.StartBroker(t, topics)
+	topics := harness.Topics(orders)
+	b := harness.StartBroker(t, topics)
 
 	t.Run("in flight", func(t *testing.T) {
-		cfg := testharness.GatewayConfig(topics)
+		cfg := harness.GatewayConfig(topics)
 		cfg.MaxInFlight = 1
 		cfg.Name = "gw-shed"
-		url, reg := startGatewayReg(t, cfg, testharness.Connect(t, b))
+		url, reg := startGatewayReg(t, cfg, harness.Connect(t, b))
 		slowBody(t, url+"/v1/topics/orders/messages", 10)
-		testharness.Eventually(t, 5*time.Second, func() bool {
+		harness.Eventually(t, 5*time.Second, func() bool {
 			return gaugeValue(t, reg, "sluice_gateway_requests_in_flight") == 1
 		}, "the slow request should be in flight")
 		resp := post(t, url+"/v1/topics/orders/messages", "", strings.NewReader("x"), nil)
@@ -191,11 +191,11 @@ func TestShedsBeyondInFlightAndBodyBounds(t *testing.T) {
 		}
 	})
 	t.Run("body bytes", func(t *testing.T) {
-		cfg := testharness.GatewayConfig(topics)
+		cfg := harness.GatewayConfig(topics)
 		cfg.MaxBodyBytesInFlight, cfg.MaxBatchBytes = 1024, 1024
-		url, reg := startGatewayReg(t, cfg, testharness.Connect(t, b))
+		url, reg := startGatewayReg(t, cfg, harness.Connect(t, b))
 		slowBody(t, url+"/v1/topics/orders/messages", -1) // chunked: reserves the max size
-		testharness.Eventually(t, 5*time.Second, func() bool {
+		harness.Eventually(t, 5*time.Second, func() bool {
 			return gaugeValue(t, reg, "sluice_gateway_body_bytes_in_flight") == 1024
 		}, "the slow body should hold its reservation")
 		wantProblem(t, post(t, url+"/v1/topics/orders/messages", "", strings.NewReader("x"), nil), 503, sluice.ProblemOverloaded)
@@ -206,10 +206,10 @@ func TestShedsBeyondInFlightAndBodyBounds(t *testing.T) {
 }
 
 func TestPublishWindowWaitsBrieflyThen503(t *testing.T) {
-	topics := testharness.Topics(testharness.Topic("orders", "billing"))
-	b := testharness.StartBroker(t, topics)
-	proxy, nc := testharness.ConnectThrough(t, b.ClientURL())
-	cfg := testharness.GatewayConfig(topics)
+	topics := harness.Topics(harness.Topic("orders", "billing"))
+	b := harness.StartBroker(t, topics)
+	proxy, nc := harness.ConnectThrough(t, b.ClientURL())
+	cfg := harness.GatewayConfig(topics)
 	cfg.PublishWindow = 1
 	cfg.PublishWindowWait = 50 * time.Millisecond
 	cfg.PublishTimeout = 3 * time.Second
@@ -221,7 +221,7 @@ func TestPublishWindowWaitsBrieflyThen503(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	testharness.Eventually(t, 5*time.Second, func() bool {
+	harness.Eventually(t, 5*time.Second, func() bool {
 		return gaugeValue(t, reg, "sluice_gateway_publish_window_used") == 1
 	}, "the first publish should hold the window")
 	resp := post(t, url+"/v1/topics/orders/messages", "", strings.NewReader("second"), nil)
@@ -233,11 +233,11 @@ func TestPublishWindowWaitsBrieflyThen503(t *testing.T) {
 }
 
 func TestClientRateLimit(t *testing.T) {
-	topics := testharness.Topics(testharness.Topic("orders", "billing"))
-	b := testharness.StartBroker(t, topics)
-	cfg := testharness.GatewayConfig(topics)
+	topics := harness.Topics(harness.Topic("orders", "billing"))
+	b := harness.StartBroker(t, topics)
+	cfg := harness.GatewayConfig(topics)
 	cfg.ClientRate, cfg.ClientBurst = 0.5, 2
-	url, reg := startGatewayReg(t, cfg, testharness.Connect(t, b))
+	url, reg := startGatewayReg(t, cfg, harness.Connect(t, b))
 	msgs := url + "/v1/topics/orders/messages"
 	for i := range 2 {
 		if resp := post(t, msgs, "", strings.NewReader("x"), map[string]string{"Authorization": "Bearer a"}); resp.StatusCode != 202 {
@@ -288,14 +288,14 @@ func topicView(t *testing.T, url string) admissionView {
 // what it admitted but the bus does not show yet, so it never lets the
 // stream's own bound refuse; and every counter returns to its baseline.
 func TestConcurrentAdmissionAcrossRefills(t *testing.T) {
-	orders := testharness.Topic("orders", "billing")
+	orders := harness.Topic("orders", "billing")
 	orders.MaxMessages = 300
 	orders.MaxMessageSize = 64
-	topics := testharness.Topics(orders)
-	b := testharness.StartBroker(t, topics)
-	cfg := testharness.GatewayConfig(topics)
+	topics := harness.Topics(orders)
+	b := harness.StartBroker(t, topics)
+	cfg := harness.GatewayConfig(topics)
 	cfg.AdmissionRefresh = 10 * time.Millisecond
-	url, reg := startGatewayReg(t, cfg, testharness.Connect(t, b))
+	url, reg := startGatewayReg(t, cfg, harness.Connect(t, b))
 	msgs := url + "/v1/topics/orders/messages"
 
 	var wg sync.WaitGroup
@@ -338,7 +338,7 @@ func TestConcurrentAdmissionAcrossRefills(t *testing.T) {
 		t.Errorf("accepted %d of a 300-message topic", a)
 	}
 	// Quiet: nothing held, and the credit is exactly the free room again.
-	testharness.Eventually(t, 5*time.Second, func() bool {
+	harness.Eventually(t, 5*time.Second, func() bool {
 		v := topicView(t, url)
 		free := v.Limits.MaxMessages - v.Depth.Messages
 		return v.Admission.Share == free && v.Admission.Remaining == free
@@ -351,15 +351,15 @@ func TestConcurrentAdmissionAcrossRefills(t *testing.T) {
 }
 
 func TestBatchRefusedWholeWithoutReadingWhenNoCredit(t *testing.T) {
-	orders := testharness.Topic("orders", "billing")
+	orders := harness.Topic("orders", "billing")
 	orders.MaxMessages = 2
-	topics := testharness.Topics(orders)
-	b := testharness.StartBroker(t, topics)
-	url, reg := startGatewayReg(t, testharness.GatewayConfig(topics), testharness.Connect(t, b))
+	topics := harness.Topics(orders)
+	b := harness.StartBroker(t, topics)
+	url, reg := startGatewayReg(t, harness.GatewayConfig(topics), harness.Connect(t, b))
 	for range 2 {
 		post(t, url+"/v1/topics/orders/messages", "", strings.NewReader("x"), nil)
 	}
-	testharness.Eventually(t, 5*time.Second, func() bool { return topicView(t, url).Admission.Share == 0 }, "share should reach 0")
+	harness.Eventually(t, 5*time.Second, func() bool { return topicView(t, url).Admission.Share == 0 }, "share should reach 0")
 	resp := post(t, url+"/v1/topics/orders/messages:batch", "application/x-ndjson", strings.NewReader("{\"data\":1}\n"), nil)
 	wantProblem(t, resp, 429, sluice.ProblemTopicFull)
 	if rl := resp.Header.Get("RateLimit"); !strings.HasPrefix(rl, `"topic";r=0;t=`) {
@@ -371,11 +371,11 @@ func TestBatchRefusedWholeWithoutReadingWhenNoCredit(t *testing.T) {
 }
 
 func TestLameDuckStopsReadinessBeforeIntake(t *testing.T) {
-	topics := testharness.Topics(testharness.Topic("orders", "billing"))
-	b := testharness.StartBroker(t, topics)
-	cfg := testharness.GatewayConfig(topics)
+	topics := harness.Topics(harness.Topic("orders", "billing"))
+	b := harness.StartBroker(t, topics)
+	cfg := harness.GatewayConfig(topics)
 	cfg.LameDuck = 700 * time.Millisecond
-	g, err := gateway.New(cfg, testharness.Connect(t, b), testharness.Logger(t), nil, nil)
+	g, err := gateway.New(cfg, harness.Connect(t, b), harness.Logger(t), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -395,9 +395,9 @@ func TestLameDuckStopsReadinessBeforeIntake(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	testharness.Eventually(t, 10*time.Second, func() bool { return status("/readyz") == 200 }, "not ready")
+	harness.Eventually(t, 10*time.Second, func() bool { return status("/readyz") == 200 }, "not ready")
 	cancel() // SIGTERM
-	testharness.Eventually(t, 5*time.Second, func() bool { return status("/readyz") == 503 }, "readyz should turn 503 at once")
+	harness.Eventually(t, 5*time.Second, func() bool { return status("/readyz") == 503 }, "readyz should turn 503 at once")
 	if resp := post(t, url+"/v1/topics/orders/messages", "", strings.NewReader("x"), nil); resp.StatusCode != 202 {
 		t.Fatalf("a publish during the lame duck answered %d, want 202", resp.StatusCode)
 	}
@@ -415,14 +415,14 @@ func TestLameDuckStopsReadinessBeforeIntake(t *testing.T) {
 }
 
 func TestStreamFullExhaustsStaleCredit(t *testing.T) {
-	orders := testharness.Topic("orders", "billing")
+	orders := harness.Topic("orders", "billing")
 	orders.MaxMessages = 5
-	topics := testharness.Topics(orders)
-	b := testharness.StartBroker(t, topics)
-	cfg := testharness.GatewayConfig(topics)
+	topics := harness.Topics(orders)
+	b := harness.StartBroker(t, topics)
+	cfg := harness.GatewayConfig(topics)
 	cfg.AdmissionRefresh = time.Hour // only the first reading: 5 free
-	url, reg := startGatewayReg(t, cfg, testharness.Connect(t, b))
-	js, _ := jetstream.New(testharness.Connect(t, b))
+	url, reg := startGatewayReg(t, cfg, harness.Connect(t, b))
+	js, _ := jetstream.New(harness.Connect(t, b))
 	for range 5 { // filled behind the gateway's back
 		if _, err := js.Publish(context.Background(), sluice.Subject("orders"), []byte("x")); err != nil {
 			t.Fatal(err)

@@ -14,7 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/sluicebus/sluice/internal/auth"
+	"github.com/sluicebus/sluice/internal/tenant"
 	"github.com/sluicebus/sluice/internal/topology"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
@@ -41,7 +41,7 @@ type pending struct {
 // is read and every line validated before anything is published, so a
 // request-level refusal never follows a partial acceptance. Each line then
 // succeeds or fails alone; the answer has one result per non-blank line.
-func (g *Gateway) publishBatch(w http.ResponseWriter, r *http.Request, c auth.Caller) error {
+func (g *Gateway) publishBatch(w http.ResponseWriter, r *http.Request, c tenant.Caller) error {
 	t, err := g.topic(r)
 	if err != nil {
 		return err
@@ -217,7 +217,7 @@ func parseItem(line []byte, t topology.Topic) (string, *nats.Msg, error) {
 
 // admitAll applies the client's rate and the topic's admission credit to
 // each valid item; a refused item gets its own 429.
-func (g *Gateway) admitAll(r *http.Request, w http.ResponseWriter, topic string, items []*pending, c auth.Caller) {
+func (g *Gateway) admitAll(r *http.Request, w http.ResponseWriter, topic string, items []*pending, c tenant.Caller) {
 	for _, it := range items {
 		if it.err != nil {
 			continue

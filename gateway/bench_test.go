@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
 )
 
 // benchGateway is a gateway on a single broker whose topic has no family
@@ -18,11 +18,11 @@ import (
 // through the gateway's handler (no TCP).
 func benchGateway(b *testing.B) http.Handler {
 	b.Helper()
-	topic := testharness.Topic("orders", "billing")
+	topic := harness.Topic("orders", "billing")
 	topic.MaxMessages = 10_000_000
-	topics := testharness.Topics(topic)
-	br := testharness.StartBroker(b, topics)
-	g, _ := testharness.StartGateway(b, testharness.GatewayConfig(topics), testharness.Connect(b, br))
+	topics := harness.Topics(topic)
+	br := harness.StartBroker(b, topics)
+	g, _ := harness.StartGateway(b, harness.GatewayConfig(topics), harness.Connect(b, br))
 	return g.Handler()
 }
 

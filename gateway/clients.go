@@ -9,8 +9,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sluicebus/sluice/internal/auth"
-	"github.com/sluicebus/sluice/pkg/credit"
+	"github.com/sluicebus/sluice/gateway/internal/admit"
+	"github.com/sluicebus/sluice/internal/tenant"
 )
 
 // overflowClient is the bucket shared by new clients once maxClients are
@@ -23,7 +23,7 @@ type clients struct {
 	rate    float64
 	burst   int
 	max     int
-	buckets map[string]*credit.Bucket
+	buckets map[string]*admit.Bucket
 	swept   time.Time // last scan for idle buckets
 }
 
@@ -31,13 +31,13 @@ func newClients(cfg Config) *clients {
 	if cfg.ClientRate <= 0 {
 		return nil
 	}
-	return &clients{rate: cfg.ClientRate, burst: cfg.ClientBurst, max: cfg.MaxClients, buckets: map[string]*credit.Bucket{}}
+	return &clients{rate: cfg.ClientRate, burst: cfg.ClientBurst, max: cfg.MaxClients, buckets: map[string]*admit.Bucket{}}
 }
 
 // clientKey identifies the caller: its tenant's key when authenticated
 // (not the raw header, which has many spellings of one key), else a hash of
 // its bearer credentials when it sends them, else its address.
-func clientKey(r *http.Request, c auth.Caller) string {
+func clientKey(r *http.Request, c tenant.Caller) string {
 	if c.Tenant != nil {
 		return "tenant:" + c.Tenant.Name + "/" + c.KeyID
 	}
@@ -68,7 +68,7 @@ func (c *clients) take(key string, n float64, now time.Time) (bool, time.Duratio
 			b = c.buckets[key]
 		}
 		if b == nil {
-			b = credit.NewBucket(c.rate, c.burst, now)
+			b = admit.NewBucket(c.rate, c.burst, now)
 			c.buckets[key] = b
 		}
 	}

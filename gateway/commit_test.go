@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
@@ -87,10 +87,10 @@ func postBatch(t *testing.T, url string, lines []string) []batchResult {
 // duplicate of its first seq and every other message is stored once, with
 // its own seq. A key twice in one request: the first line wins.
 func TestGroupCommitRefusedBatchFallsBackMessageByMessage(t *testing.T) {
-	topics := testharness.Topics(testharness.Topic("orders", "billing"))
-	b := testharness.StartBroker(t, topics)
-	nc := testharness.Connect(t, b)
-	url, reg := startGatewayReg(t, testharness.GatewayConfig(topics), nc)
+	topics := harness.Topics(harness.Topic("orders", "billing"))
+	b := harness.StartBroker(t, topics)
+	nc := harness.Connect(t, b)
+	url, reg := startGatewayReg(t, harness.GatewayConfig(topics), nc)
 	js, _ := jetstream.New(nc)
 
 	var first []string
@@ -157,15 +157,15 @@ func TestGroupCommitRefusedBatchFallsBackMessageByMessage(t *testing.T) {
 // that holds its own message, however the commits grouped them; with
 // commit_atomic_replicated on, those grouped are one atomic batch.
 func TestGroupCommitConcurrentRequestsOnR3(t *testing.T) {
-	topic := testharness.Topic("orders", "billing")
+	topic := harness.Topic("orders", "billing")
 	topic.Replicas = 3
-	topics := testharness.Topics(topic)
-	c := testharness.StartCluster(t, 3, topics)
+	topics := harness.Topics(topic)
+	c := harness.StartCluster(t, 3, topics)
 	// The brokers' answers are held until every request awaits its commit:
 	// the first commit stays in flight and the others queue behind it, so
 	// they group whatever the machine's load.
-	proxy, nc := testharness.ConnectThrough(t, c.Nodes[0].URL())
-	cfg := testharness.GatewayConfig(topics)
+	proxy, nc := harness.ConnectThrough(t, c.Nodes[0].URL())
+	cfg := harness.GatewayConfig(topics)
 	cfg.CommitsInFlight = 1 // requests queue behind each commit: they group
 	cfg.CommitAtomicReplicated = true
 	cfg.PublishTimeout = time.Minute // the held answers come within it
@@ -187,7 +187,7 @@ func TestGroupCommitConcurrentRequestsOnR3(t *testing.T) {
 			receipts[i] = decode[sluice.Receipt](t, resp)
 		})
 	}
-	testharness.Eventually(t, time.Minute, func() bool {
+	harness.Eventually(t, time.Minute, func() bool {
 		return gaugeValue(t, reg, "sluice_gateway_publish_window_used") == n
 	}, "every request should await its commit")
 	proxy.HoldReplies(false)

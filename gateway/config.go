@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/sluicebus/sluice/internal/alarm"
-	"github.com/sluicebus/sluice/internal/auth"
 	"github.com/sluicebus/sluice/internal/bytesize"
+	"github.com/sluicebus/sluice/internal/tenant"
 	"github.com/sluicebus/sluice/internal/tlsconf"
 	"github.com/sluicebus/sluice/internal/topology"
 )
@@ -96,7 +96,7 @@ type Config struct {
 	// Alarms are the thresholds; filled from the top-level `alarms` key.
 	Alarms alarm.Config `mapstructure:"-"`
 	// Auth is who may call the API; filled from the top-level `auth` key.
-	Auth auth.Config `mapstructure:"-"`
+	Auth tenant.Config `mapstructure:"-"`
 }
 
 // MaxCommitBatch is nats-server's default bound on the messages of one
@@ -140,7 +140,7 @@ func DefaultConfig() Config {
 		CommitsInFlight:      4,
 		RedriveRate:          100,
 		Alarms:               alarm.DefaultConfig(),
-		Auth:                 auth.DefaultConfig(),
+		Auth:                 tenant.DefaultConfig(),
 	}
 }
 

@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
-	"github.com/sluicebus/sluice/internal/auth"
+	"github.com/sluicebus/sluice/internal/tenant"
 	"github.com/sluicebus/sluice/internal/topology"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
@@ -137,7 +137,7 @@ func deadView(m *jetstream.RawStreamMsg, full bool) sluice.DeadLetter {
 }
 
 // listDeadLetters handles GET .../families/{family}/dead-letters?after=&limit=.
-func (g *Gateway) listDeadLetters(w http.ResponseWriter, r *http.Request, _ auth.Caller) error {
+func (g *Gateway) listDeadLetters(w http.ResponseWriter, r *http.Request, _ tenant.Caller) error {
 	limit, err := intParam(r, "limit", defaultDeadPage, maxDeadPage)
 	if err != nil {
 		return err
@@ -190,7 +190,7 @@ func (g *Gateway) oneDead(ctx context.Context, r *http.Request) (*deadLetters, *
 }
 
 // peekDeadLetter handles GET .../dead-letters/{seq}.
-func (g *Gateway) peekDeadLetter(w http.ResponseWriter, r *http.Request, _ auth.Caller) error {
+func (g *Gateway) peekDeadLetter(w http.ResponseWriter, r *http.Request, _ tenant.Caller) error {
 	ctx, cancel := context.WithTimeout(r.Context(), statsTimeout)
 	defer cancel()
 	_, m, err := g.oneDead(ctx, r)
@@ -202,7 +202,7 @@ func (g *Gateway) peekDeadLetter(w http.ResponseWriter, r *http.Request, _ auth.
 }
 
 // purgeDeadLetters handles DELETE .../dead-letters (all of the family's).
-func (g *Gateway) purgeDeadLetters(w http.ResponseWriter, r *http.Request, _ auth.Caller) error {
+func (g *Gateway) purgeDeadLetters(w http.ResponseWriter, r *http.Request, _ tenant.Caller) error {
 	ctx, cancel := context.WithTimeout(r.Context(), statsTimeout)
 	defer cancel()
 	d, err := g.openDead(ctx, r)
@@ -219,7 +219,7 @@ func (g *Gateway) purgeDeadLetters(w http.ResponseWriter, r *http.Request, _ aut
 }
 
 // deleteDeadLetter handles DELETE .../dead-letters/{seq}.
-func (g *Gateway) deleteDeadLetter(w http.ResponseWriter, r *http.Request, _ auth.Caller) error {
+func (g *Gateway) deleteDeadLetter(w http.ResponseWriter, r *http.Request, _ tenant.Caller) error {
 	ctx, cancel := context.WithTimeout(r.Context(), statsTimeout)
 	defer cancel()
 	d, m, err := g.oneDead(ctx, r)
@@ -237,7 +237,7 @@ func (g *Gateway) deleteDeadLetter(w http.ResponseWriter, r *http.Request, _ aut
 // redriveDeadLetters handles POST .../dead-letters/redrive?limit=: the
 // family's oldest dead letters, one by one, each through the topic's
 // admission and the redrive rate, for at most redriveBudget.
-func (g *Gateway) redriveDeadLetters(w http.ResponseWriter, r *http.Request, c auth.Caller) error {
+func (g *Gateway) redriveDeadLetters(w http.ResponseWriter, r *http.Request, c tenant.Caller) error {
 	limit, err := intParam(r, "limit", defaultRedrive, maxRedrive)
 	if err != nil {
 		return err
@@ -281,7 +281,7 @@ func (g *Gateway) redriveDeadLetters(w http.ResponseWriter, r *http.Request, c a
 }
 
 // redriveOne handles POST .../dead-letters/{seq}/redrive.
-func (g *Gateway) redriveOne(w http.ResponseWriter, r *http.Request, c auth.Caller) error {
+func (g *Gateway) redriveOne(w http.ResponseWriter, r *http.Request, c tenant.Caller) error {
 	ctx, cancel := context.WithTimeout(r.Context(), redriveBudget)
 	defer cancel()
 	d, m, err := g.oneDead(ctx, r)
@@ -334,7 +334,7 @@ func (g *Gateway) redriveEnd(w http.ResponseWriter, d *deadLetters, res sluice.R
 // and the redrive rate, and then deletes it from the dead letters. The
 // publish's deduplication id is the dead letter's, so a redrive repeated
 // after a failed delete is stored once within the duplicate window.
-func (g *Gateway) redrive(ctx context.Context, d *deadLetters, m *jetstream.RawStreamMsg, c auth.Caller) (seq uint64, err error) {
+func (g *Gateway) redrive(ctx context.Context, d *deadLetters, m *jetstream.RawStreamMsg, c tenant.Caller) (seq uint64, err error) {
 	t, f := d.t, d.f
 	if err := g.admitTenant(c, 1); err != nil { // a redrive counts against the tenant's quota like a publish
 		return 0, err

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
@@ -44,14 +44,14 @@ func (d *deliveries) count(fam, id string) int {
 // billing only once it is fixed (shipping does not see them again), and
 // purged.
 func TestDeadLettersListPeekRedrivePurge(t *testing.T) {
-	topics := testharness.Topics(testharness.Topic("orders", "billing", "shipping"))
-	b := testharness.StartBroker(t, topics)
-	nc := testharness.Connect(t, b)
-	_, srv := testharness.StartGateway(t, testharness.GatewayConfig(topics), nc)
+	topics := harness.Topics(harness.Topic("orders", "billing", "shipping"))
+	b := harness.StartBroker(t, topics)
+	nc := harness.Connect(t, b)
+	_, srv := harness.StartGateway(t, harness.GatewayConfig(topics), nc)
 	var fixed atomic.Bool
 	got := &deliveries{seen: map[string][]string{}}
 	for _, fam := range []string{"billing", "shipping"} {
-		testharness.RunWorker(t, nc, "orders", fam, func(_ context.Context, m *sluice.Message) error {
+		harness.RunWorker(t, nc, "orders", fam, func(_ context.Context, m *sluice.Message) error {
 			got.add(fam, m.ID)
 			if fam == "billing" && strings.HasPrefix(string(m.Data), "bad") && !fixed.Load() {
 				return sluice.Permanent(errors.New("cannot bill " + string(m.Data)))
@@ -75,7 +75,7 @@ func TestDeadLettersListPeekRedrivePurge(t *testing.T) {
 		t.Fatal(err)
 	}
 	var page sluice.DeadLetterPage
-	testharness.Eventually(t, 10*time.Second, func() bool {
+	harness.Eventually(t, 10*time.Second, func() bool {
 		page, err = admin.ListDeadLetters(ctx, "orders", "billing", 0, 3)
 		return err == nil && page.Total == 4
 	}, "4 dead letters in billing (last: %+v, %v)", page, err)
@@ -112,7 +112,7 @@ func TestDeadLettersListPeekRedrivePurge(t *testing.T) {
 		t.Fatalf("redrive the last: %+v, %v", one, err)
 	}
 	for _, id := range redriven {
-		testharness.Eventually(t, 10*time.Second, func() bool { return got.count("billing", id) == 2 },
+		harness.Eventually(t, 10*time.Second, func() bool { return got.count("billing", id) == 2 },
 			"billing should handle redriven %s under its own id", id)
 	}
 	if _, err := admin.PeekDeadLetter(ctx, "orders", "billing", first.Seq); !errors.Is(err, sluice.ErrNotFound) {
@@ -156,13 +156,13 @@ func TestDeadLettersListPeekRedrivePurge(t *testing.T) {
 // refused like a publish (429 topic-full with Retry-After) and the dead
 // letter stays.
 func TestRedriveGoesThroughAdmission(t *testing.T) {
-	topic := testharness.Topic("orders", "billing")
+	topic := harness.Topic("orders", "billing")
 	topic.MaxMessages = 4
-	topics := testharness.Topics(topic)
-	b := testharness.StartBroker(t, topics)
-	nc := testharness.Connect(t, b)
-	_, srv := testharness.StartGateway(t, testharness.GatewayConfig(topics), nc)
-	stopBilling := testharness.RunWorker(t, nc, "orders", "billing", func(context.Context, *sluice.Message) error {
+	topics := harness.Topics(topic)
+	b := harness.StartBroker(t, topics)
+	nc := harness.Connect(t, b)
+	_, srv := harness.StartGateway(t, harness.GatewayConfig(topics), nc)
+	stopBilling := harness.RunWorker(t, nc, "orders", "billing", func(context.Context, *sluice.Message) error {
 		return sluice.Permanent(errors.New("no"))
 	})
 	p, _ := sluice.NewProducer([]string{srv.URL}, sluice.WithRetry(1, time.Millisecond, time.Millisecond))
@@ -170,7 +170,7 @@ func TestRedriveGoesThroughAdmission(t *testing.T) {
 		t.Fatal(err)
 	}
 	admin, _ := sluice.NewAdmin(srv.URL, nil)
-	testharness.Eventually(t, 10*time.Second, func() bool {
+	harness.Eventually(t, 10*time.Second, func() bool {
 		page, err := admin.ListDeadLetters(context.Background(), "orders", "billing", 0, 1)
 		return err == nil && page.Total == 1
 	}, "one dead letter")

@@ -21,7 +21,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/sluicebus/sluice/internal/alarm"
-	"github.com/sluicebus/sluice/internal/auth"
+	"github.com/sluicebus/sluice/internal/tenant"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
@@ -35,7 +35,7 @@ type Gateway struct {
 	handler http.Handler
 	limits  *limits
 	clients *clients // nil: no per-client limit
-	keys    *auth.Keys
+	keys    *tenant.Keys
 	tenants *tenantLimits
 	adm     *admission
 	// commits holds each topic's group commit.
@@ -72,7 +72,7 @@ func New(cfg Config, nc *nats.Conn, logger *zap.Logger, reg prometheus.Registere
 	}
 	g := &Gateway{cfg: cfg, log: logger.Named("gateway"), nc: nc, js: js, metrics: m,
 		limits: newLimits(cfg), clients: newClients(cfg), redriveRate: rate.NewLimiter(rate.Limit(cfg.RedriveRate), 1)}
-	if g.keys, err = auth.NewKeys(cfg.Auth); err != nil {
+	if g.keys, err = tenant.NewKeys(cfg.Auth); err != nil {
 		return nil, err
 	}
 	g.tenants = newTenantLimits(g.keys, time.Now())
@@ -212,19 +212,19 @@ func (g *Gateway) Run(ctx context.Context) error {
 
 func (g *Gateway) routes(gatherer prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/v1/topics/{topic}/messages", g.bounded(map[string]op{http.MethodPost: {g.publish, auth.Publish}}))
-	mux.Handle("/v1/topics/{topic}/messages:batch", g.bounded(map[string]op{http.MethodPost: {g.publishBatch, auth.Publish}}))
-	mux.Handle("/v1/topics", g.bounded(map[string]op{http.MethodGet: {g.listTopics, auth.Any}}))
-	mux.Handle("/v1/topics/{topic}", g.bounded(map[string]op{http.MethodGet: {g.getTopic, auth.Read}}))
+	mux.Handle("/v1/topics/{topic}/messages", g.bounded(map[string]op{http.MethodPost: {g.publish, tenant.Publish}}))
+	mux.Handle("/v1/topics/{topic}/messages:batch", g.bounded(map[string]op{http.MethodPost: {g.publishBatch, tenant.Publish}}))
+	mux.Handle("/v1/topics", g.bounded(map[string]op{http.MethodGet: {g.listTopics, tenant.Any}}))
+	mux.Handle("/v1/topics/{topic}", g.bounded(map[string]op{http.MethodGet: {g.getTopic, tenant.Read}}))
 	dead := "/v1/topics/{topic}/families/{family}/dead-letters"
-	mux.Handle(dead, g.bounded(map[string]op{http.MethodGet: {g.listDeadLetters, auth.Read}, http.MethodDelete: {g.purgeDeadLetters, auth.Redrive}}))
-	mux.Handle(dead+"/redrive", g.bounded(map[string]op{http.MethodPost: {g.redriveDeadLetters, auth.Redrive}}))
-	mux.Handle(dead+"/{seq}", g.bounded(map[string]op{http.MethodGet: {g.peekDeadLetter, auth.Read}, http.MethodDelete: {g.deleteDeadLetter, auth.Redrive}}))
-	mux.Handle(dead+"/{seq}/redrive", g.bounded(map[string]op{http.MethodPost: {g.redriveOne, auth.Redrive}}))
-	mux.Handle("/healthz", g.methods(map[string]op{http.MethodGet: {g.healthz, auth.Public}}))
-	mux.Handle("/readyz", g.methods(map[string]op{http.MethodGet: {g.readyz, auth.Public}}))
-	mux.Handle("/v1/alarms", g.methods(map[string]op{http.MethodGet: {g.listAlarms, auth.Ops}}))
-	mux.Handle("/v1/status", g.bounded(map[string]op{http.MethodGet: {g.getStatus, auth.Ops}}))
+	mux.Handle(dead, g.bounded(map[string]op{http.MethodGet: {g.listDeadLetters, tenant.Read}, http.MethodDelete: {g.purgeDeadLetters, tenant.Redrive}}))
+	mux.Handle(dead+"/redrive", g.bounded(map[string]op{http.MethodPost: {g.redriveDeadLetters, tenant.Redrive}}))
+	mux.Handle(dead+"/{seq}", g.bounded(map[string]op{http.MethodGet: {g.peekDeadLetter, tenant.Read}, http.MethodDelete: {g.deleteDeadLetter, tenant.Redrive}}))
+	mux.Handle(dead+"/{seq}/redrive", g.bounded(map[string]op{http.MethodPost: {g.redriveOne, tenant.Redrive}}))
+	mux.Handle("/healthz", g.methods(map[string]op{http.MethodGet: {g.healthz, tenant.Public}}))
+	mux.Handle("/readyz", g.methods(map[string]op{http.MethodGet: {g.readyz, tenant.Public}}))
+	mux.Handle("/v1/alarms", g.methods(map[string]op{http.MethodGet: {g.listAlarms, tenant.Ops}}))
+	mux.Handle("/v1/status", g.bounded(map[string]op{http.MethodGet: {g.getStatus, tenant.Ops}}))
 	if gatherer != nil {
 		mux.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	}

@@ -13,7 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
@@ -81,10 +81,10 @@ func streamMsg(t *testing.T, js jetstream.JetStream, topic string, seq uint64) *
 }
 
 func TestPublishStoresPayloadHeadersAndDeduplicates(t *testing.T) {
-	topics := testharness.Topics(testharness.Topic("orders", "billing", "shipping"))
-	b := testharness.StartBroker(t, topics)
-	nc := testharness.Connect(t, b)
-	_, srv := testharness.StartGateway(t, testharness.GatewayConfig(topics), nc)
+	topics := harness.Topics(harness.Topic("orders", "billing", "shipping"))
+	b := harness.StartBroker(t, topics)
+	nc := harness.Connect(t, b)
+	_, srv := harness.StartGateway(t, harness.GatewayConfig(topics), nc)
 	url := srv.URL + "/v1/topics/orders/messages"
 
 	resp := post(t, url, "text/plain; charset=utf-8", strings.NewReader("hello"), map[string]string{
@@ -129,10 +129,10 @@ func TestPublishStoresPayloadHeadersAndDeduplicates(t *testing.T) {
 }
 
 func TestBatchOneBadLineFailsAlone(t *testing.T) {
-	topics := testharness.Topics(testharness.Topic("orders", "billing"))
-	b := testharness.StartBroker(t, topics)
-	nc := testharness.Connect(t, b)
-	_, srv := testharness.StartGateway(t, testharness.GatewayConfig(topics), nc)
+	topics := harness.Topics(harness.Topic("orders", "billing"))
+	b := harness.StartBroker(t, topics)
+	nc := harness.Connect(t, b)
+	_, srv := harness.StartGateway(t, harness.GatewayConfig(topics), nc)
 
 	body := strings.Join([]string{
 		`{"id":"a","data":{"n":1},"meta":{"source":"test"}}`,
@@ -188,15 +188,15 @@ func TestBatchOneBadLineFailsAlone(t *testing.T) {
 }
 
 func TestErrorStatusesAreProblems(t *testing.T) {
-	orders := testharness.Topic("orders", "billing")
+	orders := harness.Topic("orders", "billing")
 	orders.MaxMessageSize = 1024
 	orders.MaxMessages = 2
-	topics := testharness.Topics(orders)
-	b := testharness.StartBroker(t, topics)
-	nc := testharness.Connect(t, b)
-	cfg := testharness.GatewayConfig(topics)
+	topics := harness.Topics(orders)
+	b := harness.StartBroker(t, topics)
+	nc := harness.Connect(t, b)
+	cfg := harness.GatewayConfig(topics)
 	cfg.MaxBatchLines = 3
-	_, srv := testharness.StartGateway(t, cfg, nc)
+	_, srv := harness.StartGateway(t, cfg, nc)
 	msgs := srv.URL + "/v1/topics/orders/messages"
 
 	t.Run("400 bad idempotency key", func(t *testing.T) {
@@ -282,13 +282,13 @@ func TestErrorStatusesAreProblems(t *testing.T) {
 // failure), and the retry stores the message once. TestStoredButAckLost
 // covers a timeout after the message was sent and stored (outcome unknown).
 func TestPublishTimeoutIsNeverSuccess(t *testing.T) {
-	topics := testharness.Topics(testharness.Topic("orders", "billing"))
-	b := testharness.StartBroker(t, topics)
-	nc := testharness.Connect(t, b)
-	cfg := testharness.GatewayConfig(topics)
+	topics := harness.Topics(harness.Topic("orders", "billing"))
+	b := harness.StartBroker(t, topics)
+	nc := harness.Connect(t, b)
+	cfg := harness.GatewayConfig(topics)
 	cfg.PublishTimeout = time.Nanosecond // the ack can never arrive in time
-	_, hurried := testharness.StartGateway(t, cfg, nc)
-	_, normal := testharness.StartGateway(t, testharness.GatewayConfig(topics), nc)
+	_, hurried := harness.StartGateway(t, cfg, nc)
+	_, normal := harness.StartGateway(t, harness.GatewayConfig(topics), nc)
 
 	hdr := map[string]string{"Idempotency-Key": "maybe-stored"}
 	resp := post(t, hurried.URL+"/v1/topics/orders/messages", "", strings.NewReader("m"), hdr)
@@ -304,19 +304,19 @@ func TestPublishTimeoutIsNeverSuccess(t *testing.T) {
 	}
 	js, _ := jetstream.New(nc)
 	s, _ := js.Stream(context.Background(), sluice.StreamName("orders"))
-	testharness.Eventually(t, 5*time.Second, func() bool {
+	harness.Eventually(t, 5*time.Second, func() bool {
 		info, err := s.Info(context.Background())
 		return err == nil && info.State.Msgs == 1
 	}, "stream should hold exactly one message")
 }
 
 func TestBusUnavailable(t *testing.T) {
-	topics := testharness.Topics(testharness.Topic("orders", "billing"))
-	b := testharness.StartBroker(t, topics)
-	nc := testharness.Connect(t, b)
-	_, srv := testharness.StartGateway(t, testharness.GatewayConfig(topics), nc)
+	topics := harness.Topics(harness.Topic("orders", "billing"))
+	b := harness.StartBroker(t, topics)
+	nc := harness.Connect(t, b)
+	_, srv := harness.StartGateway(t, harness.GatewayConfig(topics), nc)
 	b.Shutdown()
-	testharness.Eventually(t, 5*time.Second, func() bool { return !nc.IsConnected() }, "client still connected")
+	harness.Eventually(t, 5*time.Second, func() bool { return !nc.IsConnected() }, "client still connected")
 
 	resp := post(t, srv.URL+"/v1/topics/orders/messages", "", strings.NewReader("x"), nil)
 	p := wantProblem(t, resp, 503, sluice.ProblemBusUnavailable)
@@ -337,10 +337,10 @@ func TestBusUnavailable(t *testing.T) {
 }
 
 func TestTopicsAndHealth(t *testing.T) {
-	topics := testharness.Topics(testharness.Topic("orders", "billing", "shipping"))
-	b := testharness.StartBroker(t, topics)
-	nc := testharness.Connect(t, b)
-	_, srv := testharness.StartGateway(t, testharness.GatewayConfig(topics), nc)
+	topics := harness.Topics(harness.Topic("orders", "billing", "shipping"))
+	b := harness.StartBroker(t, topics)
+	nc := harness.Connect(t, b)
+	_, srv := harness.StartGateway(t, harness.GatewayConfig(topics), nc)
 	post(t, srv.URL+"/v1/topics/orders/messages", "", strings.NewReader("x"), nil)
 
 	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
@@ -390,9 +390,9 @@ func TestTopicsAndHealth(t *testing.T) {
 }
 
 func TestMetadataBounds(t *testing.T) {
-	topics := testharness.Topics(testharness.Topic("orders", "billing"))
-	b := testharness.StartBroker(t, topics)
-	_, srv := testharness.StartGateway(t, testharness.GatewayConfig(topics), testharness.Connect(t, b))
+	topics := harness.Topics(harness.Topic("orders", "billing"))
+	b := harness.StartBroker(t, topics)
+	_, srv := harness.StartGateway(t, harness.GatewayConfig(topics), harness.Connect(t, b))
 	url := srv.URL + "/v1/topics/orders/messages"
 	hdr := map[string]string{"Content-Type": "text/plain"}
 	for i := range 64 {
@@ -407,11 +407,11 @@ func TestMetadataBounds(t *testing.T) {
 }
 
 func TestPayloadAtTheLimitWithMetadataIsStored(t *testing.T) {
-	orders := testharness.Topic("orders", "billing")
+	orders := harness.Topic("orders", "billing")
 	orders.MaxMessageSize = 1024
-	topics := testharness.Topics(orders)
-	b := testharness.StartBroker(t, topics)
-	_, srv := testharness.StartGateway(t, testharness.GatewayConfig(topics), testharness.Connect(t, b))
+	topics := harness.Topics(orders)
+	b := harness.StartBroker(t, topics)
+	_, srv := harness.StartGateway(t, harness.GatewayConfig(topics), harness.Connect(t, b))
 	// Exactly max_message_size of payload plus near the metadata bound: the
 	// stream's header allowance takes it.
 	hdr := map[string]string{"Idempotency-Key": strings.Repeat("k", 200), "Content-Type": "application/octet-stream"}
@@ -431,14 +431,14 @@ func TestPayloadAtTheLimitWithMetadataIsStored(t *testing.T) {
 // reaches the gateway. The answer is 503 outcome-unknown, never 202 and never
 // 500, and the client's retry with the same key is deduplicated.
 func TestStoredButAckLost(t *testing.T) {
-	topics := testharness.Topics(testharness.Topic("orders", "billing"))
-	b := testharness.StartBroker(t, topics)
-	direct := testharness.Connect(t, b)
-	proxy, viaProxy := testharness.ConnectThrough(t, b.ClientURL())
-	cfg := testharness.GatewayConfig(topics)
+	topics := harness.Topics(harness.Topic("orders", "billing"))
+	b := harness.StartBroker(t, topics)
+	direct := harness.Connect(t, b)
+	proxy, viaProxy := harness.ConnectThrough(t, b.ClientURL())
+	cfg := harness.GatewayConfig(topics)
 	cfg.PublishTimeout = 300 * time.Millisecond
-	_, cut := testharness.StartGateway(t, cfg, viaProxy)
-	_, other := testharness.StartGateway(t, testharness.GatewayConfig(topics), direct)
+	_, cut := harness.StartGateway(t, cfg, viaProxy)
+	_, other := harness.StartGateway(t, harness.GatewayConfig(topics), direct)
 
 	// One message through first: the gateway has read the families.
 	if resp := post(t, cut.URL+"/v1/topics/orders/messages", "", strings.NewReader("warm"), nil); resp.StatusCode != 202 {
@@ -480,9 +480,9 @@ func TestStoredButAckLost(t *testing.T) {
 // which may be gone from the topic. The same key with another message is
 // another message, stored and delivered; nothing is confirmed unverified.
 func TestSameKeyOtherMessageIsAnotherMessage(t *testing.T) {
-	topics := testharness.Topics(testharness.Topic("orders", "billing"))
-	b := testharness.StartBroker(t, topics)
-	_, srv := testharness.StartGateway(t, testharness.GatewayConfig(topics), testharness.Connect(t, b))
+	topics := harness.Topics(harness.Topic("orders", "billing"))
+	b := harness.StartBroker(t, topics)
+	_, srv := harness.StartGateway(t, harness.GatewayConfig(topics), harness.Connect(t, b))
 	url := srv.URL + "/v1/topics/orders/messages"
 	key := map[string]string{"Idempotency-Key": "order-9", "Content-Type": "text/plain", "Sluice-Meta-Shop": "a"}
 	first := decode[receipt](t, post(t, url, "", strings.NewReader("total=10"), key))

@@ -13,18 +13,18 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/sluicebus/sluice/internal/auth"
+	"github.com/sluicebus/sluice/internal/tenant"
 )
 
 // handlerFunc is a handler that returns its refusal instead of writing it;
 // c is the authenticated caller (no tenant when auth is open).
-type handlerFunc func(w http.ResponseWriter, r *http.Request, c auth.Caller) error
+type handlerFunc func(w http.ResponseWriter, r *http.Request, c tenant.Caller) error
 
 // op is a route's handler for one method and what the caller must be
 // granted to call it.
 type op struct {
 	h   handlerFunc
-	act auth.Action
+	act tenant.Action
 }
 
 // route dispatches on the request method and answers 405 with a problem

@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicebus/sluice/broker"
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
 	"github.com/sluicebus/sluice/internal/topology"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
@@ -47,9 +47,9 @@ func bareBus(t *testing.T, topics map[string]topology.Topic) *nats.Conn {
 // start: the test alone decides when the gateway reads them (at commits).
 func quietGateway(t *testing.T, topics map[string]topology.Topic, nc *nats.Conn) string {
 	t.Helper()
-	cfg := testharness.GatewayConfig(topics)
+	cfg := harness.GatewayConfig(topics)
 	cfg.Alarms.Interval, cfg.Alarms.Hold = time.Hour, time.Hour
-	_, srv := testharness.StartGateway(t, cfg, nc)
+	_, srv := harness.StartGateway(t, cfg, nc)
 	return srv.URL
 }
 
@@ -80,7 +80,7 @@ func deleteFamily(t *testing.T, js jetstream.JetStream, topic, family string) {
 
 func reprovision(t *testing.T, js jetstream.JetStream, topics map[string]topology.Topic) {
 	t.Helper()
-	if err := broker.Provision(context.Background(), js, topics, testharness.Logger(t)); err != nil {
+	if err := broker.Provision(context.Background(), js, topics, harness.Logger(t)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -120,12 +120,12 @@ func fetchIDs(t *testing.T, js jetstream.JetStream, topic, family string) map[st
 // so at /readyz and in an alarm, and takes the same key once the family is
 // back, as a new message.
 func TestMissingFamilyIsRefusedAndNothingStored(t *testing.T) {
-	topics := testharness.Topics(testharness.Topic("orders", "billing", "shipping"))
+	topics := harness.Topics(harness.Topic("orders", "billing", "shipping"))
 	nc := bareBus(t, topics)
 	js, _ := jetstream.New(nc)
-	cfg := testharness.GatewayConfig(topics)
+	cfg := harness.GatewayConfig(topics)
 	cfg.Alarms.Interval, cfg.Alarms.Hold = 100*time.Millisecond, 100*time.Millisecond
-	g, srv := testharness.StartGateway(t, cfg, nc)
+	g, srv := harness.StartGateway(t, cfg, nc)
 	url := srv.URL + "/v1/topics/orders/messages"
 	if resp := post(t, url, "", strings.NewReader("first"), nil); resp.StatusCode != 202 {
 		t.Fatalf("first: %d", resp.StatusCode)
@@ -161,7 +161,7 @@ func TestMissingFamilyIsRefusedAndNothingStored(t *testing.T) {
 			t.Fatalf("families %v missing: last seq went from %d to %d: more than the one unknown outcome", missing, before, got)
 		}
 		before = lastSeq(t, js, "orders")
-		testharness.Eventually(t, 20*time.Second, func() bool {
+		harness.Eventually(t, 20*time.Second, func() bool {
 			resp, err := http.Get(srv.URL + "/readyz")
 			if err != nil {
 				return false
@@ -189,7 +189,7 @@ func TestMissingFamilyIsRefusedAndNothingStored(t *testing.T) {
 // Once the family is back, the retry (a duplicate) is repaired: a copy goes
 // to that family alone, and the answer is 202.
 func TestFamilyDeletedBetweenReadingsIsUnknownThenRepaired(t *testing.T) {
-	topics := testharness.Topics(testharness.Topic("orders", "billing", "shipping"))
+	topics := harness.Topics(harness.Topic("orders", "billing", "shipping"))
 	nc := bareBus(t, topics)
 	js, _ := jetstream.New(nc)
 	url := quietGateway(t, topics, nc) + "/v1/topics/orders/messages"
@@ -237,7 +237,7 @@ func TestFamilyDeletedBetweenReadingsIsUnknownThenRepaired(t *testing.T) {
 // deleted: the message would exist nowhere. It is refused and the dead
 // letter kept.
 func TestRedriveWithFamilyMissingKeepsTheDeadLetter(t *testing.T) {
-	topics := testharness.Topics(testharness.Topic("orders", "billing", "shipping"))
+	topics := harness.Topics(harness.Topic("orders", "billing", "shipping"))
 	nc := bareBus(t, topics)
 	js, _ := jetstream.New(nc)
 	url := quietGateway(t, topics, nc)
@@ -293,11 +293,11 @@ func TestRedriveWithFamilyMissingKeepsTheDeadLetter(t *testing.T) {
 // a duplicate without the original: the same message is a duplicate, any
 // other is stored.
 func TestDuplicateProvedWithoutTheOriginal(t *testing.T) {
-	topics := testharness.Topics(testharness.Topic("orders", "billing"))
-	b := testharness.StartBroker(t, topics)
-	nc := testharness.Connect(t, b)
+	topics := harness.Topics(harness.Topic("orders", "billing"))
+	b := harness.StartBroker(t, topics)
+	nc := harness.Connect(t, b)
 	js, _ := jetstream.New(nc)
-	_, srv := testharness.StartGateway(t, testharness.GatewayConfig(topics), nc)
+	_, srv := harness.StartGateway(t, harness.GatewayConfig(topics), nc)
 	url := srv.URL + "/v1/topics/orders/messages"
 	key := map[string]string{"Idempotency-Key": "pay-1", "Content-Type": "text/plain"}
 	if r := decode[receipt](t, post(t, url, "", strings.NewReader("amount=10"), key)); r.Seq != 1 {
@@ -306,7 +306,7 @@ func TestDuplicateProvedWithoutTheOriginal(t *testing.T) {
 	if got := fetchIDs(t, js, "orders", "billing"); got["pay-1"] != 1 {
 		t.Fatalf("billing got %v", got)
 	}
-	testharness.Eventually(t, 10*time.Second, func() bool { return storedMsgs(t, js, "orders") == 0 }, "the handled message should leave the topic")
+	harness.Eventually(t, 10*time.Second, func() bool { return storedMsgs(t, js, "orders") == 0 }, "the handled message should leave the topic")
 
 	resp := post(t, url, "", strings.NewReader("amount=99"), key)
 	if r := decode[receipt](t, resp); resp.StatusCode != 202 || r.Duplicate || r.Seq != 2 {

@@ -14,13 +14,13 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/sluicebus/sluice/internal/auth"
+	"github.com/sluicebus/sluice/internal/tenant"
 	"github.com/sluicebus/sluice/internal/topology"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
 // publish handles POST /v1/topics/{topic}/messages: the body is the payload.
-func (g *Gateway) publish(w http.ResponseWriter, r *http.Request, c auth.Caller) (err error) {
+func (g *Gateway) publish(w http.ResponseWriter, r *http.Request, c tenant.Caller) (err error) {
 	t, err := g.topic(r)
 	if err != nil {
 		return err
@@ -88,7 +88,7 @@ func (g *Gateway) publish(w http.ResponseWriter, r *http.Request, c auth.Caller)
 // admitClient takes n messages from the caller's rate bucket for this
 // topic, if per-client limits are on: each client has a bucket per topic
 // route, so a noisy topic does not use up its quota on the others.
-func (g *Gateway) admitClient(r *http.Request, c auth.Caller, n int) error {
+func (g *Gateway) admitClient(r *http.Request, c tenant.Caller, n int) error {
 	if g.clients == nil {
 		return nil
 	}
@@ -102,7 +102,7 @@ func (g *Gateway) admitClient(r *http.Request, c auth.Caller, n int) error {
 
 // admitTopic takes one message of admission credit for topic and advertises
 // what is left in the RateLimit headers.
-func (g *Gateway) admitTopic(w http.ResponseWriter, topic string, size int64, c auth.Caller) error {
+func (g *Gateway) admitTopic(w http.ResponseWriter, topic string, size int64, c tenant.Caller) error {
 	err := g.takeCredit(topic, size, c)
 	g.adm.setHeaders(w.Header(), topic)
 	return err
@@ -111,7 +111,7 @@ func (g *Gateway) admitTopic(w http.ResponseWriter, topic string, size int64, c 
 // takeCredit takes one message of size bytes of topic's admission credit
 // for the caller, or refuses with the advertised wait. Whoever took it
 // settles it with g.adm.finish.
-func (g *Gateway) takeCredit(topic string, size int64, c auth.Caller) error {
+func (g *Gateway) takeCredit(topic string, size int64, c tenant.Caller) error {
 	ok, wait, shareFull := g.adm.take(topic, size, c.Tenant)
 	switch {
 	case ok:

@@ -17,8 +17,8 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/sluicebus/sluice/gateway"
-	"github.com/sluicebus/sluice/internal/auth"
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/tenant"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
@@ -27,7 +27,7 @@ func tenantKeys(t *testing.T, names ...string) map[string]string {
 	t.Helper()
 	keys := map[string]string{}
 	for _, n := range names {
-		k, _, err := auth.NewKey()
+		k, _, err := tenant.NewKey()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -60,23 +60,23 @@ func send(t *testing.T, method, url string, body io.Reader, hdr map[string]strin
 // its documented 4xx with a problem JSON and that the stream holds exactly
 // what was accepted, intact.
 func TestBadRequests(t *testing.T) {
-	orders := testharness.Topic("orders", "billing")
+	orders := harness.Topic("orders", "billing")
 	orders.MaxMessageSize = 1024
-	topics := testharness.Topics(orders, testharness.Topic("audit", "archive"))
-	b := testharness.StartBroker(t, topics)
-	nc := testharness.Connect(t, b)
-	cfg := testharness.GatewayConfig(topics)
+	topics := harness.Topics(orders, harness.Topic("audit", "archive"))
+	b := harness.StartBroker(t, topics)
+	nc := harness.Connect(t, b)
+	cfg := harness.GatewayConfig(topics)
 	cfg.MaxHeaderCount = 30
 	cfg.MaxLineBytes = 2048
 	cfg.MaxJSONDepth = 8
 	keys := tenantKeys(t, "acme", "acme-expired", "globex")
-	cfg.Auth = auth.Config{Mode: auth.ModeKeys, Tenants: map[string]auth.Tenant{
-		"acme": {Keys: []auth.Key{{ID: "current", Hash: auth.Hash(keys["acme"])},
-			{ID: "retired", Hash: auth.Hash(keys["acme-expired"]), Expires: time.Now().Add(-time.Hour)}},
+	cfg.Auth = tenant.Config{Mode: tenant.ModeKeys, Tenants: map[string]tenant.Tenant{
+		"acme": {Keys: []tenant.Key{{ID: "current", Hash: tenant.Hash(keys["acme"])},
+			{ID: "retired", Hash: tenant.Hash(keys["acme-expired"]), Expires: time.Now().Add(-time.Hour)}},
 			Publish: []string{"orders"}, Read: []string{"orders"}},
-		"globex": {Keys: []auth.Key{{ID: "k1", Hash: auth.Hash(keys["globex"])}}, Publish: []string{"audit"}, Read: []string{"audit"}, Ops: true},
+		"globex": {Keys: []tenant.Key{{ID: "k1", Hash: tenant.Hash(keys["globex"])}}, Publish: []string{"audit"}, Read: []string{"audit"}, Ops: true},
 	}}
-	_, srv := testharness.StartGateway(t, cfg, nc)
+	_, srv := harness.StartGateway(t, cfg, nc)
 	msgs := srv.URL + "/v1/topics/orders/messages"
 	acme := bearer(keys["acme"])
 	with := func(h map[string]string, kv ...string) map[string]string {
@@ -229,17 +229,17 @@ func clipDetail(s string) string {
 // quota while tenant B publishes at half of its own; A is cut to its quota
 // with 429s, B sees no refusal at all.
 func TestNoisyTenantDoesNotStarveOthers(t *testing.T) {
-	topics := testharness.Topics(testharness.Topic("orders", "billing"))
-	b := testharness.StartBroker(t, topics)
-	nc := testharness.Connect(t, b)
-	cfg := testharness.GatewayConfig(topics)
+	topics := harness.Topics(harness.Topic("orders", "billing"))
+	b := harness.StartBroker(t, topics)
+	nc := harness.Connect(t, b)
+	cfg := harness.GatewayConfig(topics)
 	keys := tenantKeys(t, "a", "b")
 	const rate, burst = 20, 20
-	cfg.Auth = auth.Config{Mode: auth.ModeKeys, Tenants: map[string]auth.Tenant{
-		"a": {Keys: []auth.Key{{ID: "a", Hash: auth.Hash(keys["a"])}}, Publish: []string{"orders"}, Rate: rate, Burst: burst, AdmissionShare: 0.5},
-		"b": {Keys: []auth.Key{{ID: "b", Hash: auth.Hash(keys["b"])}}, Publish: []string{"orders"}, Rate: rate, Burst: burst, AdmissionShare: 0.5},
+	cfg.Auth = tenant.Config{Mode: tenant.ModeKeys, Tenants: map[string]tenant.Tenant{
+		"a": {Keys: []tenant.Key{{ID: "a", Hash: tenant.Hash(keys["a"])}}, Publish: []string{"orders"}, Rate: rate, Burst: burst, AdmissionShare: 0.5},
+		"b": {Keys: []tenant.Key{{ID: "b", Hash: tenant.Hash(keys["b"])}}, Publish: []string{"orders"}, Rate: rate, Burst: burst, AdmissionShare: 0.5},
 	}}
-	_, srv := testharness.StartGateway(t, cfg, nc)
+	_, srv := harness.StartGateway(t, cfg, nc)
 	url := srv.URL + "/v1/topics/orders/messages"
 
 	const seconds = 2
@@ -296,19 +296,19 @@ func TestNoisyTenantDoesNotStarveOthers(t *testing.T) {
 // half. Refills are an hour apart here, so one refill's credit is the
 // whole story.
 func TestTenantAdmissionShare(t *testing.T) {
-	orders := testharness.Topic("orders", "billing")
+	orders := harness.Topic("orders", "billing")
 	orders.MaxMessages = 40
-	topics := testharness.Topics(orders)
-	b := testharness.StartBroker(t, topics)
-	nc := testharness.Connect(t, b)
-	cfg := testharness.GatewayConfig(topics)
+	topics := harness.Topics(orders)
+	b := harness.StartBroker(t, topics)
+	nc := harness.Connect(t, b)
+	cfg := harness.GatewayConfig(topics)
 	cfg.AdmissionRefresh = time.Hour
 	keys := tenantKeys(t, "a", "b")
-	cfg.Auth = auth.Config{Mode: auth.ModeKeys, Tenants: map[string]auth.Tenant{
-		"a": {Keys: []auth.Key{{ID: "a", Hash: auth.Hash(keys["a"])}}, Publish: []string{"orders"}, AdmissionShare: 0.5},
-		"b": {Keys: []auth.Key{{ID: "b", Hash: auth.Hash(keys["b"])}}, Publish: []string{"orders"}, AdmissionShare: 0.5},
+	cfg.Auth = tenant.Config{Mode: tenant.ModeKeys, Tenants: map[string]tenant.Tenant{
+		"a": {Keys: []tenant.Key{{ID: "a", Hash: tenant.Hash(keys["a"])}}, Publish: []string{"orders"}, AdmissionShare: 0.5},
+		"b": {Keys: []tenant.Key{{ID: "b", Hash: tenant.Hash(keys["b"])}}, Publish: []string{"orders"}, AdmissionShare: 0.5},
 	}}
-	_, srv := testharness.StartGateway(t, cfg, nc)
+	_, srv := harness.StartGateway(t, cfg, nc)
 	url := srv.URL + "/v1/topics/orders/messages"
 	count := func(key string, n int) (accepted, shareRefused int) {
 		for range n {
@@ -339,11 +339,11 @@ func TestTenantAdmissionShare(t *testing.T) {
 // TestOpenAuthSaysSoLoudly: a gateway without keys logs a warning and its
 // /readyz says it is open.
 func TestOpenAuthSaysSoLoudly(t *testing.T) {
-	topics := testharness.Topics(testharness.Topic("orders", "billing"))
-	b := testharness.StartBroker(t, topics)
-	nc := testharness.Connect(t, b)
+	topics := harness.Topics(harness.Topic("orders", "billing"))
+	b := harness.StartBroker(t, topics)
+	nc := harness.Connect(t, b)
 	core, logs := observer.New(zap.WarnLevel)
-	g, err := gateway.New(testharness.GatewayConfig(topics), nc, zap.New(core), nil, nil)
+	g, err := gateway.New(harness.GatewayConfig(topics), nc, zap.New(core), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,7 +355,7 @@ func TestOpenAuthSaysSoLoudly(t *testing.T) {
 	go func() { done <- g.RunControl(ctx) }()
 	defer func() { cancel(); <-done }()
 	var body map[string]any
-	testharness.Eventually(t, 10*time.Second, func() bool {
+	harness.Eventually(t, 10*time.Second, func() bool {
 		rec := httptest.NewRecorder()
 		g.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
 		body = nil
@@ -372,16 +372,16 @@ func TestOpenAuthSaysSoLoudly(t *testing.T) {
 // one key, so they share one client bucket (review finding: each spelling
 // used to get a fresh burst).
 func TestClientRateFollowsTheKeyNotItsSpelling(t *testing.T) {
-	topics := testharness.Topics(testharness.Topic("orders", "billing"))
-	b := testharness.StartBroker(t, topics)
-	nc := testharness.Connect(t, b)
-	cfg := testharness.GatewayConfig(topics)
+	topics := harness.Topics(harness.Topic("orders", "billing"))
+	b := harness.StartBroker(t, topics)
+	nc := harness.Connect(t, b)
+	cfg := harness.GatewayConfig(topics)
 	cfg.ClientRate, cfg.ClientBurst = 0.001, 1
 	keys := tenantKeys(t, "a")
-	cfg.Auth = auth.Config{Mode: auth.ModeKeys, Tenants: map[string]auth.Tenant{
-		"a": {Keys: []auth.Key{{ID: "a", Hash: auth.Hash(keys["a"])}}, Publish: []string{"orders"}},
+	cfg.Auth = tenant.Config{Mode: tenant.ModeKeys, Tenants: map[string]tenant.Tenant{
+		"a": {Keys: []tenant.Key{{ID: "a", Hash: tenant.Hash(keys["a"])}}, Publish: []string{"orders"}},
 	}}
-	_, srv := testharness.StartGateway(t, cfg, nc)
+	_, srv := harness.StartGateway(t, cfg, nc)
 	url := srv.URL + "/v1/topics/orders/messages"
 	if resp := post(t, url, "", strings.NewReader("m"), map[string]string{"Authorization": "Bearer " + keys["a"]}); resp.StatusCode != 202 {
 		t.Fatalf("first: %d", resp.StatusCode)

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/sluicebus/sluice/gateway"
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
 )
 
 // TestSlowloris holds 500 connections that send their request header a few
@@ -40,18 +40,18 @@ func TestSlowloris(t *testing.T) {
 	)
 	needFDs(t, 2*slowConns+300) // both ends of each slow connection are in this process
 
-	topics := testharness.Topics(testharness.Topic("orders", "billing"))
-	b := testharness.StartBroker(t, topics)
-	nc := testharness.Connect(t, b)
-	cfg := testharness.GatewayConfig(topics)
+	topics := harness.Topics(harness.Topic("orders", "billing"))
+	b := harness.StartBroker(t, topics)
+	nc := harness.Connect(t, b)
+	cfg := harness.GatewayConfig(topics)
 	cfg.ReadHeaderTimeout = headerTimeout
-	g, err := gateway.New(cfg, nc, testharness.Logger(t), nil, nil)
+	g, err := gateway.New(cfg, nc, harness.Logger(t), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := runGateway(t, g)
 	url := "http://" + addr
-	testharness.Eventually(t, 10*time.Second, func() bool {
+	harness.Eventually(t, 10*time.Second, func() bool {
 		resp, err := http.Get(url + "/readyz")
 		if err != nil {
 			return false

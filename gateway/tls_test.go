@@ -12,7 +12,7 @@ import (
 
 	"github.com/sluicebus/sluice/gateway"
 	"github.com/sluicebus/sluice/internal/devcerts"
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
 	"github.com/sluicebus/sluice/internal/tlsconf"
 )
 
@@ -43,12 +43,12 @@ func TestHTTPSEdge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	topics := testharness.Topics(testharness.Topic("orders", "billing"))
-	b := testharness.StartBroker(t, topics)
-	nc := testharness.Connect(t, b)
-	cfg := testharness.GatewayConfig(topics)
+	topics := harness.Topics(harness.Topic("orders", "billing"))
+	b := harness.StartBroker(t, topics)
+	nc := harness.Connect(t, b)
+	cfg := harness.GatewayConfig(topics)
 	cfg.TLS = tlsconf.Config{CertFile: files.Cert, KeyFile: files.Key}
-	g, err := gateway.New(cfg, nc, testharness.Logger(t), nil, nil)
+	g, err := gateway.New(cfg, nc, harness.Logger(t), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func TestHTTPSEdge(t *testing.T) {
 	}
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: clientTLS, ForceAttemptHTTP2: true}}
 	url := "https://" + addr
-	testharness.Eventually(t, 10*time.Second, func() bool {
+	harness.Eventually(t, 10*time.Second, func() bool {
 		resp, err := client.Get(url + "/readyz")
 		if err != nil {
 			return false
@@ -112,8 +112,8 @@ func TestHTTPSEdge(t *testing.T) {
 // TestGatewayTLSConfigChecked: a half-given certificate stops the start
 // with the key named.
 func TestGatewayTLSConfigChecked(t *testing.T) {
-	topics := testharness.Topics(testharness.Topic("orders", "billing"))
-	cfg := testharness.GatewayConfig(topics)
+	topics := harness.Topics(harness.Topic("orders", "billing"))
+	cfg := harness.GatewayConfig(topics)
 	cfg.TLS = tlsconf.Config{CertFile: "/nonexistent/node.pem"}
 	err := cfg.Validate()
 	if err == nil || !strings.Contains(err.Error(), "gateway.tls.key_file") {

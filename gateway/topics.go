@@ -7,9 +7,9 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/sluicebus/sluice/internal/auth"
 	"github.com/sluicebus/sluice/internal/busstats"
 	"github.com/sluicebus/sluice/internal/status"
+	"github.com/sluicebus/sluice/internal/tenant"
 	"github.com/sluicebus/sluice/internal/topology"
 )
 
@@ -17,14 +17,14 @@ import (
 const statsTimeout = 2 * time.Second
 
 // listTopics handles GET /v1/topics: the topics the caller may read.
-func (g *Gateway) listTopics(w http.ResponseWriter, r *http.Request, c auth.Caller) error {
+func (g *Gateway) listTopics(w http.ResponseWriter, r *http.Request, c tenant.Caller) error {
 	ctx, cancel := context.WithTimeout(r.Context(), statsTimeout)
 	defer cancel()
 	out := struct {
 		Topics []status.Topic `json:"topics"`
 	}{Topics: []status.Topic{}}
 	for _, name := range topology.Names(g.cfg.Topics) {
-		if c.Tenant != nil && c.Tenant.Allowed(auth.Read, name) != nil {
+		if c.Tenant != nil && c.Tenant.Allowed(tenant.Read, name) != nil {
 			continue
 		}
 		v, err := g.topicView(ctx, name)
@@ -38,7 +38,7 @@ func (g *Gateway) listTopics(w http.ResponseWriter, r *http.Request, c auth.Call
 }
 
 // getTopic handles GET /v1/topics/{topic}.
-func (g *Gateway) getTopic(w http.ResponseWriter, r *http.Request, _ auth.Caller) error {
+func (g *Gateway) getTopic(w http.ResponseWriter, r *http.Request, _ tenant.Caller) error {
 	t, err := g.topic(r)
 	if err != nil {
 		return err
@@ -78,7 +78,7 @@ func (g *Gateway) readStats(ctx context.Context, t topology.Topic) (busstats.Top
 }
 
 // healthz: the process is alive and serving.
-func (g *Gateway) healthz(w http.ResponseWriter, _ *http.Request, _ auth.Caller) error {
+func (g *Gateway) healthz(w http.ResponseWriter, _ *http.Request, _ tenant.Caller) error {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	return nil
 }
@@ -86,7 +86,7 @@ func (g *Gateway) healthz(w http.ResponseWriter, _ *http.Request, _ auth.Caller)
 // readyz: connected to the bus and every declared topic read there
 // recently (by the admission loop, which reads them anyway: a probe costs
 // no bus request).
-func (g *Gateway) readyz(w http.ResponseWriter, _ *http.Request, _ auth.Caller) error {
+func (g *Gateway) readyz(w http.ResponseWriter, _ *http.Request, _ tenant.Caller) error {
 	checks := map[string]string{"bus": "ok", "auth": "keys"}
 	if g.keys.Open() {
 		checks["auth"] = "OPEN: development mode, no API key is checked; anyone who reaches this gateway may publish, read and redrive"
@@ -120,7 +120,7 @@ func (g *Gateway) readyz(w http.ResponseWriter, _ *http.Request, _ auth.Caller) 
 // getStatus handles GET /v1/status: the cluster as this gateway sees it,
 // for `sluice status`. A topic that cannot be read is named with why; the
 // answer is still 200, since a status view is most needed when parts fail.
-func (g *Gateway) getStatus(w http.ResponseWriter, r *http.Request, _ auth.Caller) error {
+func (g *Gateway) getStatus(w http.ResponseWriter, r *http.Request, _ tenant.Caller) error {
 	ctx, cancel := context.WithTimeout(r.Context(), statsTimeout)
 	defer cancel()
 	st := status.Status{Node: g.node, Role: "gateway", Time: time.Now(), Gateways: int(g.adm.gateways.Load()),

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluicebus/sluice/internal/checker"
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
+	"github.com/sluicebus/sluice/internal/testkit/history"
 )
 
 // TestChaos (make chaos) runs the fault scenarios against the process
@@ -68,14 +68,14 @@ func TestChaos(t *testing.T) {
 			for i := 1; i <= 3; i++ {
 				p.signal(fmt.Sprintf("broker-%d", i), syscall.SIGSTOP)
 			}
-			testharness.Eventually(t, 2*time.Second, func() bool { return counter.inFlightTo(gw) > 0 },
+			harness.Eventually(t, 2*time.Second, func() bool { return counter.inFlightTo(gw) > 0 },
 				"no request in flight at gateway-1")
 			unanswered, inFlight := counter.noAnswer(), counter.inFlightTo(gw)
 			p.signal("gateway-1", syscall.SIGKILL)
 			for i := 1; i <= 3; i++ {
 				p.signal(fmt.Sprintf("broker-%d", i), syscall.SIGCONT)
 			}
-			testharness.Eventually(t, 10*time.Second, func() bool { return counter.noAnswer() > unanswered },
+			harness.Eventually(t, 10*time.Second, func() bool { return counter.noAnswer() > unanswered },
 				"%d requests in flight at gateway-1's kill: some should have got no answer", inFlight)
 			t.Logf("gateway-1 killed with %d requests in flight", inFlight)
 			time.Sleep(5 * time.Second)
@@ -86,10 +86,10 @@ func TestChaos(t *testing.T) {
 			time.Sleep(20 * time.Second)
 		}},
 	}
-	rows := []string{checker.Header}
+	rows := []string{history.Header}
 	for _, sc := range scenarios {
 		t.Run(strings.ReplaceAll(sc.name, " ", "_"), func(t *testing.T) {
-			chk := checker.New(families...)
+			chk := history.New(families...)
 			p := startProcessCluster(t, 700, chk, sc.slow)
 			counter := newStatusCounter()
 			d := drive{chk: chk, js: p.js, gateways: p.gateways(), load: 10 * time.Second, quiet: 10 * time.Second,

@@ -21,8 +21,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sluicebus/sluice/internal/bus"
-	"github.com/sluicebus/sluice/internal/checker"
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
+	"github.com/sluicebus/sluice/internal/testkit/history"
 	"github.com/sluicebus/sluice/internal/tlsconf"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
@@ -117,7 +117,7 @@ func TestDemo(t *testing.T) {
 	d.run("up", "-d")
 	gateways := []string{"http://127.0.0.1:18080", "http://127.0.0.1:18081"}
 	for _, g := range gateways {
-		testharness.Eventually(t, 3*time.Minute, func() bool {
+		harness.Eventually(t, 3*time.Minute, func() bool {
 			resp, err := http.Get(g + "/readyz")
 			if err != nil {
 				return false
@@ -139,7 +139,7 @@ func TestDemo(t *testing.T) {
 	current := func(why string) {
 		t.Helper()
 		begin := time.Now()
-		testharness.Eventually(t, 2*time.Minute, func() bool { return testharness.ReplicasCurrent(js, "orders") },
+		harness.Eventually(t, 2*time.Minute, func() bool { return harness.ReplicasCurrent(js, "orders") },
 			"%s: all 3 replicas of orders should be current", why)
 		t.Logf("%s: all 3 replicas current after %v", why, time.Since(begin).Round(100*time.Millisecond))
 	}
@@ -147,7 +147,7 @@ func TestDemo(t *testing.T) {
 
 	// Each scenario has its own checker and ids (prefix); the workers'
 	// logs are read whole each time and filtered by the prefix.
-	var chk *checker.Checker
+	var chk *history.Checker
 	var prefix string
 	var seen map[string]bool
 	readLogs := func() {
@@ -177,7 +177,7 @@ func TestDemo(t *testing.T) {
 			}
 		}
 	}
-	rows := []string{checker.Header}
+	rows := []string{history.Header}
 	scenarios := []struct {
 		name  string
 		fault func()
@@ -202,7 +202,7 @@ func TestDemo(t *testing.T) {
 		}},
 	}
 	for i, sc := range scenarios {
-		chk, prefix, seen = checker.New(families...), fmt.Sprintf("s%d-", i+1), map[string]bool{}
+		chk, prefix, seen = history.New(families...), fmt.Sprintf("s%d-", i+1), map[string]bool{}
 		d := drive{chk: chk, js: js, gateways: gateways, prefix: prefix, load: 5 * time.Second, quiet: 10 * time.Second,
 			collect: readLogs, opts: []sluice.ProducerOption{sluice.WithRetry(30, 50*time.Millisecond, time.Second)}}
 		r := d.run(t, func(l *publisher) {

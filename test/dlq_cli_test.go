@@ -11,18 +11,18 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
 // TestDLQCommand drives `sluice dlq` against a gateway whose billing family
 // dead-letters everything: list, peek, redrive one, purge the rest.
 func TestDLQCommand(t *testing.T) {
-	topics := testharness.Topics(testharness.Topic("orders", "billing"))
-	b := testharness.StartBroker(t, topics)
-	nc := testharness.Connect(t, b)
-	_, srv := testharness.StartGateway(t, testharness.GatewayConfig(topics), nc)
-	testharness.RunWorker(t, nc, "orders", "billing", func(_ context.Context, m *sluice.Message) error {
+	topics := harness.Topics(harness.Topic("orders", "billing"))
+	b := harness.StartBroker(t, topics)
+	nc := harness.Connect(t, b)
+	_, srv := harness.StartGateway(t, harness.GatewayConfig(topics), nc)
+	harness.RunWorker(t, nc, "orders", "billing", func(_ context.Context, m *sluice.Message) error {
 		return sluice.Permanent(errors.New("card declined for " + string(m.Data)))
 	})
 	p, _ := sluice.NewProducer([]string{srv.URL})
@@ -40,7 +40,7 @@ func TestDLQCommand(t *testing.T) {
 		return string(out)
 	}
 	var page sluice.DeadLetterPage
-	testharness.Eventually(t, 10*time.Second, func() bool {
+	harness.Eventually(t, 10*time.Second, func() bool {
 		return json.Unmarshal([]byte(dlq("list", "-o", "json")), &page) == nil && page.Total == 3
 	}, "3 dead letters listed")
 	text := dlq("list")
@@ -64,7 +64,7 @@ func TestDLQCommand(t *testing.T) {
 		t.Errorf("redrive:\n%s", out)
 	}
 	// Billing still declines it: it dies again, under its original id.
-	testharness.Eventually(t, 10*time.Second, func() bool {
+	harness.Eventually(t, 10*time.Second, func() bool {
 		if json.Unmarshal([]byte(dlq("list", "-o", "json")), &page) != nil || page.Total != 3 {
 			return false
 		}
@@ -81,7 +81,7 @@ func TestDLQCommand(t *testing.T) {
 	if err := json.Unmarshal([]byte(dlq("redrive", "--limit", "100", "-o", "json")), &res); err != nil || res.Redriven != 3 {
 		t.Fatalf("redrive all: %+v (%v)", res, err)
 	}
-	testharness.Eventually(t, 10*time.Second, func() bool {
+	harness.Eventually(t, 10*time.Second, func() bool {
 		return json.Unmarshal([]byte(dlq("list", "-o", "json")), &page) == nil && page.Total == 3
 	}, "all three dead again")
 	if out := dlq("purge", "--all"); !strings.Contains(out, "purged 3") {
@@ -96,10 +96,10 @@ func TestDLQCommand(t *testing.T) {
 // TestProduceCommand publishes through a gateway with the producer config
 // and reports every message's outcome; the stream holds them all.
 func TestProduceCommand(t *testing.T) {
-	topics := testharness.Topics(testharness.Topic("orders", "billing"))
-	b := testharness.StartBroker(t, topics)
-	nc := testharness.Connect(t, b)
-	_, srv := testharness.StartGateway(t, testharness.GatewayConfig(topics), nc)
+	topics := harness.Topics(harness.Topic("orders", "billing"))
+	b := harness.StartBroker(t, topics)
+	nc := harness.Connect(t, b)
+	_, srv := harness.StartGateway(t, harness.GatewayConfig(topics), nc)
 	out, err := command(t, "produce", "--topic", "orders", "--count", "50", "--rate", "0", "--gateway", srv.URL, "--id-prefix", "p-").Output()
 	if err != nil {
 		t.Fatalf("produce: %v\n%s", err, out)

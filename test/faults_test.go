@@ -11,8 +11,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/sluicebus/sluice/internal/checker"
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
+	"github.com/sluicebus/sluice/internal/testkit/history"
 	"github.com/sluicebus/sluice/internal/topology"
 )
 
@@ -20,16 +20,16 @@ import (
 // brokers, SDK producers failing over between them, and two families whose
 // workers record every delivery in a checker.
 type faultEnv struct {
-	c        *testharness.Cluster
+	c        *harness.Cluster
 	js       jetstream.JetStream
 	gateways []*httptest.Server
-	chk      *checker.Checker
+	chk      *history.Checker
 	http     *statusCounter // the publishers' transport
 	// The first gateway's requests in its handler, its bus connection
 	// and, when started proxied, the proxy between it and its broker.
 	inGateway0 atomic.Int64
 	gw0Conn    *nats.Conn
-	gw0Proxy   *testharness.Proxy
+	gw0Proxy   *harness.Proxy
 }
 
 // startFaultEnv starts the cluster, gateways and readers: with slowFamily
@@ -37,30 +37,30 @@ type faultEnv struct {
 // a single broker through a proxy that can hold the bus's answers.
 func startFaultEnv(t *testing.T, slowFamily, proxied bool) *faultEnv {
 	t.Helper()
-	topic := testharness.Topic("orders", "billing", "shipping")
+	topic := harness.Topic("orders", "billing", "shipping")
 	topic.Replicas = 3
 	for name, f := range topic.Families {
 		f.MaxAttempts = 20 // brokers going away must not exhaust deliveries
 		topic.Families[name] = f
 	}
 	topics := map[string]topology.Topic{"orders": topic}
-	e := &faultEnv{c: testharness.StartCluster(t, 3, topics), chk: checker.New(families...), http: newStatusCounter()}
+	e := &faultEnv{c: harness.StartCluster(t, 3, topics), chk: history.New(families...), http: newStatusCounter()}
 	e.js, _ = jetstream.New(e.c.Connect(t))
 	e.c.WaitCurrent(t, e.js, "orders", "cluster not settled")
 	for i := range 2 {
-		cfg := testharness.GatewayConfig(topics)
+		cfg := harness.GatewayConfig(topics)
 		cfg.PublishTimeout = 2 * time.Second
 		nc := e.c.Connect(t)
 		if i == 0 && proxied {
-			e.gw0Proxy, nc = testharness.ConnectThrough(t, e.c.Nodes[0].URL())
+			e.gw0Proxy, nc = harness.ConnectThrough(t, e.c.Nodes[0].URL())
 		}
 		if i > 0 {
-			_, srv := testharness.StartGateway(t, cfg, nc)
+			_, srv := harness.StartGateway(t, cfg, nc)
 			e.gateways = append(e.gateways, srv)
 			continue
 		}
 		e.gw0Conn = nc
-		_, srv := testharness.StartGatewayWith(t, cfg, nc, func(h http.Handler) http.Handler {
+		_, srv := harness.StartGatewayWith(t, cfg, nc, func(h http.Handler) http.Handler {
 			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if r.Method == http.MethodPost {
 					e.inGateway0.Add(1)
@@ -84,7 +84,7 @@ func (e *faultEnv) current() bool { return e.c.Current(e.js, "orders") }
 
 // run loads both gateways while fault runs and returns the checker's report
 // (drive.run).
-func (e *faultEnv) run(t *testing.T, fault func(l *publisher)) checker.Report {
+func (e *faultEnv) run(t *testing.T, fault func(l *publisher)) history.Report {
 	t.Helper()
 	d := drive{chk: e.chk, js: e.js, gateways: []string{e.gateways[0].URL, e.gateways[1].URL},
 		load: time.Second, quiet: 3 * time.Second, opts: httpClient(e.http)}
@@ -128,7 +128,7 @@ func TestFaults(t *testing.T) {
 				e.c.Stop(leader)
 				time.Sleep(time.Second)
 				e.c.Restart(leader)
-				testharness.Eventually(t, 30*time.Second, e.current, "replicas current again")
+				harness.Eventually(t, 30*time.Second, e.current, "replicas current again")
 			}
 		}},
 		{"minority partition 10 s", false, false, func(t *testing.T, e *faultEnv, l *publisher) {
@@ -150,7 +150,7 @@ func TestFaults(t *testing.T) {
 			// The bus stores what the first gateway sends but its answers
 			// are held: every request there stays in flight until the kill.
 			e.gw0Proxy.HoldReplies(true)
-			testharness.Eventually(t, time.Second, func() bool { return e.inGateway0.Load() > 0 },
+			harness.Eventually(t, time.Second, func() bool { return e.inGateway0.Load() > 0 },
 				"no request in flight at the first gateway")
 			for end := time.Now().Add(500 * time.Millisecond); e.inGateway0.Load() < int64(l.concurrency) && time.Now().Before(end); {
 				time.Sleep(5 * time.Millisecond) // give every publisher the time to be caught
@@ -161,7 +161,7 @@ func TestFaults(t *testing.T) {
 			if killed == 0 {
 				t.Fatal("no request was in flight at the first gateway when it was killed")
 			}
-			testharness.Eventually(t, 10*time.Second, func() bool { return e.http.noAnswer() > unanswered },
+			harness.Eventually(t, 10*time.Second, func() bool { return e.http.noAnswer() > unanswered },
 				"%d requests in flight at the kill: some should have got no answer", killed)
 			t.Logf("gateway killed with %d requests in its handler; %d requests got no answer", killed, e.http.noAnswer()-unanswered)
 		}},
@@ -170,7 +170,7 @@ func TestFaults(t *testing.T) {
 			time.Sleep(2 * time.Second)
 		}},
 	}
-	rows := []string{checker.Header}
+	rows := []string{history.Header}
 	for _, sc := range scenarios {
 		t.Run(strings.ReplaceAll(sc.name, " ", "_"), func(t *testing.T) {
 			e := startFaultEnv(t, sc.slow, sc.proxied)

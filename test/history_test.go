@@ -14,8 +14,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/sluicebus/sluice/internal/checker"
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
+	"github.com/sluicebus/sluice/internal/testkit/history"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
@@ -28,7 +28,7 @@ import (
 type readers struct {
 	t      *testing.T
 	nc     *nats.Conn
-	chk    *checker.Checker
+	chk    *history.Checker
 	credit int
 	slow   time.Duration
 	stops  []func() // one per family, as in families
@@ -38,7 +38,7 @@ var families = []string{"billing", "shipping"}
 
 // startReaders runs a worker of each family on nc (credit each) that records
 // every delivery in chk; shipping's handler takes slowShipping per message.
-func startReaders(t *testing.T, nc *nats.Conn, chk *checker.Checker, credit int, slowShipping time.Duration) *readers {
+func startReaders(t *testing.T, nc *nats.Conn, chk *history.Checker, credit int, slowShipping time.Duration) *readers {
 	t.Helper()
 	rs := &readers{t: t, nc: nc, chk: chk, credit: credit, slow: slowShipping}
 	for _, fam := range families {
@@ -53,8 +53,8 @@ func (rs *readers) start(fam string) (stop func()) {
 	if fam == "shipping" {
 		delay = rs.slow
 	}
-	return testharness.RunWorker(rs.t, rs.nc, "orders", fam, func(_ context.Context, m *sluice.Message) error {
-		rs.chk.Deliver(fam, testharness.DeliveryOf(m)) // a repair copy counts as a copy
+	return harness.RunWorker(rs.t, rs.nc, "orders", fam, func(_ context.Context, m *sluice.Message) error {
+		rs.chk.Deliver(fam, harness.DeliveryOf(m)) // a repair copy counts as a copy
 		if delay > 0 {
 			time.Sleep(delay)
 		}
@@ -72,14 +72,14 @@ func (rs *readers) restart() {
 }
 
 // answerOf is what a Publish's result tells the checker.
-func answerOf(r sluice.Receipt, err error) checker.Answer {
+func answerOf(r sluice.Receipt, err error) history.Answer {
 	switch {
 	case err == nil:
-		return checker.Ack(r.Seq, r.Duplicate)
+		return history.Ack(r.Seq, r.Duplicate)
 	case errors.Is(err, sluice.ErrOutcomeUnknown):
-		return checker.Failed(checker.Unknown)
+		return history.Failed(history.Unknown)
 	default:
-		return checker.Failed(checker.Definite)
+		return history.Failed(history.Definite)
 	}
 }
 
@@ -149,7 +149,7 @@ const (
 )
 
 // startPublisher starts the load; ids are prefix + "p" + a number.
-func startPublisher(t *testing.T, chk *checker.Checker, gateways []string, prefix string, opts ...sluice.ProducerOption) *publisher {
+func startPublisher(t *testing.T, chk *history.Checker, gateways []string, prefix string, opts ...sluice.ProducerOption) *publisher {
 	t.Helper()
 	l := &publisher{concurrency: loadConcurrency, stop: make(chan struct{})}
 	deadline := time.Now().Add(loadMaxTime)
@@ -198,7 +198,7 @@ func (l *publisher) halt() {
 func (l *publisher) busy(t *testing.T) int64 {
 	t.Helper()
 	var n int64
-	testharness.Eventually(t, 10*time.Second, func() bool {
+	harness.Eventually(t, 10*time.Second, func() bool {
 		n = l.inFlight.Load()
 		return n > 0 || l.bounded.Load()
 	}, "no publish in flight")
@@ -211,7 +211,7 @@ func (l *publisher) busy(t *testing.T) int64 {
 // drive is one scenario's run: load through gateways with a fault, then
 // settling, quiescing and the final state.
 type drive struct {
-	chk      *checker.Checker
+	chk      *history.Checker
 	js       jetstream.JetStream // reads the final state
 	gateways []string
 	prefix   string        // of every id
@@ -231,7 +231,7 @@ type drive struct {
 // waits until the readers have every stored message and d.quiet has passed
 // without deliveries, checks the topic's final state, and returns the
 // checker's report.
-func (d drive) run(t *testing.T, fault func(l *publisher)) checker.Report {
+func (d drive) run(t *testing.T, fault func(l *publisher)) history.Report {
 	t.Helper()
 	l := startPublisher(t, d.chk, d.gateways, d.prefix, d.opts...)
 	time.Sleep(d.load)
@@ -261,7 +261,7 @@ func (d drive) run(t *testing.T, fault func(l *publisher)) checker.Report {
 		t.Fatalf("readers should receive every stored message: %v\n%s", err, state)
 	}
 	quiesced := time.Now()
-	testharness.CheckFinalState(t, d.js, "orders", d.chk, 30*time.Second)
+	harness.CheckFinalState(t, d.js, "orders", d.chk, 30*time.Second)
 	t.Logf("after the load (%d publishes started): settled in %v, quiet in %v, final state in %v", min(l.started.Load(), loadMaxMessages),
 		settled.Sub(begin).Round(time.Millisecond), quiesced.Sub(settled).Round(time.Millisecond), time.Since(quiesced).Round(time.Millisecond))
 	return d.chk.Report()
@@ -275,7 +275,7 @@ func (d drive) settle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	republish := func(ctx context.Context, id string, payload []byte) checker.Answer {
+	republish := func(ctx context.Context, id string, payload []byte) history.Answer {
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		return answerOf(p.Publish(ctx, "orders", payload, sluice.WithID(id)))

@@ -8,7 +8,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicebus/sluice/internal/bus"
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
 	"github.com/sluicebus/sluice/internal/topology"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
@@ -23,28 +23,28 @@ import (
 // off) and every 202 is delivered.
 func TestIntegrityGatewayCutOffPastDuplicateWindow(t *testing.T) {
 	const window = 5 * time.Second
-	topic := testharness.Topic("orders", families...)
+	topic := harness.Topic("orders", families...)
 	topic.DuplicateWindow = window
 	topics := map[string]topology.Topic{"orders": topic}
-	b := testharness.StartBroker(t, topics)
-	js, _ := jetstream.New(testharness.Connect(t, b))
-	proxy := testharness.StartProxy(t, strings.TrimPrefix(b.ClientURL(), "nats://"))
+	b := harness.StartBroker(t, topics)
+	js, _ := jetstream.New(harness.Connect(t, b))
+	proxy := harness.StartProxy(t, strings.TrimPrefix(b.ClientURL(), "nats://"))
 	gateway := func(url string, publishTimeout time.Duration) string {
 		// As a gateway connects: nothing buffered across a reconnect.
-		nc, err := bus.Connect([]string{url}, 2*time.Second, "gateway", testharness.Logger(t))
+		nc, err := bus.Connect([]string{url}, 2*time.Second, "gateway", harness.Logger(t))
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(nc.Close)
-		cfg := testharness.GatewayConfig(topics)
+		cfg := harness.GatewayConfig(topics)
 		cfg.PublishTimeout = publishTimeout
-		_, srv := testharness.StartGateway(t, cfg, nc)
+		_, srv := harness.StartGateway(t, cfg, nc)
 		return srv.URL
 	}
 	a, bURL := gateway(proxy.URL(), time.Second), gateway(b.ClientURL(), 2*time.Second)
 	in := newIntegrity(js, []string{a, bURL})
 	in.settleSeen = true // the window is long past when the load ends
-	startHandlers(t, testharness.Connect(t, b), in.chk, 16, nil)
+	startHandlers(t, harness.Connect(t, b), in.chk, 16, nil)
 	// Each message's retries end within the window of its first store
 	// (the store comes after the first send): a retry is a duplicate.
 	spec := loadSpec{prefix: "ab", timeout: window - 2*time.Second,
@@ -61,7 +61,7 @@ func TestIntegrityGatewayCutOffPastDuplicateWindow(t *testing.T) {
 	proxy.Cut(false)
 	healed := time.Now()
 	aHost := strings.TrimPrefix(a, "http://")
-	testharness.Eventually(t, 30*time.Second, func() bool {
+	harness.Eventually(t, 30*time.Second, func() bool {
 		return len(in.wire.with(func(ex exchange) bool { return ex.host == aHost && ex.sent.After(healed) && ex.status == 202 })) >= 100
 	}, "gateway A should store again after the reconnect")
 	both.ackedMore(t, 200, "after the reconnect")

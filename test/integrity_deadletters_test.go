@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
 	"github.com/sluicebus/sluice/internal/topology"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
@@ -25,24 +25,24 @@ import (
 // handles every copy. No dead letter vanishes unhandled (the final state
 // holds each recorded dead letter or its handling).
 func TestIntegrityRedriveWithFamilyMissing(t *testing.T) {
-	topics := testharness.Topics(testharness.Topic("orders", families...))
-	b := testharness.StartBroker(t, topics)
-	js, _ := jetstream.New(testharness.Connect(t, b))
-	cfg := testharness.GatewayConfig(topics)
+	topics := harness.Topics(harness.Topic("orders", families...))
+	b := harness.StartBroker(t, topics)
+	js, _ := jetstream.New(harness.Connect(t, b))
+	cfg := harness.GatewayConfig(topics)
 	cfg.RedriveRate = 1000
-	_, srv := testharness.StartGateway(t, cfg, testharness.Connect(t, b))
+	_, srv := harness.StartGateway(t, cfg, harness.Connect(t, b))
 	in := newIntegrity(js, []string{srv.URL})
 	var broken atomic.Bool
 	broken.Store(true)
 	var copiesHandled atomic.Int64
-	startHandlers(t, testharness.Connect(t, b), in.chk, 16, func(fam string, m *sluice.Message) error {
+	startHandlers(t, harness.Connect(t, b), in.chk, 16, func(fam string, m *sluice.Message) error {
 		if fam != "billing" || idNumber(m.ID)%10 != 0 {
 			return nil
 		}
 		if broken.Load() {
 			return sluice.Permanent(errors.New("billing cannot handle it yet"))
 		}
-		if testharness.DeliveryOf(m).Copy {
+		if harness.DeliveryOf(m).Copy {
 			copiesHandled.Add(1)
 		}
 		return nil
@@ -54,14 +54,14 @@ func TestIntegrityRedriveWithFamilyMissing(t *testing.T) {
 	dlq := sluice.DeadLetterStream("orders", "billing")
 	deadLetters := func() uint64 { st, _ := streamState(js, dlq); return st.Msgs }
 	l := in.start(t, loadSpec{prefix: "x"})
-	testharness.Eventually(t, 45*time.Second, func() bool { return deadLetters() >= 30 }, "billing should dead-letter")
+	harness.Eventually(t, 45*time.Second, func() bool { return deadLetters() >= 30 }, "billing should dead-letter")
 
 	// Delete and redrive at once: the broker recreates the consumer about
 	// a second after its deletion; a redrive that came after that is no
 	// test of a missing family, so it is tried again.
 	refused := false
 	for try := 1; try <= 5 && !refused; try++ {
-		testharness.Eventually(t, 30*time.Second, func() bool { return !consumerCreated(js, "billing").IsZero() }, "billing's consumer")
+		harness.Eventually(t, 30*time.Second, func() bool { return !consumerCreated(js, "billing").IsZero() }, "billing's consumer")
 		old := consumerCreated(js, "billing")
 		l.busy(t)
 		if err := js.DeleteConsumer(context.Background(), sluice.StreamName("orders"), "billing"); err != nil {
@@ -87,7 +87,7 @@ func TestIntegrityRedriveWithFamilyMissing(t *testing.T) {
 		default:
 			t.Logf("try %d: the redrive came after billing's consumer was recreated: %+v", try, res)
 		}
-		testharness.Eventually(t, 30*time.Second, func() bool {
+		harness.Eventually(t, 30*time.Second, func() bool {
 			c := consumerCreated(js, "billing")
 			return !c.IsZero() && !c.Equal(old)
 		}, "the broker should recreate billing's consumer")
@@ -98,7 +98,7 @@ func TestIntegrityRedriveWithFamilyMissing(t *testing.T) {
 
 	broken.Store(false)
 	redriven := 0
-	testharness.Eventually(t, 45*time.Second, func() bool {
+	harness.Eventually(t, 45*time.Second, func() bool {
 		res, err := admin.Redrive(context.Background(), "orders", "billing", 0, 10000)
 		if err != nil {
 			return false // the gateway has not seen the consumer again yet
@@ -121,27 +121,27 @@ func TestIntegrityRedriveWithFamilyMissing(t *testing.T) {
 // Every message reaches each family or its dead letters, and no family
 // stalls: nothing is pending at the end.
 func TestIntegrityAtomicBatchDeadLettersR1(t *testing.T) {
-	topics := testharness.Topics(testharness.Topic("orders", families...))
-	b := testharness.StartBroker(t, topics)
-	nc := testharness.Connect(t, b)
+	topics := harness.Topics(harness.Topic("orders", families...))
+	b := harness.StartBroker(t, topics)
+	nc := harness.Connect(t, b)
 	js, _ := jetstream.New(nc)
-	url, reg := testharness.StartGatewayReg(t, testharness.GatewayConfig(topics), testharness.Connect(t, b))
-	atomicBatchDeadLetters(t, js, testharness.Connect(t, b), url, reg, 32, 640)
+	url, reg := harness.StartGatewayReg(t, harness.GatewayConfig(topics), harness.Connect(t, b))
+	atomicBatchDeadLetters(t, js, harness.Connect(t, b), url, reg, 32, 640)
 }
 
 // TestIntegrityAtomicBatchDeadLettersR3 is TestIntegrityAtomicBatchDeadLettersR1
 // on a topic replicated on three brokers, with the gateway's
 // commit_atomic_replicated on (every commit of 2 or more is an atomic batch).
 func TestIntegrityAtomicBatchDeadLettersR3(t *testing.T) {
-	topic := testharness.Topic("orders", families...)
+	topic := harness.Topic("orders", families...)
 	topic.Replicas = 3
 	topics := map[string]topology.Topic{"orders": topic}
-	c := testharness.StartCluster(t, 3, topics)
+	c := harness.StartCluster(t, 3, topics)
 	js, _ := jetstream.New(c.Connect(t))
 	c.WaitCurrent(t, js, "orders", "cluster not settled")
-	cfg := testharness.GatewayConfig(topics)
+	cfg := harness.GatewayConfig(topics)
 	cfg.CommitAtomicReplicated = true
-	url, reg := testharness.StartGatewayReg(t, cfg, c.Connect(t))
+	url, reg := harness.StartGatewayReg(t, cfg, c.Connect(t))
 	// Half the messages of R1: every dead letter is a replicated write.
 	atomicBatchDeadLetters(t, js, c.Connect(t), url, reg, 2, 320)
 }

@@ -10,7 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicebus/sluice/broker"
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
@@ -19,13 +19,13 @@ import (
 // alarm watcher waits an hour): the test decides when a gateway looks.
 func freshGatewayEnv(t *testing.T) (*broker.Broker, jetstream.JetStream, func() string) {
 	t.Helper()
-	topics := testharness.Topics(testharness.Topic("orders", families...))
-	b := testharness.StartBroker(t, topics)
-	js, _ := jetstream.New(testharness.Connect(t, b))
+	topics := harness.Topics(harness.Topic("orders", families...))
+	b := harness.StartBroker(t, topics)
+	js, _ := jetstream.New(harness.Connect(t, b))
 	quiet := func() string {
-		cfg := testharness.GatewayConfig(topics)
+		cfg := harness.GatewayConfig(topics)
 		cfg.Alarms.Interval, cfg.Alarms.Hold = time.Hour, time.Hour
-		_, srv := testharness.StartGateway(t, cfg, testharness.Connect(t, b))
+		_, srv := harness.StartGateway(t, cfg, harness.Connect(t, b))
 		return srv.URL
 	}
 	return b, js, quiet
@@ -56,14 +56,14 @@ func TestIntegrityRetryAtAFreshGatewayIsRepaired(t *testing.T) {
 	if !errors.Is(err, sluice.ErrOutcomeUnknown) {
 		t.Fatalf("publish right after billing's deletion: %v, want an unknown outcome", err)
 	}
-	testharness.Eventually(t, 30*time.Second, func() bool {
+	harness.Eventually(t, 30*time.Second, func() bool {
 		c := consumerCreated(js, "billing")
 		return !c.IsZero() && !c.Equal(old)
 	}, "the broker should recreate billing's consumer")
 
 	var mu sync.Mutex
 	got := map[string]int{}
-	testharness.RunWorker(t, testharness.Connect(t, b), "orders", "billing", func(_ context.Context, m *sluice.Message) error {
+	harness.RunWorker(t, harness.Connect(t, b), "orders", "billing", func(_ context.Context, m *sluice.Message) error {
 		mu.Lock()
 		defer mu.Unlock()
 		got[m.ID]++
@@ -77,7 +77,7 @@ func TestIntegrityRetryAtAFreshGatewayIsRepaired(t *testing.T) {
 	if _, err := pb.Publish(ctx, "orders", []byte("after"), sluice.WithID("after")); err != nil {
 		t.Fatal(err)
 	}
-	testharness.Eventually(t, 10*time.Second, func() bool {
+	harness.Eventually(t, 10*time.Second, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return got["after"] > 0

@@ -23,8 +23,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/sluicebus/sluice/internal/checker"
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
+	"github.com/sluicebus/sluice/internal/testkit/history"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
@@ -122,9 +122,9 @@ func (w *wire) producer(t *testing.T, gateways []string, opts ...sluice.Producer
 
 // answer is what a Publish's result tells the checker, with when the
 // request that got a 202 was sent.
-func (w *wire) answer(id string, r sluice.Receipt, err error) checker.Answer {
+func (w *wire) answer(id string, r sluice.Receipt, err error) history.Answer {
 	a := answerOf(r, err)
-	if a.Outcome == checker.OK {
+	if a.Outcome == history.OK {
 		a.Sent = w.sentAt(id)
 	}
 	return a
@@ -163,7 +163,7 @@ type load struct {
 }
 
 // startLoad starts a load; it is halted when the test ends at the latest.
-func startLoad(t *testing.T, chk *checker.Checker, w *wire, spec loadSpec) *load {
+func startLoad(t *testing.T, chk *history.Checker, w *wire, spec loadSpec) *load {
 	t.Helper()
 	spec.concurrency = cmp.Or(spec.concurrency, 4)
 	spec.timeout = cmp.Or(spec.timeout, 8*time.Second)
@@ -212,15 +212,15 @@ func startLoad(t *testing.T, chk *checker.Checker, w *wire, spec loadSpec) *load
 	return l
 }
 
-func (l *load) record(chk *checker.Checker, id string, payload []byte, a checker.Answer) {
+func (l *load) record(chk *history.Checker, id string, payload []byte, a history.Answer) {
 	chk.Attempted(id, payload, a)
-	if a.Outcome == checker.OK {
+	if a.Outcome == history.OK {
 		l.acked.Add(1)
 	}
 }
 
 // publishBatch publishes messages first.. first+n-1 as one NDJSON batch.
-func (l *load) publishBatch(ctx context.Context, chk *checker.Checker, p *sluice.Producer, first int64, n int) {
+func (l *load) publishBatch(ctx context.Context, chk *history.Checker, p *sluice.Producer, first int64, n int) {
 	msgs := make([]sluice.BatchMessage, n)
 	for i := range msgs {
 		id := fmt.Sprintf("%sp%d", l.spec.prefix, first+int64(i))
@@ -232,9 +232,9 @@ func (l *load) publishBatch(ctx context.Context, chk *checker.Checker, p *sluice
 		case err == nil:
 			l.record(chk, m.ID, m.Data, answerOf(results[i].Receipt, results[i].Err))
 		case errors.Is(err, sluice.ErrOutcomeUnknown):
-			l.record(chk, m.ID, m.Data, checker.Failed(checker.Unknown))
+			l.record(chk, m.ID, m.Data, history.Failed(history.Unknown))
 		default:
-			l.record(chk, m.ID, m.Data, checker.Failed(checker.Definite))
+			l.record(chk, m.ID, m.Data, history.Failed(history.Definite))
 		}
 	}
 }
@@ -249,7 +249,7 @@ func (l *load) halt() {
 // strikes under load.
 func (l *load) busy(t *testing.T) {
 	t.Helper()
-	testharness.Eventually(t, 10*time.Second, func() bool { return l.inFlight.Load() > 0 || l.bounded.Load() }, "no publish in flight")
+	harness.Eventually(t, 10*time.Second, func() bool { return l.inFlight.Load() > 0 || l.bounded.Load() }, "no publish in flight")
 	if l.bounded.Load() {
 		t.Fatalf("the load reached its bound (%d messages or %v) before the fault", l.spec.maxMessages, l.spec.maxTime)
 	}
@@ -259,7 +259,7 @@ func (l *load) busy(t *testing.T) {
 func (l *load) ackedMore(t *testing.T, n int64, why string) {
 	t.Helper()
 	want := l.acked.Load() + n
-	testharness.Eventually(t, 45*time.Second, func() bool { return l.acked.Load() >= want || l.bounded.Load() }, "%s: %d more acks", why, n)
+	harness.Eventually(t, 45*time.Second, func() bool { return l.acked.Load() >= want || l.bounded.Load() }, "%s: %d more acks", why, n)
 	if l.bounded.Load() {
 		t.Fatalf("%s: the load reached its bound before %d more acks", why, n)
 	}
@@ -282,13 +282,13 @@ type failure func(family string, m *sluice.Message) error
 type handlers struct {
 	t      *testing.T
 	nc     *nats.Conn
-	chk    *checker.Checker
+	chk    *history.Checker
 	fail   failure
 	credit int
 	stops  []func()
 }
 
-func startHandlers(t *testing.T, nc *nats.Conn, chk *checker.Checker, credit int, fail failure) *handlers {
+func startHandlers(t *testing.T, nc *nats.Conn, chk *history.Checker, credit int, fail failure) *handlers {
 	t.Helper()
 	h := &handlers{t: t, nc: nc, chk: chk, fail: fail, credit: credit}
 	for _, fam := range chk.Families() {
@@ -299,13 +299,13 @@ func startHandlers(t *testing.T, nc *nats.Conn, chk *checker.Checker, credit int
 
 func (h *handlers) start(fam string) func() {
 	log := zaptest.NewLogger(h.t, zaptest.Level(zap.ErrorLevel)).Named(fam) // failing dead letters, not each one
-	return testharness.RunWorker(h.t, h.nc, "orders", fam, func(_ context.Context, m *sluice.Message) error {
+	return harness.RunWorker(h.t, h.nc, "orders", fam, func(_ context.Context, m *sluice.Message) error {
 		if h.fail != nil {
 			if err := h.fail(fam, m); err != nil {
 				return err
 			}
 		}
-		h.chk.Deliver(fam, testharness.DeliveryOf(m))
+		h.chk.Deliver(fam, harness.DeliveryOf(m))
 		h.chk.Handled(fam, m.ID)
 		return nil
 	}, sluice.WithCredit(h.credit), sluice.WithWorkerLogger(log))
@@ -322,11 +322,11 @@ func (h *handlers) restart() {
 
 // integrity is one scenario's checker and the means to conclude it.
 type integrity struct {
-	chk      *checker.Checker
+	chk      *history.Checker
 	js       jetstream.JetStream // reads the final state
 	wire     *wire
 	gateways []string // settling publishes through them
-	dead     *testharness.DeadLetterFollower
+	dead     *harness.DeadLetterFollower
 	// settleSeen: before settling, wait until the families have nothing
 	// pending and settle what they received without publishing it again
 	// (a short duplicate window may have passed since).
@@ -334,9 +334,9 @@ type integrity struct {
 }
 
 func newIntegrity(js jetstream.JetStream, gateways []string) *integrity {
-	chk := checker.New(families...)
+	chk := history.New(families...)
 	return &integrity{chk: chk, js: js, wire: newWire(), gateways: gateways,
-		dead: testharness.NewDeadLetterFollower(js, "orders", chk)}
+		dead: harness.NewDeadLetterFollower(js, "orders", chk)}
 }
 
 // start starts a load through the scenario's wire.
@@ -352,7 +352,7 @@ func (in *integrity) start(t *testing.T, spec loadSpec) *load {
 // again with its key and payload, waits until the readers have every stored
 // message and 3 s passed without a delivery, checks the topic's final state
 // and logs and returns the checker's report.
-func (in *integrity) conclude(t *testing.T, scenario string, loads ...*load) (checker.Report, checker.FinalState) {
+func (in *integrity) conclude(t *testing.T, scenario string, loads ...*load) (history.Report, history.FinalState) {
 	t.Helper()
 	for _, l := range loads {
 		l.halt()
@@ -378,10 +378,10 @@ func (in *integrity) conclude(t *testing.T, scenario string, loads ...*load) (ch
 		t.Fatalf("readers should receive every stored message: %v\n%s", err, in.diagnose())
 	}
 	quiet := time.Now()
-	st := testharness.CheckFinalState(t, in.js, "orders", in.chk, 30*time.Second)
+	st := harness.CheckFinalState(t, in.js, "orders", in.chk, 30*time.Second)
 	r := in.chk.Report()
 	t.Logf("settled in %v, quiet in %v, final state in %v\n%s\n%s\n%s", settled.Sub(begin).Round(time.Millisecond),
-		quiet.Sub(settled).Round(time.Millisecond), time.Since(quiet).Round(time.Millisecond), checker.Header, r.Row(scenario), r.Notes())
+		quiet.Sub(settled).Round(time.Millisecond), time.Since(quiet).Round(time.Millisecond), history.Header, r.Row(scenario), r.Notes())
 	if r.Acked == 0 {
 		t.Error("nothing was acked")
 	}
@@ -432,11 +432,11 @@ func (in *integrity) diagnose() string {
 // unacked: every stored message was handled (or dead-lettered).
 func (in *integrity) caughtUp(t *testing.T) {
 	t.Helper()
-	var last checker.FinalState
-	testharness.Eventually(t, time.Minute, func() bool {
+	var last history.FinalState
+	harness.Eventually(t, time.Minute, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		st, err := testharness.ReadFinalState(ctx, in.js, "orders", in.chk)
+		st, err := harness.ReadFinalState(ctx, in.js, "orders", in.chk)
 		if err != nil {
 			return false
 		}
@@ -455,7 +455,7 @@ func (in *integrity) caughtUp(t *testing.T) {
 func (in *integrity) settle(t *testing.T) {
 	t.Helper()
 	p := in.wire.producer(t, in.gateways, sluice.WithRetry(30, 50*time.Millisecond, time.Second))
-	republish := func(ctx context.Context, id string, payload []byte) checker.Answer {
+	republish := func(ctx context.Context, id string, payload []byte) history.Answer {
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		r, err := p.Publish(ctx, "orders", payload, sluice.WithID(id))

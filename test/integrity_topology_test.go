@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicebus/sluice/broker"
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
@@ -24,12 +24,12 @@ import (
 // would ack and keep nothing for it), 202s follow, and every 202 reaches
 // both families.
 func TestIntegrityTopicCreatedUnderLoad(t *testing.T) {
-	topics := testharness.Topics(testharness.Topic("orders", families...))
-	b := testharness.StartBroker(t, nil) // provisions nothing
-	js, _ := jetstream.New(testharness.Connect(t, b))
+	topics := harness.Topics(harness.Topic("orders", families...))
+	b := harness.StartBroker(t, nil) // provisions nothing
+	js, _ := jetstream.New(harness.Connect(t, b))
 	var urls []string
 	for range 2 {
-		_, srv := testharness.StartGatewayUnready(t, testharness.GatewayConfig(topics), testharness.Connect(t, b))
+		_, srv := harness.StartGatewayUnready(t, harness.GatewayConfig(topics), harness.Connect(t, b))
 		urls = append(urls, srv.URL)
 	}
 	in := newIntegrity(js, urls)
@@ -38,17 +38,17 @@ func TestIntegrityTopicCreatedUnderLoad(t *testing.T) {
 	l := in.start(t, loadSpec{prefix: "c", timeout: 3 * time.Second,
 		retry: []sluice.ProducerOption{sluice.WithRetry(2, 20*time.Millisecond, 200*time.Millisecond)}})
 	refused := func(ex exchange) bool { return ex.status == 503 }
-	testharness.Eventually(t, 30*time.Second, func() bool { return len(in.wire.with(refused)) >= 50 }, "no refusals before the topic exists")
+	harness.Eventually(t, 30*time.Second, func() bool { return len(in.wire.with(refused)) >= 50 }, "no refusals before the topic exists")
 
 	l.busy(t)
 	provisioning := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := broker.Provision(ctx, js, topics, testharness.Logger(t)); err != nil {
+	if err := broker.Provision(ctx, js, topics, harness.Logger(t)); err != nil {
 		t.Fatal(err)
 	}
 	provisioned := time.Now()
-	startHandlers(t, testharness.Connect(t, b), in.chk, 16, nil)
+	startHandlers(t, harness.Connect(t, b), in.chk, 16, nil)
 	l.ackedMore(t, 500, "after provisioning")
 	in.conclude(t, "topic created under load", l)
 
@@ -75,12 +75,12 @@ func TestIntegrityTopicCreatedUnderLoad(t *testing.T) {
 // family: as the original, or as the gateway's repair copy on the family's
 // redrive subject (which is not the message stored twice).
 func TestIntegrityFamilyDeletedUnderLoad(t *testing.T) {
-	topics := testharness.Topics(testharness.Topic("orders", families...))
-	b := testharness.StartBroker(t, topics)
-	js, _ := jetstream.New(testharness.Connect(t, b))
+	topics := harness.Topics(harness.Topic("orders", families...))
+	b := harness.StartBroker(t, topics)
+	js, _ := jetstream.New(harness.Connect(t, b))
 	var urls []string
 	for range 2 {
-		_, srv := testharness.StartGateway(t, testharness.GatewayConfig(topics), testharness.Connect(t, b))
+		_, srv := harness.StartGateway(t, harness.GatewayConfig(topics), harness.Connect(t, b))
 		urls = append(urls, srv.URL)
 	}
 	in := newIntegrity(js, urls)
@@ -88,7 +88,7 @@ func TestIntegrityFamilyDeletedUnderLoad(t *testing.T) {
 	// backlog for a deletion to destroy.
 	var slow atomic.Bool
 	slow.Store(true)
-	startHandlers(t, testharness.Connect(t, b), in.chk, 1, func(string, *sluice.Message) error {
+	startHandlers(t, harness.Connect(t, b), in.chk, 1, func(string, *sluice.Message) error {
 		if slow.Load() {
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -98,7 +98,7 @@ func TestIntegrityFamilyDeletedUnderLoad(t *testing.T) {
 	l.ackedMore(t, 300, "before the deletions")
 	for _, fam := range families {
 		old := consumerCreated(js, fam)
-		testharness.Eventually(t, 30*time.Second, func() bool { return pending(js, fam) > 50 }, "%s should have a backlog", fam)
+		harness.Eventually(t, 30*time.Second, func() bool { return pending(js, fam) > 50 }, "%s should have a backlog", fam)
 		l.busy(t)
 		if err := js.DeleteConsumer(context.Background(), sluice.StreamName("orders"), fam); err != nil {
 			t.Fatal(err)
@@ -106,7 +106,7 @@ func TestIntegrityFamilyDeletedUnderLoad(t *testing.T) {
 		at := time.Now()
 		st, _ := streamState(js, sluice.StreamName("orders"))
 		in.chk.ConsumerDeleted(fam, at, st.LastSeq)
-		testharness.Eventually(t, 30*time.Second, func() bool {
+		harness.Eventually(t, 30*time.Second, func() bool {
 			c := consumerCreated(js, fam)
 			return !c.IsZero() && !c.Equal(old)
 		}, "the broker should recreate %s's consumer", fam)
@@ -130,14 +130,14 @@ func TestIntegrityFamilyDeletedUnderLoad(t *testing.T) {
 // "already dead-lettered" by an old dead letter at the same seq, and every
 // new 202 must reach both families.
 func TestIntegrityStreamRecreatedWithOldDeadLetters(t *testing.T) {
-	topics := testharness.Topics(testharness.Topic("orders", families...))
-	b := testharness.StartBroker(t, topics)
-	js, _ := jetstream.New(testharness.Connect(t, b))
-	_, srv := testharness.StartGateway(t, testharness.GatewayConfig(topics), testharness.Connect(t, b))
+	topics := harness.Topics(harness.Topic("orders", families...))
+	b := harness.StartBroker(t, topics)
+	js, _ := jetstream.New(harness.Connect(t, b))
+	_, srv := harness.StartGateway(t, harness.GatewayConfig(topics), harness.Connect(t, b))
 	in := newIntegrity(js, []string{srv.URL})
 	var deleted atomic.Pointer[time.Time] // when the first stream was deleted
 	var retried atomic.Int64              // new messages whose first attempt failed
-	startHandlers(t, testharness.Connect(t, b), in.chk, 16, func(fam string, m *sluice.Message) error {
+	startHandlers(t, harness.Connect(t, b), in.chk, 16, func(fam string, m *sluice.Message) error {
 		if fam != "billing" {
 			return nil
 		}
@@ -152,7 +152,7 @@ func TestIntegrityStreamRecreatedWithOldDeadLetters(t *testing.T) {
 	})
 	dlq := sluice.DeadLetterStream("orders", "billing")
 	l := in.start(t, loadSpec{prefix: "r"})
-	testharness.Eventually(t, 45*time.Second, func() bool {
+	harness.Eventually(t, 45*time.Second, func() bool {
 		st, _ := streamState(js, dlq)
 		return st.Msgs >= 300
 	}, "billing should dead-letter the first stream's messages")
@@ -178,11 +178,11 @@ func TestIntegrityStreamRecreatedWithOldDeadLetters(t *testing.T) {
 			oldSeq = max(oldSeq, originalSeq(m.Header))
 		}
 	}
-	testharness.Eventually(t, 30*time.Second, func() bool {
+	harness.Eventually(t, 30*time.Second, func() bool {
 		return !consumerCreated(js, "billing").IsZero() && !consumerCreated(js, "shipping").IsZero()
 	}, "the broker should recreate the stream and its families")
 	t.Logf("stream deleted with %d dead letters up to seq %d; recreated after %v", old.Msgs, oldSeq, time.Since(at).Round(time.Millisecond))
-	testharness.Eventually(t, 45*time.Second, func() bool {
+	harness.Eventually(t, 45*time.Second, func() bool {
 		st, ok := streamState(js, sluice.StreamName("orders"))
 		return ok && st.LastSeq > oldSeq
 	}, "the new stream's seqs should pass the old dead letters' (%d)", oldSeq)

@@ -15,7 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sluicebus/sluice/internal/bus"
-	"github.com/sluicebus/sluice/internal/checker"
+	"github.com/sluicebus/sluice/internal/testkit/history"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
@@ -74,7 +74,7 @@ func (p *processCluster) gateways() []string {
 
 // startProcessCluster runs deploy/cluster.sh up with ports shifted by
 // offset and no demo workers, and starts the test's readers on it.
-func startProcessCluster(t *testing.T, offset int, chk *checker.Checker, slowShipping bool) *processCluster {
+func startProcessCluster(t *testing.T, offset int, chk *history.Checker, slowShipping bool) *processCluster {
 	p := &processCluster{t: t, runDir: t.TempDir(), offset: offset}
 	if out, err := p.script("up").CombinedOutput(); err != nil {
 		_ = p.script("down").Run()

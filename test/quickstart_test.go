@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
 )
 
 // readmeCurls returns the curl command lines of README's Quickstart section.
@@ -147,7 +147,7 @@ func TestQuickstart(t *testing.T) {
 	// they took it, so the duplicate is also copied to them (README,
 	// Delivery guarantees), and the topic is empty again once they have.
 	var metrics []byte
-	testharness.Eventually(t, 20*time.Second, func() bool {
+	harness.Eventually(t, 20*time.Second, func() bool {
 		resp, err := http.Get("http://" + addr + "/metrics")
 		if err != nil {
 			return false

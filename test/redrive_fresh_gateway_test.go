@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
@@ -24,7 +24,7 @@ func TestIntegrityRedriveRetriedAtAFreshGatewayKeepsTheDeadLetter(t *testing.T) 
 	ctx := context.Background()
 	var mu sync.Mutex
 	got := map[string]int{}
-	stop := testharness.RunWorker(t, testharness.Connect(t, b), "orders", "billing", func(context.Context, *sluice.Message) error {
+	stop := harness.RunWorker(t, harness.Connect(t, b), "orders", "billing", func(context.Context, *sluice.Message) error {
 		return sluice.Permanent(errors.New("refused"))
 	})
 	pa, _ := sluice.NewProducer([]string{a})
@@ -32,7 +32,7 @@ func TestIntegrityRedriveRetriedAtAFreshGatewayKeepsTheDeadLetter(t *testing.T) 
 		t.Fatal(err)
 	}
 	dlq := sluice.DeadLetterStream("orders", "billing")
-	testharness.Eventually(t, 10*time.Second, func() bool { st, _ := streamState(js, dlq); return st.Msgs == 1 }, "a dead letter")
+	harness.Eventually(t, 10*time.Second, func() bool { st, _ := streamState(js, dlq); return st.Msgs == 1 }, "a dead letter")
 	stop()
 	if _, err := pa.Publish(ctx, "orders", []byte("warm"), sluice.WithID("warm")); err != nil { // A's last reading has billing
 		t.Fatal(err)
@@ -45,11 +45,11 @@ func TestIntegrityRedriveRetriedAtAFreshGatewayKeepsTheDeadLetter(t *testing.T) 
 	if _, err := adminA.Redrive(ctx, "orders", "billing", 0, 10); !errors.Is(err, sluice.ErrOutcomeUnknown) {
 		t.Fatalf("redrive at A right after the deletion: %v, want an unknown outcome", err)
 	}
-	testharness.Eventually(t, 30*time.Second, func() bool {
+	harness.Eventually(t, 30*time.Second, func() bool {
 		c := consumerCreated(js, "billing")
 		return !c.IsZero() && !c.Equal(old)
 	}, "the broker should recreate billing's consumer")
-	testharness.RunWorker(t, testharness.Connect(t, b), "orders", "billing", func(_ context.Context, m *sluice.Message) error {
+	harness.RunWorker(t, harness.Connect(t, b), "orders", "billing", func(_ context.Context, m *sluice.Message) error {
 		mu.Lock()
 		defer mu.Unlock()
 		got[m.ID]++

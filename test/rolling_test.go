@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluicebus/sluice/internal/checker"
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
+	"github.com/sluicebus/sluice/internal/testkit/history"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
@@ -20,11 +20,11 @@ import (
 // answer other than 202 and retried 503s; every message is acked, the
 // checker finds nothing wrong and the topic ends empty.
 func TestRollingRestartUnderLoad(t *testing.T) {
-	chk := checker.New(families...)
+	chk := history.New(families...)
 	p := startProcessCluster(t, 600, chk, false)
 	counter := newStatusCounter()
 	caughtUp := func(name string) {
-		testharness.Eventually(t, time.Minute, func() bool { return testharness.ReplicasCurrent(p.js, "orders") },
+		harness.Eventually(t, time.Minute, func() bool { return harness.ReplicasCurrent(p.js, "orders") },
 			"%s restarted: replicas of orders should be current", name)
 	}
 	caughtUp("cluster up")

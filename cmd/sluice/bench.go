@@ -15,8 +15,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/sluicebus/sluice/internal/overload"
-	"github.com/sluicebus/sluice/internal/perf"
+	"github.com/sluicebus/sluice/cmd/sluice/internal/bench/overload"
+	"github.com/sluicebus/sluice/cmd/sluice/internal/bench/perf"
 )
 
 func newBenchCmd() *cobra.Command {

@@ -8,9 +8,9 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
-	"github.com/sluicebus/sluice/internal/config"
-	"github.com/sluicebus/sluice/internal/demo"
-	"github.com/sluicebus/sluice/internal/perf"
+	"github.com/sluicebus/sluice/cmd/sluice/internal/bench/perf"
+	"github.com/sluicebus/sluice/cmd/sluice/internal/config"
+	"github.com/sluicebus/sluice/cmd/sluice/internal/demo"
 )
 
 func newCalibrateCmd() *cobra.Command {

@@ -6,8 +6,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sluicebus/sluice/internal/config"
-	"github.com/sluicebus/sluice/internal/devstack"
+	"github.com/sluicebus/sluice/cmd/sluice/internal/config"
+	"github.com/sluicebus/sluice/cmd/sluice/internal/devstack"
 )
 
 func newDevCmd() *cobra.Command {

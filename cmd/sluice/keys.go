@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sluicebus/sluice/internal/auth"
+	"github.com/sluicebus/sluice/internal/tenant"
 	"github.com/sluicebus/sluice/internal/tlsconf"
 )
 
@@ -23,23 +23,23 @@ func newKeysCmd() *cobra.Command {
 only each key's SHA-256 hash (auth.tenants.<name>.keys[].hash). Rotation: add
 the new key's hash next to the old one, move the clients, remove the old one.`,
 	}
-	var tenant, id string
+	var tenantName, id string
 	newKey := &cobra.Command{
 		Use:   "new",
 		Short: "Print a new random API key and the config entry holding its hash",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			key, hash, err := auth.NewKey()
+			key, hash, err := tenant.NewKey()
 			if err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "# API key for %s (give it to the client; it is not stored anywhere):\n# %s\n", tenant, key)
-			fmt.Fprintf(out, "# config entry, under auth.tenants.%s.keys:\n- id: %s\n  hash: %s\n", tenant, id, hash)
+			fmt.Fprintf(out, "# API key for %s (give it to the client; it is not stored anywhere):\n# %s\n", tenantName, key)
+			fmt.Fprintf(out, "# config entry, under auth.tenants.%s.keys:\n- id: %s\n  hash: %s\n", tenantName, id, hash)
 			return nil
 		},
 	}
-	newKey.Flags().StringVar(&tenant, "tenant", "my-tenant", "tenant the key is for (only printed)")
+	newKey.Flags().StringVar(&tenantName, "tenant", "my-tenant", "tenant the key is for (only printed)")
 	newKey.Flags().StringVar(&id, "id", "key-1", "key id, named in logs instead of the key")
 	hash := &cobra.Command{
 		Use:   "hash",
@@ -54,7 +54,7 @@ the new key's hash next to the old one, move the clients, remove the old one.`,
 				}
 				return errors.New("keys hash: no key on standard input")
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), auth.Hash(key))
+			fmt.Fprintln(cmd.OutOrStdout(), tenant.Hash(key))
 			return nil
 		},
 	}

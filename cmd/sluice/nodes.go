@@ -12,11 +12,11 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sluicebus/sluice/broker"
+	"github.com/sluicebus/sluice/cmd/sluice/internal/config"
+	"github.com/sluicebus/sluice/cmd/sluice/internal/demo"
 	"github.com/sluicebus/sluice/gateway"
 	"github.com/sluicebus/sluice/internal/alarm"
 	"github.com/sluicebus/sluice/internal/bus"
-	"github.com/sluicebus/sluice/internal/config"
-	"github.com/sluicebus/sluice/internal/demo"
 	"github.com/sluicebus/sluice/internal/opshttp"
 	"github.com/sluicebus/sluice/internal/topology"
 	"github.com/sluicebus/sluice/pkg/sluice"

@@ -9,9 +9,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sluicebus/sluice/cmd/sluice/internal/bench/capacity"
+	"github.com/sluicebus/sluice/cmd/sluice/internal/config"
 	"github.com/sluicebus/sluice/internal/bytesize"
-	"github.com/sluicebus/sluice/internal/config"
-	"github.com/sluicebus/sluice/internal/plan"
 )
 
 func newPlanCmd() *cobra.Command {
@@ -52,9 +52,9 @@ gateway.max_in_flight, max_body_bytes_in_flight, publish_window, commit_batch_ma
 			if err != nil {
 				return err
 			}
-			cal := plan.Default()
+			cal := capacity.Default()
 			if calibration != "" {
-				if cal, err = plan.LoadCalibration(calibration); err != nil {
+				if cal, err = capacity.LoadCalibration(calibration); err != nil {
 					return err
 				}
 			}
@@ -65,7 +65,7 @@ gateway.max_in_flight, max_body_bytes_in_flight, publish_window, commit_batch_ma
 			in := planInput(cfg)
 			in.Rate, in.Size, in.P99, in.Replicas, in.Cores, in.Batch, in.Families =
 				rate, int64(size), p99, replicas, cores, batch, perFamily
-			bp, err := plan.Build(in, cal)
+			bp, err := capacity.Build(in, cal)
 			if err != nil {
 				return err
 			}
@@ -93,17 +93,17 @@ gateway.max_in_flight, max_body_bytes_in_flight, publish_window, commit_batch_ma
 }
 
 // planInput takes the topology and the gateway bounds from cfg.
-func planInput(cfg config.Config) plan.Input {
-	in := plan.Input{Gateway: plan.GatewayBounds{
+func planInput(cfg config.Config) capacity.Input {
+	in := capacity.Input{Gateway: capacity.GatewayBounds{
 		MaxInFlight:          cfg.Gateway.MaxInFlight,
 		MaxBodyBytesInFlight: int64(cfg.Gateway.MaxBodyBytesInFlight),
 		PublishWindow:        cfg.Gateway.PublishWindow,
 		CommitBatchMax:       cfg.Gateway.CommitBatchMax,
 	}}
 	for name, t := range cfg.Topics {
-		pt := plan.Topic{Name: name, MaxMessages: t.MaxMessages, MaxBytes: int64(t.MaxBytes), Replicas: t.Replicas}
+		pt := capacity.Topic{Name: name, MaxMessages: t.MaxMessages, MaxBytes: int64(t.MaxBytes), Replicas: t.Replicas}
 		for fname, fam := range t.Families {
-			pt.Families = append(pt.Families, plan.Family{Name: fname, Credit: fam.Credit})
+			pt.Families = append(pt.Families, capacity.Family{Name: fname, Credit: fam.Credit})
 		}
 		in.Topics = append(in.Topics, pt)
 	}

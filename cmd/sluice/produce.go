@@ -13,7 +13,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
-	"github.com/sluicebus/sluice/internal/config"
+	"github.com/sluicebus/sluice/cmd/sluice/internal/config"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 

@@ -6,9 +6,9 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
-	"github.com/sluicebus/sluice/internal/config"
-	"github.com/sluicebus/sluice/internal/debugpprof"
-	"github.com/sluicebus/sluice/internal/logging"
+	"github.com/sluicebus/sluice/cmd/sluice/internal/config"
+	"github.com/sluicebus/sluice/cmd/sluice/internal/debugpprof"
+	"github.com/sluicebus/sluice/cmd/sluice/internal/logging"
 )
 
 const configHelp = `

@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicebus/sluice/internal/bus"
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
@@ -22,10 +22,10 @@ import (
 // disconnected fails at once, unsent, and nothing arrives after the
 // reconnect.
 func TestNothingBufferedAcrossAReconnect(t *testing.T) {
-	topics := testharness.Topics(testharness.Topic("orders", "billing"))
-	b := testharness.StartBroker(t, topics)
-	proxy := testharness.StartProxy(t, strings.TrimPrefix(b.ClientURL(), "nats://"))
-	nc, err := bus.Connect([]string{proxy.URL()}, 2*time.Second, "reconnect-test", testharness.Logger(t))
+	topics := harness.Topics(harness.Topic("orders", "billing"))
+	b := harness.StartBroker(t, topics)
+	proxy := harness.StartProxy(t, strings.TrimPrefix(b.ClientURL(), "nats://"))
+	nc, err := bus.Connect([]string{proxy.URL()}, 2*time.Second, "reconnect-test", harness.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +33,7 @@ func TestNothingBufferedAcrossAReconnect(t *testing.T) {
 	js, _ := jetstream.New(nc)
 
 	proxy.Cut(true)
-	testharness.Eventually(t, 30*time.Second, func() bool { return !nc.IsConnected() }, "the connection should notice the cut")
+	harness.Eventually(t, 30*time.Second, func() bool { return !nc.IsConnected() }, "the connection should notice the cut")
 	if err := nc.Publish(sluice.Subject("orders"), []byte("while cut off")); !errors.Is(err, nats.ErrReconnectBufExceeded) {
 		t.Fatalf("publish while reconnecting: %v, want ErrReconnectBufExceeded (refused unsent)", err)
 	}
@@ -42,11 +42,11 @@ func TestNothingBufferedAcrossAReconnect(t *testing.T) {
 	}
 
 	proxy.Cut(false)
-	testharness.Eventually(t, 30*time.Second, nc.IsConnected, "the connection should come back")
+	harness.Eventually(t, 30*time.Second, nc.IsConnected, "the connection should come back")
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	direct, _ := jetstream.New(testharness.Connect(t, b))
+	direct, _ := jetstream.New(harness.Connect(t, b))
 	s, err := direct.Stream(context.Background(), sluice.StreamName("orders"))
 	if err != nil {
 		t.Fatal(err)

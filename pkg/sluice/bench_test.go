@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
@@ -25,7 +25,7 @@ func reportPercentiles(b *testing.B, ds []time.Duration) {
 // BenchmarkPublish: one message at a time through the SDK, the gateway and a
 // durable (fsync) JetStream write, until the 202.
 func BenchmarkPublish(b *testing.B) {
-	s := startStack(b, testharness.Topic("orders", "billing"))
+	s := startStack(b, harness.Topic("orders", "billing"))
 	p, _ := sluice.NewProducer([]string{s.gateway})
 	ctx := context.Background()
 	payload := make([]byte, 128)
@@ -44,7 +44,7 @@ func BenchmarkPublish(b *testing.B) {
 // BenchmarkHTTPToHandler: one message at a time from the producer's POST to
 // the worker's handler (which then acks), through a durable write.
 func BenchmarkHTTPToHandler(b *testing.B) {
-	s := startStack(b, testharness.Topic("orders", "billing"))
+	s := startStack(b, harness.Topic("orders", "billing"))
 	got := make(chan string, 1)
 	w, _ := sluice.NewWorker(s.nc, "orders", "billing", sluice.HandlerFunc(func(_ context.Context, m *sluice.Message) error {
 		got <- m.ID

@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicebus/sluice/internal/jsbatch"
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
@@ -25,16 +25,16 @@ import (
 // them (the dead-letter stream refuses atomic-batch headers), and the
 // handler never sees them.
 func TestAtomicBatchDeadLetters(t *testing.T) {
-	s := startStack(t, testharness.Topic("orders", "billing"))
+	s := startStack(t, harness.Topic("orders", "billing"))
 	deadLetterAtomicBatch(t, s.nc)
 }
 
 // TestAtomicBatchDeadLettersR3 is TestAtomicBatchDeadLetters on a topic
 // replicated on three brokers.
 func TestAtomicBatchDeadLettersR3(t *testing.T) {
-	topic := testharness.Topic("orders", "billing")
+	topic := harness.Topic("orders", "billing")
 	topic.Replicas = 3
-	c := testharness.StartCluster(t, 3, testharness.Topics(topic))
+	c := harness.StartCluster(t, 3, harness.Topics(topic))
 	nc := c.Connect(t)
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -79,7 +79,7 @@ func deadLetterAtomicBatch(t *testing.T, nc *nats.Conn) {
 	// A direct get may be served by a replica that has not applied the
 	// batch yet.
 	var stored *jetstream.RawStreamMsg
-	testharness.Eventually(t, 10*time.Second, func() bool {
+	harness.Eventually(t, 10*time.Second, func() bool {
 		stored, err = topic.GetMsg(ctx, first)
 		return err == nil
 	}, "the first message of the batch should be readable")
@@ -98,13 +98,13 @@ func deadLetterAtomicBatch(t *testing.T, nc *nats.Conn) {
 		}
 		seenIDs[m.ID] = true
 		return sluice.Permanent(errors.New("refused by the test"))
-	}), sluice.WithCredit(credit), sluice.WithWorkerLogger(testharness.Logger(t)))
+	}), sluice.WithCredit(credit), sluice.WithWorkerLogger(harness.Logger(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	run(t, w)
 	dlq := sluice.DeadLetterStream("orders", "billing")
-	testharness.Eventually(t, time.Minute, func() bool {
+	harness.Eventually(t, time.Minute, func() bool {
 		return streamMsgs(t, js, dlq) == total && streamMsgs(t, js, stream) == 0
 	}, "all %d messages should be dead-lettered and gone from the topic", total)
 
@@ -153,7 +153,7 @@ func deadLetterAtomicBatch(t *testing.T, nc *nats.Conn) {
 // the message is handed back and stays in its topic, the others are
 // handled, and the refusal is counted.
 func TestRefusedDeadLetterFreesTheCredit(t *testing.T) {
-	s := startStack(t, testharness.Topic("orders", "billing"))
+	s := startStack(t, harness.Topic("orders", "billing"))
 	ctx := context.Background()
 	dlq, err := s.js.Stream(ctx, sluice.DeadLetterStream("orders", "billing"))
 	if err != nil {
@@ -184,12 +184,12 @@ func TestRefusedDeadLetterFreesTheCredit(t *testing.T) {
 		}
 		acked.Add(1)
 		return nil
-	}), sluice.WithCredit(1), sluice.WithRegisterer(reg), sluice.WithWorkerLogger(testharness.Logger(t)))
+	}), sluice.WithCredit(1), sluice.WithRegisterer(reg), sluice.WithWorkerLogger(harness.Logger(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	run(t, w)
-	testharness.Eventually(t, 30*time.Second, func() bool {
+	harness.Eventually(t, 30*time.Second, func() bool {
 		return acked.Load() == others && workerOutcome(t, reg, "dead_letter_refused") >= 1 &&
 			s.streamMsgs(t, sluice.StreamName("orders")) == 1
 	}, "the other messages should be handled past the refused one, which stays in the topic, counted")

@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicebus/sluice/broker"
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
@@ -20,9 +20,9 @@ import (
 // sequence of an old dead letter, redelivered after a retryable failure,
 // must be handled again, not terminated as already dead-lettered.
 func TestRecreatedTopicSeqIsNotTakenForADeadLetter(t *testing.T) {
-	topic := testharness.Topic("orders", "billing")
-	topics := testharness.Topics(topic)
-	nc := testharness.Connect(t, testharness.StartBroker(t, topics))
+	topic := harness.Topic("orders", "billing")
+	topics := harness.Topics(topic)
+	nc := harness.Connect(t, harness.StartBroker(t, topics))
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +56,7 @@ func TestRecreatedTopicSeqIsNotTakenForADeadLetter(t *testing.T) {
 	}
 	old := publish("old-1", "old")
 	stop := run(t, newWorker(t, s, handler))
-	testharness.Eventually(t, 10*time.Second, func() bool {
+	harness.Eventually(t, 10*time.Second, func() bool {
 		return s.streamMsgs(t, sluice.DeadLetterStream("orders", "billing")) == 1 &&
 			s.streamMsgs(t, sluice.StreamName("orders")) == 0
 	}, "old-1 should be dead-lettered")
@@ -67,7 +67,7 @@ func TestRecreatedTopicSeqIsNotTakenForADeadLetter(t *testing.T) {
 	if err := s.js.DeleteStream(ctx, sluice.StreamName("orders")); err != nil {
 		t.Fatal(err)
 	}
-	if err := broker.Provision(ctx, s.js, topics, testharness.Logger(t)); err != nil {
+	if err := broker.Provision(ctx, s.js, topics, harness.Logger(t)); err != nil {
 		t.Fatal(err)
 	}
 	if seq := publish("new-1", "new"); seq != old {
@@ -76,7 +76,7 @@ func TestRecreatedTopicSeqIsNotTakenForADeadLetter(t *testing.T) {
 
 	run(t, newWorker(t, s, handler))
 	// Acked on its second attempt, or (the defect) terminated unhandled.
-	testharness.Eventually(t, 20*time.Second, func() bool {
+	harness.Eventually(t, 20*time.Second, func() bool {
 		return s.streamMsgs(t, sluice.StreamName("orders")) == 0
 	}, "new-1 should leave the topic")
 	mu.Lock()
@@ -92,7 +92,7 @@ func TestRecreatedTopicSeqIsNotTakenForADeadLetter(t *testing.T) {
 
 func newWorker(t *testing.T, s stack, h sluice.Handler) *sluice.Worker {
 	t.Helper()
-	w, err := sluice.NewWorker(s.nc, "orders", "billing", h, sluice.WithWorkerLogger(testharness.Logger(t)))
+	w, err := sluice.NewWorker(s.nc, "orders", "billing", h, sluice.WithWorkerLogger(harness.Logger(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,9 +105,9 @@ func newWorker(t *testing.T, s stack, h sluice.Handler) *sluice.Worker {
 // duplicate of the old one, which would leave the new message terminated
 // without a copy), marked with the new family's creation.
 func TestDeadLetterAtARecreatedSeqIsStored(t *testing.T) {
-	topic := testharness.Topic("orders", "billing")
-	topics := testharness.Topics(topic)
-	nc := testharness.Connect(t, testharness.StartBroker(t, topics))
+	topic := harness.Topic("orders", "billing")
+	topics := harness.Topics(topic)
+	nc := harness.Connect(t, harness.StartBroker(t, topics))
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -126,14 +126,14 @@ func TestDeadLetterAtARecreatedSeqIsStored(t *testing.T) {
 		return sluice.Permanent(errors.New("malformed"))
 	})))
 	old := publish("old-1")
-	testharness.Eventually(t, 10*time.Second, func() bool {
+	harness.Eventually(t, 10*time.Second, func() bool {
 		return s.streamMsgs(t, sluice.DeadLetterStream("orders", "billing")) == 1
 	}, "old-1 should be dead-lettered")
 
 	if err := js.DeleteStream(ctx, sluice.StreamName("orders")); err != nil {
 		t.Fatal(err)
 	}
-	if err := broker.Provision(ctx, js, topics, testharness.Logger(t)); err != nil {
+	if err := broker.Provision(ctx, js, topics, harness.Logger(t)); err != nil {
 		t.Fatal(err)
 	}
 	cons, err := js.Consumer(ctx, sluice.StreamName("orders"), "billing")
@@ -143,7 +143,7 @@ func TestDeadLetterAtARecreatedSeqIsStored(t *testing.T) {
 	if seq := publish("new-1"); seq != old {
 		t.Fatalf("the new message got seq %d, the dead letter has %d: the test needs them equal", seq, old)
 	}
-	testharness.Eventually(t, 30*time.Second, func() bool {
+	harness.Eventually(t, 30*time.Second, func() bool {
 		return s.streamMsgs(t, sluice.StreamName("orders")) == 0
 	}, "new-1 should leave the topic")
 	if n := s.streamMsgs(t, sluice.DeadLetterStream("orders", "billing")); n != 2 {

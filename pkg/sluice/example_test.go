@@ -9,12 +9,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/zap"
 
-	"github.com/sluicebus/sluice/internal/config"
-	"github.com/sluicebus/sluice/internal/devstack"
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
+	"github.com/sluicebus/sluice/internal/topology"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
@@ -28,26 +25,23 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		log.Fatal(err)
 	}
-	cfg := config.DefaultConfig()
-	cfg.Broker.DataDir = dir
-	cfg.Broker.Listen = "127.0.0.1:-1"
-	cfg.Gateway.Listen = "127.0.0.1:0"
-	cfg.Demo.Enabled = false
-	invoices := testharness.Topic("invoices", "mailer")
-	cfg.Topics["invoices"] = invoices
-	stack, err := devstack.Start(cfg, zap.NewNop(), prometheus.NewRegistry())
+	// What `make run` starts (configs/dev.yaml's orders, with billing and
+	// shipping), plus an invoices topic; no demo workers.
+	orders := topology.DefaultTopic()
+	orders.Name = "orders"
+	orders.Families = map[string]topology.Family{}
+	for _, name := range []string{"billing", "shipping"} {
+		f := topology.DefaultFamily()
+		f.Name = name
+		orders.Families[name] = f
+	}
+	stack, err := harness.StartStack(dir, harness.Topics(orders, harness.Topic("invoices", "mailer")))
 	if err != nil {
 		log.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	ready := make(chan struct{})
-	go func() { done <- stack.Run(ctx, func() { close(ready) }) }()
-	<-ready
-	gatewayURL, natsURL = "http://"+stack.Addr().String(), stack.BrokerURL()
+	gatewayURL, natsURL = stack.GatewayURL, stack.NATSURL
 	code := m.Run()
-	cancel()
-	if err := <-done; err != nil {
+	if err := stack.Close(); err != nil {
 		log.Print(err)
 	}
 	os.RemoveAll(dir)

@@ -17,12 +17,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicebus/sluice/gateway"
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
 func TestProducerTypedErrorsAreNotRetried(t *testing.T) {
-	topic := testharness.Topic("orders", "billing")
+	topic := harness.Topic("orders", "billing")
 	topic.MaxMessageSize = 100
 	s := startStack(t, topic)
 	p := s.producer(t)
@@ -61,20 +61,20 @@ func deadURL(t *testing.T) string {
 }
 
 func TestProducerFailsOverAndKeepsItsKey(t *testing.T) {
-	tm := testharness.Topics(testharness.Topic("orders", "billing"))
-	b := testharness.StartBroker(t, tm)
-	nc := testharness.Connect(t, b)
+	tm := harness.Topics(harness.Topic("orders", "billing"))
+	b := harness.StartBroker(t, tm)
+	nc := harness.Connect(t, b)
 	// A gateway whose broker stores messages but whose acks never arrive.
-	proxy, cutNC := testharness.ConnectThrough(t, b.ClientURL())
-	cfg := testharness.GatewayConfig(tm)
+	proxy, cutNC := harness.ConnectThrough(t, b.ClientURL())
+	cfg := harness.GatewayConfig(tm)
 	cfg.PublishTimeout = 200 * time.Millisecond
-	_, cut := testharness.StartGateway(t, cfg, cutNC)
+	_, cut := harness.StartGateway(t, cfg, cutNC)
 	proxy.HoldReplies(true)
-	_, good := testharness.StartGateway(t, testharness.GatewayConfig(tm), nc)
+	_, good := harness.StartGateway(t, harness.GatewayConfig(tm), nc)
 
 	// Dead gateway, then the cut one (stores, answers 503 unknown), then a good one.
 	p, err := sluice.NewProducer([]string{deadURL(t), cut.URL, good.URL},
-		sluice.WithRetry(6, time.Millisecond, 20*time.Millisecond), sluice.WithProducerLogger(testharness.Logger(t)))
+		sluice.WithRetry(6, time.Millisecond, 20*time.Millisecond), sluice.WithProducerLogger(harness.Logger(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestProducerFailsOverAndKeepsItsKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := stack{nc: nc, js: js}
-	testharness.Eventually(t, 5*time.Second, func() bool { return s.streamMsgs(t, sluice.StreamName("orders")) == 1 }, "exactly one stored")
+	harness.Eventually(t, 5*time.Second, func() bool { return s.streamMsgs(t, sluice.StreamName("orders")) == 1 }, "exactly one stored")
 
 	// Only the cut gateway: the caller is told the outcome is unknown.
 	only, _ := sluice.NewProducer([]string{cut.URL}, sluice.WithRetry(2, time.Millisecond, 2*time.Millisecond))
@@ -107,7 +107,7 @@ func TestProducerFailsOverAndKeepsItsKey(t *testing.T) {
 }
 
 func TestProducerWaitsOutAFullTopic(t *testing.T) {
-	topic := testharness.Topic("orders", "billing")
+	topic := harness.Topic("orders", "billing")
 	topic.MaxMessages = 1
 	// Nothing drains yet, so the gateway advises the longest wait: keep it short.
 	s := startStackWith(t, func(c *gateway.Config) { c.RetryAfterMax = 2 * time.Second }, topic)
@@ -132,7 +132,7 @@ func TestProducerWaitsOutAFullTopic(t *testing.T) {
 }
 
 func TestPublishBatch(t *testing.T) {
-	s := startStack(t, testharness.Topic("orders", "billing"))
+	s := startStack(t, harness.Topic("orders", "billing"))
 	p := s.producer(t)
 	res, err := p.PublishBatch(context.Background(), "orders", []sluice.BatchMessage{
 		{ID: "a", JSON: json.RawMessage(`{"n":1}`)},
@@ -226,7 +226,7 @@ func TestProducerMovesOffAStoppingGateway(t *testing.T) {
 }
 
 func TestProducerPacesFromRateLimitHeaders(t *testing.T) {
-	topic := testharness.Topic("orders", "billing")
+	topic := harness.Topic("orders", "billing")
 	topic.MaxMessages = 3
 	s := startStackWith(t, func(c *gateway.Config) { c.AdmissionRefresh = time.Second }, topic)
 	p := s.producer(t)
@@ -267,7 +267,7 @@ func grepLines(s, substr string) string {
 // payload, content type and metadata); another message under the same key
 // is stored as another message, and the same one again is a duplicate.
 func TestProducerSameKeyOtherMessageIsStored(t *testing.T) {
-	s := startStack(t, testharness.Topic("orders", "billing"))
+	s := startStack(t, harness.Topic("orders", "billing"))
 	p := s.producer(t)
 	first, err := p.Publish(context.Background(), "orders", []byte("a"), sluice.WithID("k"))
 	if err != nil {

@@ -10,7 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicebus/sluice/gateway"
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
 	"github.com/sluicebus/sluice/internal/topology"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
@@ -30,14 +30,14 @@ func startStack(t testing.TB, topics ...topology.Topic) stack {
 // startStackWith lets the test adjust the gateway's configuration.
 func startStackWith(t testing.TB, adjust func(*gateway.Config), topics ...topology.Topic) stack {
 	t.Helper()
-	tm := testharness.Topics(topics...)
-	b := testharness.StartBroker(t, tm)
-	nc := testharness.Connect(t, b)
-	cfg := testharness.GatewayConfig(tm)
+	tm := harness.Topics(topics...)
+	b := harness.StartBroker(t, tm)
+	nc := harness.Connect(t, b)
+	cfg := harness.GatewayConfig(tm)
 	if adjust != nil {
 		adjust(&cfg)
 	}
-	_, srv := testharness.StartGateway(t, cfg, nc)
+	_, srv := harness.StartGateway(t, cfg, nc)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -47,7 +47,7 @@ func startStackWith(t testing.TB, adjust func(*gateway.Config), topics ...topolo
 
 func (s stack) producer(t *testing.T) *sluice.Producer {
 	t.Helper()
-	p, err := sluice.NewProducer([]string{s.gateway}, sluice.WithProducerLogger(testharness.Logger(t)))
+	p, err := sluice.NewProducer([]string{s.gateway}, sluice.WithProducerLogger(harness.Logger(t)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/sluicebus/sluice/pkg/credit"
+	"github.com/sluicebus/sluice/pkg/sluice/internal/credit"
 )
 
 // ErrFamilyNotFound means the family's durable consumer does not exist.

@@ -11,12 +11,12 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/sluicebus/sluice/internal/testharness"
+	"github.com/sluicebus/sluice/internal/testkit/harness"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
 func TestBothFamiliesReceiveAndAck(t *testing.T) {
-	s := startStack(t, testharness.Topic("orders", "billing", "shipping"))
+	s := startStack(t, harness.Topic("orders", "billing", "shipping"))
 	var mu sync.Mutex
 	got := map[string][]*sluice.Message{}
 	for _, fam := range []string{"billing", "shipping"} {
@@ -36,7 +36,7 @@ func TestBothFamiliesReceiveAndAck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	testharness.Eventually(t, 10*time.Second, func() bool {
+	harness.Eventually(t, 10*time.Second, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(got["billing"]) == 1 && len(got["shipping"]) == 1
@@ -49,13 +49,13 @@ func TestBothFamiliesReceiveAndAck(t *testing.T) {
 		}
 	}
 	// Acked by both families: interest retention removes it from the topic.
-	testharness.Eventually(t, 10*time.Second, func() bool {
+	harness.Eventually(t, 10*time.Second, func() bool {
 		return s.streamMsgs(t, sluice.StreamName("orders")) == 0
 	}, "the topic should be empty once both families acked")
 }
 
 func TestRetryWithBackoffThenDeadLetter(t *testing.T) {
-	topic := testharness.Topic("orders", "billing")
+	topic := harness.Topic("orders", "billing")
 	fam := topic.Families["billing"]
 	fam.MaxAttempts = 3
 	fam.Backoff = []time.Duration{100 * time.Millisecond, 300 * time.Millisecond}
@@ -79,7 +79,7 @@ func TestRetryWithBackoffThenDeadLetter(t *testing.T) {
 	if _, err := s.producer(t).Publish(context.Background(), "orders", []byte("pay me"), sluice.WithID("o-7"), sluice.WithMeta("k", "v")); err != nil {
 		t.Fatal(err)
 	}
-	testharness.Eventually(t, 10*time.Second, func() bool {
+	harness.Eventually(t, 10*time.Second, func() bool {
 		return s.streamMsgs(t, sluice.DeadLetterStream("orders", "billing")) == 1
 	}, "the message should be dead-lettered after 3 attempts")
 
@@ -104,13 +104,13 @@ func TestRetryWithBackoffThenDeadLetter(t *testing.T) {
 		t.Fatalf("dead letter = %q %v", dl.Data, h)
 	}
 	// Terminated: it no longer occupies the topic.
-	testharness.Eventually(t, 5*time.Second, func() bool {
+	harness.Eventually(t, 5*time.Second, func() bool {
 		return s.streamMsgs(t, sluice.StreamName("orders")) == 0
 	}, "a dead letter must leave the topic")
 }
 
 func TestPermanentErrorDeadLettersAtOnce(t *testing.T) {
-	s := startStack(t, testharness.Topic("orders", "billing", "shipping"))
+	s := startStack(t, harness.Topic("orders", "billing", "shipping"))
 	var calls atomic.Int32
 	w, _ := sluice.NewWorker(s.nc, "orders", "billing", sluice.HandlerFunc(func(context.Context, *sluice.Message) error {
 		calls.Add(1)
@@ -122,7 +122,7 @@ func TestPermanentErrorDeadLettersAtOnce(t *testing.T) {
 	if _, err := s.producer(t).Publish(context.Background(), "orders", []byte("bad")); err != nil {
 		t.Fatal(err)
 	}
-	testharness.Eventually(t, 10*time.Second, func() bool {
+	harness.Eventually(t, 10*time.Second, func() bool {
 		return s.streamMsgs(t, sluice.DeadLetterStream("orders", "billing")) == 1 &&
 			s.streamMsgs(t, sluice.StreamName("orders")) == 0
 	}, "dead-lettered by billing, acked by shipping, gone from the topic")
@@ -140,7 +140,7 @@ func TestPermanentErrorDeadLettersAtOnce(t *testing.T) {
 }
 
 func TestAckWaitExhaustedGoesToDeadLetters(t *testing.T) {
-	topic := testharness.Topic("orders", "billing")
+	topic := harness.Topic("orders", "billing")
 	fam := topic.Families["billing"]
 	fam.MaxAttempts = 2
 	fam.AckWait = 200 * time.Millisecond
@@ -154,7 +154,7 @@ func TestAckWaitExhaustedGoesToDeadLetters(t *testing.T) {
 	var calls atomic.Int32
 	w, _ := sluice.NewWorker(s.nc, "orders", "billing", counting(&calls))
 	run(t, w)
-	testharness.Eventually(t, 10*time.Second, func() bool {
+	harness.Eventually(t, 10*time.Second, func() bool {
 		return s.streamMsgs(t, sluice.DeadLetterStream("orders", "billing")) == 1
 	}, "the third delivery should go straight to the dead letters")
 	if calls.Load() != 0 {
@@ -167,7 +167,7 @@ func TestAckWaitExhaustedGoesToDeadLetters(t *testing.T) {
 }
 
 func TestWorkerNeverHoldsMoreThanItsCredit(t *testing.T) {
-	s := startStack(t, testharness.Topic("orders", "billing"))
+	s := startStack(t, harness.Topic("orders", "billing"))
 	const credit, total = 4, 40
 	var cur, peak, done atomic.Int32
 	release := make(chan struct{})
@@ -190,7 +190,7 @@ func TestWorkerNeverHoldsMoreThanItsCredit(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	testharness.Eventually(t, 10*time.Second, func() bool { return cur.Load() == credit }, "handlers should fill the credit")
+	harness.Eventually(t, 10*time.Second, func() bool { return cur.Load() == credit }, "handlers should fill the credit")
 	// Held messages as the broker sees them: never above the worker's credit.
 	cons, _ := s.js.Consumer(context.Background(), sluice.StreamName("orders"), "billing")
 	info, err := cons.Info(context.Background())
@@ -201,14 +201,14 @@ func TestWorkerNeverHoldsMoreThanItsCredit(t *testing.T) {
 		t.Fatalf("broker shows %d in flight, credit is %d", info.NumAckPending, credit)
 	}
 	close(release)
-	testharness.Eventually(t, 20*time.Second, func() bool { return done.Load() == total }, "all messages handled")
+	harness.Eventually(t, 20*time.Second, func() bool { return done.Load() == total }, "all messages handled")
 	if peak.Load() > credit {
 		t.Fatalf("peak concurrency %d above credit %d", peak.Load(), credit)
 	}
 }
 
 func TestLongHandlerKeepsItsMessage(t *testing.T) {
-	topic := testharness.Topic("orders", "billing")
+	topic := harness.Topic("orders", "billing")
 	fam := topic.Families["billing"]
 	fam.AckWait = 200 * time.Millisecond
 	topic.Families["billing"] = fam
@@ -226,7 +226,7 @@ func TestLongHandlerKeepsItsMessage(t *testing.T) {
 	if _, err := s.producer(t).Publish(context.Background(), "orders", []byte("slow")); err != nil {
 		t.Fatal(err)
 	}
-	testharness.Eventually(t, 10*time.Second, func() bool {
+	harness.Eventually(t, 10*time.Second, func() bool {
 		return s.streamMsgs(t, sluice.StreamName("orders")) == 0
 	}, "acked")
 	if calls.Load() != 1 {
@@ -235,7 +235,7 @@ func TestLongHandlerKeepsItsMessage(t *testing.T) {
 }
 
 func TestDrainFinishesHeldMessages(t *testing.T) {
-	s := startStack(t, testharness.Topic("orders", "billing"))
+	s := startStack(t, harness.Topic("orders", "billing"))
 	started := make(chan struct{})
 	var finished atomic.Bool
 	w, _ := sluice.NewWorker(s.nc, "orders", "billing", sluice.HandlerFunc(func(ctx context.Context, _ *sluice.Message) error {
@@ -261,13 +261,13 @@ func TestDrainFinishesHeldMessages(t *testing.T) {
 	if err := <-errc; err != nil {
 		t.Fatalf("Run after drain: %v", err)
 	}
-	testharness.Eventually(t, 5*time.Second, func() bool {
+	harness.Eventually(t, 5*time.Second, func() bool {
 		return s.streamMsgs(t, sluice.StreamName("orders")) == 0
 	}, "the drained message should be acked")
 }
 
 func TestWorkerTypedErrors(t *testing.T) {
-	s := startStack(t, testharness.Topic("orders", "billing"))
+	s := startStack(t, harness.Topic("orders", "billing"))
 	h := sluice.HandlerFunc(func(context.Context, *sluice.Message) error { return nil })
 	w, _ := sluice.NewWorker(s.nc, "nope", "billing", h)
 	if err := w.Run(context.Background()); !errors.Is(err, sluice.ErrTopicNotFound) {
@@ -286,7 +286,7 @@ func TestWorkerTypedErrors(t *testing.T) {
 }
 
 func TestRedeliveryOfADeadLetteredMessageIsOnlyTerminated(t *testing.T) {
-	topic := testharness.Topic("orders", "billing")
+	topic := harness.Topic("orders", "billing")
 	fam := topic.Families["billing"]
 	fam.AckWait = 200 * time.Millisecond
 	topic.Families["billing"] = fam
@@ -312,7 +312,7 @@ func TestRedeliveryOfADeadLetteredMessageIsOnlyTerminated(t *testing.T) {
 	var calls atomic.Int32
 	w, _ := sluice.NewWorker(s.nc, "orders", "billing", counting(&calls))
 	run(t, w)
-	testharness.Eventually(t, 10*time.Second, func() bool {
+	harness.Eventually(t, 10*time.Second, func() bool {
 		return s.streamMsgs(t, sluice.StreamName("orders")) == 0
 	}, "the redelivered message should be terminated")
 	if calls.Load() != 0 {
@@ -324,7 +324,7 @@ func TestRedeliveryOfADeadLetteredMessageIsOnlyTerminated(t *testing.T) {
 }
 
 func TestDeadLetterCopyIsRetriedInPlace(t *testing.T) {
-	topic := testharness.Topic("orders", "billing")
+	topic := harness.Topic("orders", "billing")
 	topic.MaxMessages = 1 // the dead-letter stream inherits it
 	s := startStack(t, topic)
 	// Fill the dead letters with an older one.
@@ -342,7 +342,7 @@ func TestDeadLetterCopyIsRetriedInPlace(t *testing.T) {
 	}
 	// The copy cannot be stored: the message stays held, in progress.
 	cons, _ := s.js.Consumer(context.Background(), sluice.StreamName("orders"), "billing")
-	testharness.Eventually(t, 10*time.Second, func() bool {
+	harness.Eventually(t, 10*time.Second, func() bool {
 		info, err := cons.Info(context.Background())
 		return err == nil && info.NumAckPending == 1 && calls.Load() == 1
 	}, "the message should be held while its dead letter cannot be written")
@@ -351,7 +351,7 @@ func TestDeadLetterCopyIsRetriedInPlace(t *testing.T) {
 	if err := dlq.Purge(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	testharness.Eventually(t, 15*time.Second, func() bool {
+	harness.Eventually(t, 15*time.Second, func() bool {
 		return s.streamMsgs(t, sluice.StreamName("orders")) == 0 &&
 			s.streamMsgs(t, sluice.DeadLetterStream("orders", "billing")) == 1
 	}, "the dead letter should be written once there is room")
@@ -364,7 +364,7 @@ func TestDeadLetterCopyIsRetriedInPlace(t *testing.T) {
 }
 
 func TestRetryDeadlineDeadLetters(t *testing.T) {
-	topic := testharness.Topic("orders", "billing")
+	topic := harness.Topic("orders", "billing")
 	fam := topic.Families["billing"]
 	fam.MaxAttempts = 10
 	fam.BackoffCurve = "exponential"
@@ -381,7 +381,7 @@ func TestRetryDeadlineDeadLetters(t *testing.T) {
 	if _, err := s.producer(t).Publish(context.Background(), "orders", []byte("x")); err != nil {
 		t.Fatal(err)
 	}
-	testharness.Eventually(t, 10*time.Second, func() bool {
+	harness.Eventually(t, 10*time.Second, func() bool {
 		return s.streamMsgs(t, sluice.DeadLetterStream("orders", "billing")) == 1
 	}, "the message should be dead-lettered at its retry deadline")
 	// Delays 200ms, 400ms: the third retry would land past 500ms.

@@ -1,0 +1,121 @@
+// Package admit is the gateway's admission arithmetic: each gateway's share
+// of a topic's free capacity, the drain rate that computes Retry-After, and
+// the token buckets of tenant and client rates. Plain values with no
+// goroutines, locks or clocks of their own (callers pass now); the gateway's
+// admission loop drives them.
+package admit
+
+import (
+	"math"
+	"time"
+)
+
+// Admission is one gateway's credit for one topic: how many more messages
+// (and bytes) it may accept before the next refill. Refill sets it to the
+// gateway's share of the topic's free capacity, measured on the bus, so N
+// gateways together never admit more than the topic can hold.
+type Admission struct {
+	msgs, bytes           int64 // credit left
+	shareMsgs, shareBytes int64 // credit at the last refill
+	refilled              bool
+	exhausted             bool // until the next refill
+}
+
+// Refill replaces the credit with this gateway's share of the free capacity
+// minus what it holds: messages it admitted whose storage the measurement
+// may not show (still being published when the measurement began, or
+// admitted while it was taken). Counting one of them twice only refuses a
+// little early; missing one would over-admit.
+func (a *Admission) Refill(shareMsgs, shareBytes, heldMsgs, heldBytes int64) {
+	a.shareMsgs, a.shareBytes = max(0, shareMsgs), max(0, shareBytes)
+	a.msgs, a.bytes = a.shareMsgs-heldMsgs, a.shareBytes-heldBytes
+	a.refilled, a.exhausted = true, false
+}
+
+// Take admits one message of size bytes if there is credit for it. Before
+// the first refill everything is admitted: the stream's own bound still holds.
+func (a *Admission) Take(size int64) bool {
+	if !a.refilled {
+		return true
+	}
+	if a.msgs < 1 || a.bytes < size {
+		return false
+	}
+	a.msgs--
+	a.bytes -= size
+	return true
+}
+
+// Return gives back the credit of a message taken but certainly not
+// stored. A refill since the take counted it as held, so giving it back is
+// right either way; credit never exceeds the share.
+func (a *Admission) Return(size int64) {
+	if a.refilled && !a.exhausted {
+		a.msgs = min(a.shareMsgs, a.msgs+1)
+		a.bytes = min(a.shareBytes, a.bytes+size)
+	}
+}
+
+// Exhaust drops the credit to nothing until the next refill: the bus has
+// shown the measurement it came from to be stale (the stream refused a
+// message as full).
+func (a *Admission) Exhaust() {
+	if a.refilled {
+		a.msgs, a.exhausted = 0, true
+	}
+}
+
+// Remaining is the message credit left (0 when exhausted).
+func (a *Admission) Remaining() int64 { return max(0, a.msgs) }
+
+// Share is the message credit of the last refill.
+func (a *Admission) Share() int64 { return a.shareMsgs }
+
+// Refilled reports whether the credit was ever measured.
+func (a *Admission) Refilled() bool { return a.refilled }
+
+// Drain estimates how fast a topic empties: messages leaving it (acked by
+// every family, or dead-lettered) per second, from successive readings of
+// the stream's last sequence and message count.
+type Drain struct {
+	halfLife time.Duration
+	rate     float64
+	lastSeq  uint64
+	msgs     uint64
+	at       time.Time
+	observed bool
+}
+
+// NewDrain returns an estimator whose average halves its memory every halfLife.
+func NewDrain(halfLife time.Duration) *Drain { return &Drain{halfLife: halfLife} }
+
+// Observe records a reading: the stream's last sequence and message count at now.
+func (d *Drain) Observe(now time.Time, lastSeq, msgs uint64) {
+	if d.observed && now.After(d.at) && lastSeq >= d.lastSeq {
+		// In = new sequences; out = in minus the growth of the backlog.
+		in := float64(lastSeq - d.lastSeq)
+		out := max(0, in-(float64(msgs)-float64(d.msgs)))
+		dt := now.Sub(d.at).Seconds()
+		alpha := 1 - math.Exp2(-dt/d.halfLife.Seconds())
+		d.rate += alpha * (out/dt - d.rate)
+	}
+	d.lastSeq, d.msgs, d.at, d.observed = lastSeq, msgs, now, true
+}
+
+// Rate is the estimated drain in messages per second.
+func (d *Drain) Rate() float64 { return d.rate }
+
+// RetryAfter is how long a refused client should wait: the time for the
+// topic to drain deficit messages at rate, clamped to [lo, hi], then
+// stretched by jitter (a draw in [0, 1): up to twice as long, still at most
+// hi) so refused clients do not come back together. With no drain at all
+// it is hi.
+func RetryAfter(deficit int64, rate, jitter float64, lo, hi time.Duration) time.Duration {
+	// In float seconds: a rate decaying towards zero would overflow a Duration.
+	secs := hi.Seconds()
+	if rate > 1e-9 {
+		secs = min(secs, float64(max(1, deficit))/rate)
+	}
+	secs = max(lo.Seconds(), secs)
+	return time.Duration(min(hi.Seconds(), secs*(1+jitter)) * float64(time.Second))
+}

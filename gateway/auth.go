@@ -4,10 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"sync"
 	"time"
 
-	"github.com/sluicebus/sluice/gateway/internal/admit"
 	"github.com/sluicebus/sluice/internal/tenant"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
@@ -78,49 +76,4 @@ func (g *Gateway) guardHeaders(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 		}
 	})
-}
-
-// tenantLimits holds each tenant's rate bucket, at this gateway, over all
-// its topics.
-type tenantLimits struct {
-	mu      sync.Mutex
-	buckets map[string]*admit.Bucket
-}
-
-func newTenantLimits(keys *tenant.Keys, now time.Time) *tenantLimits {
-	tl := &tenantLimits{buckets: map[string]*admit.Bucket{}}
-	for name, t := range keys.Tenants() {
-		if t.Rate > 0 {
-			tl.buckets[name] = admit.NewBucket(t.Rate, t.Burst, now)
-		}
-	}
-	return tl
-}
-
-// take takes n messages of t's rate, or says how long until they are there.
-func (tl *tenantLimits) take(t *tenant.Tenant, n float64, now time.Time) (bool, time.Duration) {
-	b := tl.buckets[t.Name]
-	if b == nil {
-		return true, 0
-	}
-	tl.mu.Lock()
-	defer tl.mu.Unlock()
-	if b.Take(now, n) {
-		return true, 0
-	}
-	return false, b.Wait(now, n)
-}
-
-// admitTenant takes n messages of the caller's tenant rate, if it has one.
-func (g *Gateway) admitTenant(c tenant.Caller, n int) error {
-	if c.Tenant == nil {
-		return nil
-	}
-	ok, wait := g.tenants.take(c.Tenant, float64(n), time.Now())
-	if ok {
-		return nil
-	}
-	g.metrics.tenantRefusals.WithLabelValues(c.Tenant.Name, "tenant_rate").Inc()
-	return refuse("tenant_rate", min(g.cfg.RetryAfterMax, max(g.cfg.RetryAfterMin, wait)),
-		fmt.Errorf("%w: tenant %s is over its quota of %v messages/s (burst %d)", errRateLimited, c.Tenant.Name, c.Tenant.Rate, c.Tenant.Burst))
 }

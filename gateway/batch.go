@@ -32,9 +32,8 @@ type pending struct {
 	// key is the item's idempotency key (entry.id adds its digest).
 	key string
 	entry
-	// admitted: it holds admission credit for size bytes.
-	admitted bool
-	size     int64
+	// settle settles the admission credit it holds; nil: not admitted.
+	settle settlement
 }
 
 // publishBatch handles POST /v1/topics/{topic}/messages:batch. The whole body
@@ -215,27 +214,14 @@ func parseItem(line []byte, t topology.Topic) (string, *nats.Msg, error) {
 	return id, msg, nil
 }
 
-// admitAll applies the client's rate and the topic's admission credit to
-// each valid item; a refused item gets its own 429.
+// admitAll passes each valid item through the admission door; a refused
+// item gets its own 429.
 func (g *Gateway) admitAll(r *http.Request, w http.ResponseWriter, topic string, items []*pending, c tenant.Caller) {
 	for _, it := range items {
 		if it.err != nil {
 			continue
 		}
-		if err := g.admitTenant(c, 1); err != nil {
-			it.err = err
-			continue
-		}
-		if err := g.admitClient(r, c, 1); err != nil {
-			it.err = err
-			continue
-		}
-		it.size = int64(len(it.msg.Data))
-		if err := g.takeCredit(topic, it.size, c); err != nil {
-			it.err = err
-			continue
-		}
-		it.admitted = true
+		it.settle, it.err = g.admit(entrance{caller: c, topic: topic, size: int64(len(it.msg.Data)), req: r})
 	}
 	g.adm.setHeaders(w.Header(), topic) // once, with what is left after the batch
 }
@@ -245,8 +231,8 @@ func (g *Gateway) admitAll(r *http.Request, w http.ResponseWriter, topic string,
 func (g *Gateway) publishAll(ctx context.Context, topic string, items []*pending) {
 	defer func() {
 		for _, it := range items {
-			if it.admitted {
-				g.adm.finish(topic, it.size, it.err)
+			if it.settle != nil {
+				it.settle(it.err)
 			}
 		}
 	}()

@@ -336,18 +336,22 @@ func (g *Gateway) redriveEnd(w http.ResponseWriter, d *deadLetters, res sluice.R
 // after a failed delete is stored once within the duplicate window.
 func (g *Gateway) redrive(ctx context.Context, d *deadLetters, m *jetstream.RawStreamMsg, c tenant.Caller) (seq uint64, err error) {
 	t, f := d.t, d.f
-	if err := g.admitTenant(c, 1); err != nil { // a redrive counts against the tenant's quota like a publish
+	// A redrive counts against the tenant's quota and the topic's credit
+	// like a publish. It skips the client rate and the RateLimit headers:
+	// its pace is the gateway's redrive rate, waited for rather than
+	// refused, so that one request moves many dead letters; and it answers
+	// with its own result and Retry-After (redriveEnd), not publish credit.
+	settle, err := g.admit(entrance{caller: c, topic: t.Name, size: int64(len(m.Data)), pace: func() error {
+		if err := g.redriveRate.Wait(ctx); err != nil {
+			// The request's time is up before the rate allows another.
+			return fmt.Errorf("%w: %w: %v", errOverloaded, errRedriveTime, err)
+		}
+		return nil
+	}})
+	if err != nil {
 		return 0, err
 	}
-	if err := g.redriveRate.Wait(ctx); err != nil {
-		// The request's time is up before the rate allows another.
-		return 0, fmt.Errorf("%w: %w: %v", errOverloaded, errRedriveTime, err)
-	}
-	size := int64(len(m.Data))
-	if err := g.takeCredit(t.Name, size, c); err != nil {
-		return 0, err
-	}
-	defer func() { g.adm.finish(t.Name, size, err) }()
+	defer func() { settle(err) }()
 	msg := nats.NewMsg(sluice.RedriveSubject(t.Name, f.Name))
 	msg.Data = m.Data
 	for k, v := range m.Header {

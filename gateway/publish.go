@@ -52,17 +52,12 @@ func (g *Gateway) publish(w http.ResponseWriter, r *http.Request, c tenant.Calle
 		}
 	}
 	// Admission, before a byte of the body is read: a refusal is cheap.
-	if err := g.admitTenant(c, 1); err != nil {
-		return err
-	}
-	if err := g.admitClient(r, c, 1); err != nil {
-		return err
-	}
 	size := max(r.ContentLength, 0)
-	if err := g.admitTopic(w, t.Name, size, c); err != nil {
+	settle, err := g.admit(entrance{caller: c, topic: t.Name, size: size, req: r, header: w.Header()})
+	if err != nil {
 		return err
 	}
-	defer func() { g.adm.finish(t.Name, size, err) }() // settles the credit from how the request ends
+	defer func() { settle(err) }() // settles the credit from how the request ends
 	reserve := r.ContentLength
 	if reserve < 0 || reserve > int64(t.MaxMessageSize) {
 		reserve = int64(t.MaxMessageSize) // chunked: the most it may be
@@ -83,46 +78,6 @@ func (g *Gateway) publish(w http.ResponseWriter, r *http.Request, c tenant.Calle
 	}
 	writeJSON(w, http.StatusAccepted, receipt)
 	return nil
-}
-
-// admitClient takes n messages from the caller's rate bucket for this
-// topic, if per-client limits are on: each client has a bucket per topic
-// route, so a noisy topic does not use up its quota on the others.
-func (g *Gateway) admitClient(r *http.Request, c tenant.Caller, n int) error {
-	if g.clients == nil {
-		return nil
-	}
-	ok, wait := g.clients.take(clientKey(r, c)+"|"+r.PathValue("topic"), float64(n), time.Now())
-	if ok {
-		return nil
-	}
-	return refuse("client_rate", min(g.cfg.RetryAfterMax, max(g.cfg.RetryAfterMin, wait)),
-		fmt.Errorf("%w: over %v messages/s (burst %d) for this client", errRateLimited, g.cfg.ClientRate, g.cfg.ClientBurst))
-}
-
-// admitTopic takes one message of admission credit for topic and advertises
-// what is left in the RateLimit headers.
-func (g *Gateway) admitTopic(w http.ResponseWriter, topic string, size int64, c tenant.Caller) error {
-	err := g.takeCredit(topic, size, c)
-	g.adm.setHeaders(w.Header(), topic)
-	return err
-}
-
-// takeCredit takes one message of size bytes of topic's admission credit
-// for the caller, or refuses with the advertised wait. Whoever took it
-// settles it with g.adm.finish.
-func (g *Gateway) takeCredit(topic string, size int64, c tenant.Caller) error {
-	ok, wait, shareFull := g.adm.take(topic, size, c.Tenant)
-	switch {
-	case ok:
-		return nil
-	case shareFull:
-		g.metrics.tenantRefusals.WithLabelValues(c.Tenant.Name, "tenant_share").Inc()
-		return refuse("tenant_share", wait, fmt.Errorf("%w: tenant %s took its admission share (%v of this gateway's credit) of topic %s "+
-			"until the next refill", errRateLimited, c.Tenant.Name, c.Tenant.AdmissionShare, topic))
-	}
-	return refuse("admission", wait, fmt.Errorf("%w: no admission credit left for topic %s at this gateway: "+
-		"its workers have not yet made room; retry after the advertised time", errTopicFull, topic))
 }
 
 // topic resolves the {topic} path value to a declared topic.

@@ -1,0 +1,107 @@
+package gateway
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/sluicebus/sluice/internal/tenant"
+)
+
+// entrance is one message at the admission door: who sends it, to which
+// topic, how large it is, and which of the door's optional steps apply.
+type entrance struct {
+	caller tenant.Caller
+	topic  string
+	size   int64
+	// req is the publish request, which names the caller's client rate
+	// bucket; nil: no client rate (a redrive, see redrive).
+	req *http.Request
+	// pace, if set, runs after the rates and before the topic credit is
+	// taken: a redrive waits there for the gateway's redrive rate, so a
+	// refusal by the rates costs it no place in that pace.
+	pace func() error
+	// header, if set, gets the topic's RateLimit headers once its credit was
+	// asked for, taken or not. A batch sets them itself, once, after its
+	// last line; a redrive answers with its own result instead.
+	header http.Header
+}
+
+// settlement settles the admission credit a message took, from how its
+// request ended (admission.finish). Whoever passes the door calls it once.
+type settlement func(outcome error)
+
+// admit is the one admission door of publish, each batch line and
+// redrive, in this order: the tenant's rate, the client's rate, the
+// entrance's pace, then one message of the topic's admission credit (and
+// the RateLimit headers). A refusal at any step is that step's 429; past
+// the door the message holds credit until the settlement is called.
+//
+// Nothing is read of the body before the door: a refusal is cheap.
+func (g *Gateway) admit(in entrance) (settlement, error) {
+	if err := g.admitTenant(in.caller); err != nil {
+		return nil, err
+	}
+	if err := g.admitClient(in.req, in.caller); err != nil {
+		return nil, err
+	}
+	if in.pace != nil {
+		if err := in.pace(); err != nil {
+			return nil, err
+		}
+	}
+	err := g.takeCredit(in.topic, in.size, in.caller)
+	if in.header != nil {
+		g.adm.setHeaders(in.header, in.topic)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return func(outcome error) { g.adm.finish(in.topic, in.size, outcome) }, nil
+}
+
+// admitTenant takes one message of the caller's tenant rate, if it has one.
+func (g *Gateway) admitTenant(c tenant.Caller) error {
+	if c.Tenant == nil {
+		return nil
+	}
+	ok, wait := g.tenants.take(c.Tenant, 1, time.Now())
+	if ok {
+		return nil
+	}
+	g.metrics.tenantRefusals.WithLabelValues(c.Tenant.Name, "tenant_rate").Inc()
+	return refuse("tenant_rate", min(g.cfg.RetryAfterMax, max(g.cfg.RetryAfterMin, wait)),
+		fmt.Errorf("%w: tenant %s is over its quota of %v messages/s (burst %d)", errRateLimited, c.Tenant.Name, c.Tenant.Rate, c.Tenant.Burst))
+}
+
+// admitClient takes one message from the caller's rate bucket for the
+// request's topic, if per-client limits are on and there is a request: each
+// client has a bucket per topic route, so a noisy topic does not use up its
+// quota on the others.
+func (g *Gateway) admitClient(r *http.Request, c tenant.Caller) error {
+	if g.clients == nil || r == nil {
+		return nil
+	}
+	ok, wait := g.clients.take(clientKey(r, c)+"|"+r.PathValue("topic"), 1, time.Now())
+	if ok {
+		return nil
+	}
+	return refuse("client_rate", min(g.cfg.RetryAfterMax, max(g.cfg.RetryAfterMin, wait)),
+		fmt.Errorf("%w: over %v messages/s (burst %d) for this client", errRateLimited, g.cfg.ClientRate, g.cfg.ClientBurst))
+}
+
+// takeCredit takes one message of size bytes of topic's admission credit
+// for the caller, or refuses with the advertised wait.
+func (g *Gateway) takeCredit(topic string, size int64, c tenant.Caller) error {
+	ok, wait, shareFull := g.adm.take(topic, size, c.Tenant)
+	switch {
+	case ok:
+		return nil
+	case shareFull:
+		g.metrics.tenantRefusals.WithLabelValues(c.Tenant.Name, "tenant_share").Inc()
+		return refuse("tenant_share", wait, fmt.Errorf("%w: tenant %s took its admission share (%v of this gateway's credit) of topic %s "+
+			"until the next refill", errRateLimited, c.Tenant.Name, c.Tenant.AdmissionShare, topic))
+	}
+	return refuse("admission", wait, fmt.Errorf("%w: no admission credit left for topic %s at this gateway: "+
+		"its workers have not yet made room; retry after the advertised time", errTopicFull, topic))
+}

@@ -150,19 +150,6 @@ func (a *admission) alive(now time.Time) (n, rank int) {
 	return len(a.seen), rank
 }
 
-// share splits free among n gateways so the shares add up to free: the
-// first free%n by rank get one more.
-func share(free int64, n, rank int) int64 {
-	if free <= 0 {
-		return free / int64(n)
-	}
-	s := free / int64(n)
-	if int64(rank) < free%int64(n) {
-		s++
-	}
-	return s
-}
-
 // refresh reads every topic's state and refills this gateway's share.
 func (a *admission) refresh(ctx context.Context) {
 	if !a.nc.IsConnected() {
@@ -194,7 +181,7 @@ func (a *admission) refresh(ctx context.Context) {
 		ta.mu.Lock()
 		// Held: outstanding when the read began (maybe not yet stored) plus
 		// admitted while it ran.
-		ta.credit.Refill(share(free, alive, rank), share(freeBytes, alive, rank),
+		ta.credit.Refill(admit.Share(free, alive, rank), admit.Share(freeBytes, alive, rank),
 			heldMsgs+ta.takenMsgs-msgs0, heldBytes+ta.takenBytes-bytes0)
 		clear(ta.byTenant)
 		ta.drain.Observe(now, info.State.LastSeq, info.State.Msgs)
@@ -297,17 +284,13 @@ func (a *admission) retryAfterLocked(ta *topicAdmission) time.Duration {
 // wait is the time until the topic has room for every gateway again: the
 // minimum when it has room now.
 func (a *admission) wait(ta *topicAdmission, jitter float64) time.Duration {
-	want := max(int64(ta.alive), ta.maxMsgs/100)
-	if ta.free >= want {
-		return admit.RetryAfter(0, math.Inf(1), jitter, a.cfg.RetryAfterMin, a.cfg.RetryAfterMax)
-	}
-	return admit.RetryAfter(want-ta.free, ta.drain.Rate(), jitter, a.cfg.RetryAfterMin, a.cfg.RetryAfterMax)
+	return admit.Wait(admit.Deficit(ta.free, ta.maxMsgs, ta.alive), ta.drain.Rate(), jitter, a.cfg.RetryAfterMin, a.cfg.RetryAfterMax)
 }
 
 // shedRetryAfter is the Retry-After of a gateway-side shed (503): the
 // bounds there free up in milliseconds, so the minimum, jittered.
 func (a *admission) shedRetryAfter() time.Duration {
-	return admit.RetryAfter(0, math.Inf(1), rand.Float64(), a.cfg.RetryAfterMin, a.cfg.RetryAfterMax)
+	return admit.Wait(0, 0, rand.Float64(), a.cfg.RetryAfterMin, a.cfg.RetryAfterMax)
 }
 
 // setHeaders advertises the topic's admission credit (IETF httpapi

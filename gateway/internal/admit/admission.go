@@ -119,3 +119,35 @@ func RetryAfter(deficit int64, rate, jitter float64, lo, hi time.Duration) time.
 	secs = max(lo.Seconds(), secs)
 	return time.Duration(min(hi.Seconds(), secs*(1+jitter)) * float64(time.Second))
 }
+
+// Share splits free among n gateways so the shares add up to free: the
+// first free%n by rank get one more. Over-full (free < 0), each share is
+// the negative split, so no gateway gets credit.
+func Share(free int64, n, rank int) int64 {
+	if free <= 0 {
+		return free / int64(n)
+	}
+	s := free / int64(n)
+	if int64(rank) < free%int64(n) {
+		s++
+	}
+	return s
+}
+
+// Deficit is how many messages a topic with free room of maxMsgs must
+// drain before each of gateways has credit again: at least 1% of the
+// topic and one message per gateway, less what is free now. 0: room now.
+func Deficit(free, maxMsgs int64, gateways int) int64 {
+	want := max(int64(gateways), maxMsgs/100)
+	return max(0, want-free)
+}
+
+// Wait is the Retry-After of a topic deficit messages short of room,
+// draining at rate: RetryAfter, or with room now (deficit 0) the minimum,
+// jittered, whatever the rate.
+func Wait(deficit int64, rate, jitter float64, lo, hi time.Duration) time.Duration {
+	if deficit <= 0 {
+		return RetryAfter(0, math.Inf(1), jitter, lo, hi)
+	}
+	return RetryAfter(deficit, rate, jitter, lo, hi)
+}

@@ -19,13 +19,6 @@ import (
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
-// batchReceipt and batchProblem are the lines of a batch answer, each with
-// the 1-based line number of the item it answers.
-type batchReceipt struct {
-	Line int `json:"line"`
-	Receipt
-}
-
 // pending is a validated line on its way to the bus.
 type pending struct {
 	line int
@@ -88,7 +81,7 @@ func (g *Gateway) publishBatch(w http.ResponseWriter, r *http.Request, c tenant.
 			p.ID, p.Line, p.Alarm = it.key, it.line, id
 			res = p
 		} else {
-			res = batchReceipt{Line: it.line, Receipt: Receipt{Topic: t.Name, Seq: it.seq, ID: it.key, Duplicate: it.dup}}
+			res = Receipt{Line: it.line, Topic: t.Name, Seq: it.seq, ID: it.key, Duplicate: it.dup}
 		}
 		if err := enc.Encode(res); err != nil {
 			return nil // the client went away; nothing more to tell it

@@ -31,8 +31,12 @@ const (
 	maxContentTypeLen = 256
 )
 
-// Receipt is the answer for a stored message.
+// Receipt is the answer for a stored message: the body of a publish's 202
+// and a line of a batch's answer. Line, first on the wire, is the 1-based
+// line of the batch item it answers (a batch's lines count from 1), left
+// out of a single publish's answer.
 type Receipt struct {
+	Line      int    `json:"line,omitempty"`
 	Topic     string `json:"topic"`
 	Seq       uint64 `json:"seq"`
 	ID        string `json:"id"`

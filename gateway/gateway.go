@@ -16,13 +16,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
 	"github.com/sluicebus/sluice/internal/alarm"
 	"github.com/sluicebus/sluice/internal/tenant"
-	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
 // Gateway is an HTTP ingest node.
@@ -208,41 +206,4 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	g.log.Info("gateway stopped")
 	return err
-}
-
-func (g *Gateway) routes(gatherer prometheus.Gatherer) http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("/v1/topics/{topic}/messages", g.bounded(map[string]op{http.MethodPost: {g.publish, tenant.Publish}}))
-	mux.Handle("/v1/topics/{topic}/messages:batch", g.bounded(map[string]op{http.MethodPost: {g.publishBatch, tenant.Publish}}))
-	mux.Handle("/v1/topics", g.bounded(map[string]op{http.MethodGet: {g.listTopics, tenant.Any}}))
-	mux.Handle("/v1/topics/{topic}", g.bounded(map[string]op{http.MethodGet: {g.getTopic, tenant.Read}}))
-	dead := "/v1/topics/{topic}/families/{family}/dead-letters"
-	mux.Handle(dead, g.bounded(map[string]op{http.MethodGet: {g.listDeadLetters, tenant.Read}, http.MethodDelete: {g.purgeDeadLetters, tenant.Redrive}}))
-	mux.Handle(dead+"/redrive", g.bounded(map[string]op{http.MethodPost: {g.redriveDeadLetters, tenant.Redrive}}))
-	mux.Handle(dead+"/{seq}", g.bounded(map[string]op{http.MethodGet: {g.peekDeadLetter, tenant.Read}, http.MethodDelete: {g.deleteDeadLetter, tenant.Redrive}}))
-	mux.Handle(dead+"/{seq}/redrive", g.bounded(map[string]op{http.MethodPost: {g.redriveOne, tenant.Redrive}}))
-	mux.Handle("/healthz", g.methods(map[string]op{http.MethodGet: {g.healthz, tenant.Public}}))
-	mux.Handle("/readyz", g.methods(map[string]op{http.MethodGet: {g.readyz, tenant.Public}}))
-	mux.Handle("/v1/alarms", g.methods(map[string]op{http.MethodGet: {g.listAlarms, tenant.Ops}}))
-	mux.Handle("/v1/status", g.bounded(map[string]op{http.MethodGet: {g.getStatus, tenant.Ops}}))
-	if gatherer != nil {
-		mux.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
-	}
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, fmt.Errorf("%w: %s %s", errRouteNotFound, r.Method, r.URL.Path), 0)
-	})
-	return g.instrument(g.guardHeaders(g.announceLameDuck(mux)))
-}
-
-// announceLameDuck tells clients of a stopping gateway to go elsewhere: the
-// connection closes after the response and the SDK moves to another gateway
-// before this one stops listening.
-func (g *Gateway) announceLameDuck(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if g.stopping.Load() {
-			w.Header().Set("Connection", "close")
-			w.Header().Set(sluice.HeaderLameDuck, "true")
-		}
-		next.ServeHTTP(w, r)
-	})
 }

@@ -115,8 +115,9 @@ func (g *Gateway) Listen() (net.Addr, error) {
 }
 
 // RunControl runs the gateway's control loops until ctx ends: heartbeats
-// to the other gateways and the refill of admission credit from the topics'
-// free capacity. Run calls it; call it yourself when serving Handler()
+// to the other gateways, the refill of admission credit from the topics'
+// free capacity, and the alarm watcher; it returns once all have ended.
+// Run calls it; call it yourself when serving Handler()
 // elsewhere. Until the first refill, only the topics' own bounds hold.
 func (g *Gateway) RunControl(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)

@@ -13,7 +13,8 @@ import (
 	"github.com/sluicebus/sluice/internal/topology"
 )
 
-// statsTimeout bounds the bus reads behind one stats or readiness request.
+// statsTimeout bounds the bus reads behind one stats, status or dead-letter
+// request, and one round of the alarm watcher.
 const statsTimeout = 2 * time.Second
 
 // listTopics handles GET /v1/topics: the topics the caller may read.

@@ -14,7 +14,7 @@ import (
 )
 
 // statsTimeout bounds the bus reads behind one stats, status or dead-letter
-// request, and one round of the alarm watcher.
+// request, and each bus read of the alarm watcher.
 const statsTimeout = 2 * time.Second
 
 // listTopics handles GET /v1/topics: the topics the caller may read.

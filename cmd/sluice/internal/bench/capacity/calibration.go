@@ -10,7 +10,7 @@ import (
 )
 
 // Calibration is what the blueprint's arithmetic is made of: figures
-// measured on one machine (`make bench`, later `sluice bench calibrate`).
+// measured on one machine (`make bench`, or `sluice bench calibrate`).
 type Calibration struct {
 	// Source says where and when the figures were measured.
 	Source string `json:"source"`

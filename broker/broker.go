@@ -430,9 +430,24 @@ func (b *Broker) stopTopology() {
 
 // Run blocks until ctx is done, then leaves (LameDuck) and shuts down.
 func (b *Broker) Run(ctx context.Context) error {
+	// Ends when the server is down, which it is when serve returns.
+	down := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		b.srv.WaitForShutdown()
+		close(down)
+	})
+	err := b.serve(ctx, down)
+	wg.Wait()
+	return err
+}
+
+// serve waits until ctx is done, then leaves (LameDuck), or until the
+// server is down on its own. The server is down when it returns.
+func (b *Broker) serve(ctx context.Context, down <-chan struct{}) error {
 	select {
 	case <-ctx.Done():
-	case <-b.stopped():
+	case <-down:
 		b.Shutdown() // the topology check and the in-process connection
 		return errors.New("broker: server stopped")
 	}
@@ -470,16 +485,10 @@ func (b *Broker) LameDuck() {
 			b.log.Warn("lame duck did not finish; stopping now")
 		}
 		b.shutdownServer()
+		// A lame duck cut short gives up once the server is down: wait
+		// for it, so that nothing of it outlives LameDuck.
+		<-done
 	})
-}
-
-func (b *Broker) stopped() <-chan struct{} {
-	ch := make(chan struct{})
-	go func() {
-		b.srv.WaitForShutdown()
-		close(ch)
-	}()
-	return ch
 }
 
 // Shutdown stops the server after flushing JetStream to disk. Idempotent.

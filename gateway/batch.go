@@ -256,7 +256,7 @@ func (g *Gateway) publishAll(ctx context.Context, topic string, items []*pending
 			}
 		}
 		if it.err != nil {
-			g.record(topic, false, it.err) // never sent
+			g.commits[topic].record(false, it.err) // never sent
 			continue
 		}
 		held++

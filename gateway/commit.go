@@ -59,47 +59,108 @@ type entry struct {
 // therefore published again message by message, each with its own key: each
 // message then gets its own answer, and the keys keep any message of the
 // batch from being stored twice.
+//
+// It holds what it uses (commitSettings, commitDeps), not the gateway: it
+// stores, proves, classifies and counts a commit, and answers each entry.
 type committer struct {
-	g      *Gateway
-	topic  string
+	commitSettings
+	commitDeps
 	stream string
 	// atomicMin: fewer messages are published one by one.
 	atomicMin int
 
-	mu       sync.Mutex
-	queue    []*entry // bounded by the publish window: each entry holds a slot
-	inFlight int
-	// flying counts the keys of the messages in commits in flight: a queued
-	// message with one of them waits until that commit ends, so the first
-	// message with a key is stored first (and never two in one batch).
-	flying map[string]int
+	mu sync.Mutex
+	q  commitQueue
 	// closed: the gateway has stopped; what is submitted now is refused
 	// unsent.
 	closed bool
 	wg     sync.WaitGroup // commit goroutines
 
-	// interest proves every family's consumer took part in a commit.
-	interest *interest
 	// young: a duplicate's first store may have missed a family whose
 	// consumer is younger than this (the topic's duplicate window and a
 	// margin); margin allows for the brokers' clocks.
 	young, margin time.Duration
 }
 
+// commitSettings are a topic's group-commit bounds and what the commit
+// must know of the topic.
+type commitSettings struct {
+	topic    string
+	replicas int
+	// commitsInFlight, batchMax and batchBytes: CommitsInFlight,
+	// CommitBatchMax, CommitBatchBytes.
+	commitsInFlight, batchMax, batchBytes int
+	// atomicReplicated: CommitAtomicReplicated.
+	atomicReplicated bool
+	// publishTimeout bounds each entry from its submission.
+	publishTimeout  time.Duration
+	duplicateWindow time.Duration
+	// retryAfterMin and retryAfterMax clamp a refusal's fixed Retry-After.
+	retryAfterMin, retryAfterMax time.Duration
+}
+
+// commitDeps is what a committer uses of its gateway.
+type commitDeps struct {
+	// nc publishes atomic batches and reads stored messages; js publishes
+	// one by one.
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	log     *zap.Logger
+	metrics commitMetrics
+	// retryAfter is the topic's computed Retry-After (its drain), for a
+	// topic the bus refused as full or busy; shedRetryAfter is a
+	// gateway-side shed's.
+	retryAfter, shedRetryAfter func() time.Duration
+	// interest proves every family's consumer took part in a commit.
+	interest *interest
+}
+
+// newCommitter wires topic's group commit to g: the one place a committer
+// sees the gateway.
 func newCommitter(g *Gateway, topic string, replicas int) *committer {
-	c := &committer{g: g, topic: topic, stream: sluice.StreamName(topic), atomicMin: never, flying: map[string]int{},
-		interest: newInterest(g.nc, topic, g.cfg.Topics[topic].FamilyNames(), maxReading),
-		young:    g.cfg.Topics[topic].DuplicateWindow + g.cfg.PublishTimeout + clockMargin}
-	if replicas > 1 {
+	t := g.cfg.Topics[topic]
+	return openCommitter(commitSettings{topic: topic, replicas: replicas,
+		commitsInFlight: g.cfg.CommitsInFlight, batchMax: g.cfg.CommitBatchMax, batchBytes: int(g.cfg.CommitBatchBytes),
+		atomicReplicated: g.cfg.CommitAtomicReplicated, publishTimeout: g.cfg.PublishTimeout, duplicateWindow: t.DuplicateWindow,
+		retryAfterMin: g.cfg.RetryAfterMin, retryAfterMax: g.cfg.RetryAfterMax,
+	}, commitDeps{nc: g.nc, js: g.js, log: g.log, metrics: g.metrics.commit(),
+		retryAfter:     func() time.Duration { return g.adm.retryAfter(topic) },
+		shedRetryAfter: g.adm.shedRetryAfter,
+		interest:       newInterest(g.nc, topic, t.FamilyNames(), maxReading),
+	})
+}
+
+// openCommitter is a committer of set's topic using d.
+func openCommitter(set commitSettings, d commitDeps) *committer {
+	c := &committer{commitSettings: set, commitDeps: d, stream: sluice.StreamName(set.topic), atomicMin: never,
+		q:     newCommitQueue(set.commitsInFlight, set.batchMax, set.batchBytes),
+		young: set.duplicateWindow + set.publishTimeout + clockMargin}
+	if set.replicas > 1 {
 		c.margin = clockMargin
 	}
 	switch {
-	case replicas <= 1:
+	case set.replicas <= 1:
 		c.atomicMin = atomicMinR1
-	case g.cfg.CommitAtomicReplicated:
+	case set.atomicReplicated:
 		c.atomicMin = 2
 	}
 	return c
+}
+
+// store publishes msg under key (its deduplication id is the key and the
+// digest of msg), for family only when set (a redrive), and waits for its
+// answer, bounded by the publish timeout from now.
+func (c *committer) store(family, key string, msg *nats.Msg) (Receipt, error) {
+	var done sync.WaitGroup
+	done.Add(1)
+	e := &entry{id: sluice.DedupID(key, digest(msg)), msg: msg, family: family,
+		deadline: time.Now().Add(c.publishTimeout), done: &done}
+	c.submit(e)
+	done.Wait()
+	if e.err != nil {
+		return Receipt{}, e.err
+	}
+	return Receipt{Topic: c.topic, Seq: e.seq, ID: key, Duplicate: e.dup}, nil
 }
 
 // submit queues entries; each one's done is called once it has its answer.
@@ -110,70 +171,35 @@ func (c *committer) submit(es ...*entry) {
 		// A handler that outlived the shutdown: nothing is sent.
 		for _, e := range es {
 			e.err = fmt.Errorf("%w: the gateway is stopping; nothing was sent", errBusUnavailable)
-			c.g.record(c.topic, false, e.err)
+			c.record(false, e.err)
 			e.done.Done()
 		}
 		return
 	}
-	c.queue = append(c.queue, es...)
+	c.q.push(es...)
 	c.startLocked()
 	c.mu.Unlock()
 }
 
-// startLocked starts commits of what is queued while fewer than
-// CommitsInFlight are in flight.
+// startLocked starts commits of what is queued while the queue gives
+// batches (fewer than CommitsInFlight in flight).
 func (c *committer) startLocked() {
-	for c.inFlight < c.g.cfg.CommitsInFlight && len(c.queue) > 0 {
-		batch := c.takeLocked()
-		if len(batch) == 0 {
-			return // every queued key is in flight: the commits' ends restart this
+	for {
+		batch := c.q.next()
+		if batch == nil {
+			return // at the bound, or every queued key is in flight: the commits' ends restart this
 		}
-		c.inFlight++
 		c.wg.Go(func() {
 			before := c.commit(batch)
 			// Acked or failed: the slot and the keys are free; proving
 			// the families took part takes a reading of its own.
 			c.mu.Lock()
-			c.inFlight--
-			for _, e := range batch {
-				if c.flying[e.id]--; c.flying[e.id] <= 0 {
-					delete(c.flying, e.id)
-				}
-			}
+			c.q.done(batch)
 			c.startLocked()
 			c.mu.Unlock()
 			c.settle(batch, before)
 		})
 	}
-}
-
-// takeLocked removes the next batch from the queue, oldest first. A
-// message whose key is in flight, or already met in this pass, stays
-// queued: the server refuses a batch holding a key twice, and the first
-// message with a key must be stored first.
-func (c *committer) takeLocked() []*entry {
-	max, maxBytes := c.g.cfg.CommitBatchMax, int(c.g.cfg.CommitBatchBytes)
-	batch := make([]*entry, 0, min(len(c.queue), max))
-	var left map[string]struct{} // keys of entries left queued in this pass
-	rest := c.queue[:0]
-	size := 0
-	for _, e := range c.queue {
-		_, behind := left[e.id]
-		if behind || c.flying[e.id] > 0 || len(batch) == max || (len(batch) > 0 && size+len(e.msg.Data) > maxBytes) {
-			if left == nil {
-				left = map[string]struct{}{}
-			}
-			left[e.id] = struct{}{}
-			rest = append(rest, e)
-			continue
-		}
-		c.flying[e.id]++ // taken: later entries with this key stay queued
-		batch = append(batch, e)
-		size += len(e.msg.Data)
-	}
-	clear(c.queue[len(rest):]) // let answered entries go
-	c.queue = rest
-	return batch
 }
 
 // close refuses what is submitted from now on and waits until every
@@ -189,15 +215,14 @@ func (c *committer) close() {
 // commit stores batch, leaving each entry's seq or error; it returns the
 // reading of the families the commit was sent under (nil: nothing sent).
 func (c *committer) commit(batch []*entry) *reading {
-	g := c.g
 	now := time.Now()
 	var deadline time.Time
 	live := batch[:0:0]
 	for _, e := range batch {
 		if now.After(e.deadline) {
 			// Queued for its whole publish timeout; never sent.
-			e.err = refuse("publish_window", g.adm.shedRetryAfter(),
-				fmt.Errorf("%w: waited %v for the bus behind earlier publishes", errOverloaded, g.cfg.PublishTimeout))
+			e.err = refuse("publish_window", c.shedRetryAfter(),
+				fmt.Errorf("%w: waited %v for the bus behind earlier publishes", errOverloaded, c.publishTimeout))
 			continue
 		}
 		// The newest entry's deadline: each older one is answered by
@@ -210,8 +235,8 @@ func (c *committer) commit(batch []*entry) *reading {
 	if len(live) == 0 {
 		return nil
 	}
-	if !g.nc.IsConnected() {
-		err := fmt.Errorf("%w: not connected to any broker (%s)", errBusUnavailable, g.nc.Status())
+	if !c.nc.IsConnected() {
+		err := fmt.Errorf("%w: not connected to any broker (%s)", errBusUnavailable, c.nc.Status())
 		for _, e := range live {
 			e.err = err
 		}
@@ -228,21 +253,21 @@ func (c *committer) commit(batch []*entry) *reading {
 		return nil
 	}
 	start := time.Now()
-	defer func() { g.metrics.publishDuration.WithLabelValues(c.topic).Observe(time.Since(start).Seconds()) }()
+	defer func() { c.metrics.publishDuration.WithLabelValues(c.topic).Observe(time.Since(start).Seconds()) }()
 	if len(live) < c.atomicMin {
 		c.oneByOne(ctx, live)
 		return before
 	}
-	g.metrics.commitSize.WithLabelValues(c.topic).Observe(float64(len(live)))
+	c.metrics.commitSize.WithLabelValues(c.topic).Observe(float64(len(live)))
 	err := c.atomic(ctx, live)
 	var apiErr *jetstream.APIError
 	switch {
 	case err == nil:
 	case errors.As(err, &apiErr):
 		// Refused as a whole: nothing of it was stored.
-		g.metrics.commitFallbacks.WithLabelValues(c.topic, strconv.Itoa(int(apiErr.ErrorCode))).Inc()
-		if g.log.Core().Enabled(zap.DebugLevel) {
-			g.log.Debug("atomic batch refused, publishing its messages one by one",
+		c.metrics.commitFallbacks.WithLabelValues(c.topic, strconv.Itoa(int(apiErr.ErrorCode))).Inc()
+		if c.log.Core().Enabled(zap.DebugLevel) {
+			c.log.Debug("atomic batch refused, publishing its messages one by one",
 				zap.String("topic", c.topic), zap.Int("messages", len(live)), zap.Error(err))
 		}
 		c.oneByOne(ctx, live)
@@ -251,9 +276,9 @@ func (c *committer) commit(batch []*entry) *reading {
 			e.err = err
 		}
 	default:
-		err = g.classify(c.topic, err)
+		err = c.classify(err)
 		if errors.Is(err, errOutcomeUnknown) {
-			g.log.Warn("batch publish outcome unknown", zap.String("topic", c.topic), zap.Int("messages", len(live)), zap.Error(err))
+			c.log.Warn("batch publish outcome unknown", zap.String("topic", c.topic), zap.Int("messages", len(live)), zap.Error(err))
 		}
 		for _, e := range live {
 			e.err = err
@@ -271,7 +296,7 @@ func (c *committer) atomic(ctx context.Context, batch []*entry) error {
 		e.msg.Header.Set(jetstream.ExpectedStreamHeader, c.stream)
 		msgs[i] = e.msg
 	}
-	first, err := jsbatch.Publish(ctx, c.g.nc, c.stream, msgs)
+	first, err := jsbatch.Publish(ctx, c.nc, c.stream, msgs)
 	if errors.Is(err, jsbatch.ErrNotSent) {
 		return fmt.Errorf("%w: %v", errBusUnavailable, err)
 	}
@@ -287,13 +312,12 @@ func (c *committer) atomic(ctx context.Context, batch []*entry) error {
 // oneByOne publishes each entry on its own, pipelined, and waits for
 // every ack.
 func (c *committer) oneByOne(ctx context.Context, batch []*entry) {
-	g := c.g
 	futs := make([]jetstream.PubAckFuture, len(batch))
 	for i, e := range batch {
 		var err error
-		futs[i], err = g.js.PublishMsgAsync(e.msg, jetstream.WithMsgID(e.id), jetstream.WithExpectStream(c.stream))
+		futs[i], err = c.js.PublishMsgAsync(e.msg, jetstream.WithMsgID(e.id), jetstream.WithExpectStream(c.stream))
 		if err != nil {
-			e.err = g.classifyUnsent(c.topic, err)
+			e.err = c.classifyUnsent(err)
 		}
 	}
 	for i, e := range batch {
@@ -305,14 +329,14 @@ func (c *committer) oneByOne(ctx context.Context, batch []*entry) {
 		cancel()
 		switch {
 		case err != nil:
-			e.err = g.classify(c.topic, err)
+			e.err = c.classify(err)
 		default:
 			// A duplicate proves itself: its id holds the digest of
 			// what it carries (sluice.DedupID).
 			e.seq, e.dup = ack.Sequence, ack.Duplicate
 		}
 		if errors.Is(e.err, errOutcomeUnknown) {
-			g.log.Warn("publish outcome unknown", zap.String("topic", c.topic), zap.String("id", e.id), zap.Error(e.err))
+			c.log.Warn("publish outcome unknown", zap.String("topic", c.topic), zap.String("id", e.id), zap.Error(e.err))
 		}
 	}
 }

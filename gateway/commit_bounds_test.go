@@ -6,15 +6,13 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/sluicebus/sluice/internal/bytesize"
 )
 
-// TestTakeLockedBounds: what one commit takes from the queue, oldest
+// TestCommitQueueTakeBounds: what one commit takes from the queue, oldest
 // first: at most CommitBatchMax messages and CommitBatchBytes of payload (a
 // larger message alone), one message per key, none whose key is in flight,
 // and nothing of a key behind one left queued.
-func TestTakeLockedBounds(t *testing.T) {
+func TestCommitQueueTakeBounds(t *testing.T) {
 	msg := func(key string, size int) *entry {
 		var wg sync.WaitGroup
 		e := newEntry(key, strings.Repeat("x", size), time.Now().Add(time.Minute), &wg)
@@ -36,13 +34,12 @@ func TestTakeLockedBounds(t *testing.T) {
 		{"behind its key left queued", 10, 5, nil, []*entry{msg("a", 1), msg("k", 8), msg("k", 1)}, []string{"a"}, []string{"k", "k"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			g := &Gateway{cfg: DefaultConfig()}
-			g.cfg.CommitBatchMax, g.cfg.CommitBatchBytes = tc.max, bytesize.Size(tc.bytes)
-			c := &committer{g: g, flying: map[string]int{}, queue: tc.queue}
+			c := newCommitQueue(DefaultConfig().CommitsInFlight, tc.max, tc.bytes)
+			c.push(tc.queue...)
 			for _, k := range tc.flying {
 				c.flying[k] = 1
 			}
-			batch := c.takeLocked()
+			batch := c.take()
 			if got, want := ids(batch), strings.Join(tc.take, ","); got != want {
 				t.Errorf("taken %s, want %s", got, want)
 			}
@@ -88,7 +85,7 @@ func TestCommitsInFlightBoundAndKeyOrder(t *testing.T) {
 				c.submit(other)
 			}
 			c.mu.Lock()
-			queued, n := ids(c.queue), c.inFlight
+			queued, n := ids(c.q.queue), c.q.inFlight
 			c.mu.Unlock()
 			want := first.id
 			if other != nil {
@@ -104,8 +101,8 @@ func TestCommitsInFlightBoundAndKeyOrder(t *testing.T) {
 			}
 			c.mu.Lock()
 			defer c.mu.Unlock()
-			if len(c.flying) != 0 || len(c.queue) != 0 || c.inFlight != 0 {
-				t.Errorf("after every commit: flying %v, queued %d, in flight %d; want none", c.flying, len(c.queue), c.inFlight)
+			if len(c.q.flying) != 0 || len(c.q.queue) != 0 || c.q.inFlight != 0 {
+				t.Errorf("after every commit: flying %v, queued %d, in flight %d; want none", c.q.flying, len(c.q.queue), c.q.inFlight)
 			}
 		})
 	}

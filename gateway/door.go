@@ -34,10 +34,10 @@ type settlement func(outcome error)
 // admit is the one admission door of publish, each batch line and
 // redrive, in this order: the tenant's rate, the client's rate, the
 // entrance's pace, then one message of the topic's admission credit (and
-// the RateLimit headers). A refusal at any step is that step's 429; past
-// the door the message holds credit until the settlement is called.
-//
-// Nothing is read of the body before the door: a refusal is cheap.
+// the RateLimit headers). A refusal at any step is that step's error, and
+// nothing later is taken; past the door the message holds credit until the
+// settlement is called. A redrive skips the client rate and the headers
+// (see redrive for why).
 func (g *Gateway) admit(in entrance) (settlement, error) {
 	if err := g.admitTenant(in.caller); err != nil {
 		return nil, err

@@ -4,6 +4,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// metrics are the gateway's collectors, registered on the Registerer New
+// was given.
 type metrics struct {
 	requests        *prometheus.CounterVec
 	duration        *prometheus.HistogramVec
@@ -72,6 +74,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// commitMetrics are the collectors a group commit counts on.
+type commitMetrics struct {
+	publishDuration, commitSize *prometheus.HistogramVec
+	commitFallbacks, messages   *prometheus.CounterVec
+}
+
+// commit is what a committer counts on of m.
+func (m *metrics) commit() commitMetrics {
+	return commitMetrics{publishDuration: m.publishDuration, commitSize: m.commitSize, commitFallbacks: m.commitFallbacks, messages: m.messages}
 }
 
 // registerState registers gauges read at scrape time for every bound the

@@ -9,8 +9,6 @@ import (
 	"mime"
 	"net/http"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -138,75 +136,14 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	return buf.Bytes(), nil
 }
 
-// store publishes msg under key (its deduplication id is the key and the
-// digest of msg) through the topic's group commit, for family only when
-// set (a redrive), and waits for the durable ack, bounded by the publish
-// timeout.
+// store passes msg through the publish window to topic's group commit
+// (committer.store), for family only when set (a redrive). The window wait
+// is bounded by publish_window_wait; the entry's deadline bounds the rest.
 func (g *Gateway) store(ctx context.Context, topic, family, key string, msg *nats.Msg) (Receipt, error) {
-	// The window wait is bounded by publish_window_wait; the entry's
-	// deadline bounds the rest.
 	if !g.limits.acquirePublish(ctx) {
 		return Receipt{}, refuse("publish_window", g.adm.shedRetryAfter(),
 			fmt.Errorf("%w: %d publishes awaiting the bus's ack at this gateway", errOverloaded, g.cfg.PublishWindow))
 	}
 	defer g.limits.releasePublish()
-	var done sync.WaitGroup
-	done.Add(1)
-	e := &entry{id: sluice.DedupID(key, digest(msg)), msg: msg, family: family,
-		deadline: time.Now().Add(g.cfg.PublishTimeout), done: &done}
-	g.commits[topic].submit(e)
-	done.Wait()
-	if e.err != nil {
-		return Receipt{}, e.err
-	}
-	return Receipt{Topic: topic, Seq: e.seq, ID: key, Duplicate: e.dup}, nil
-}
-
-// classify is classifyPublish with the topic's computed Retry-After on a
-// full topic (the stream's own bound, reached despite admission).
-func (g *Gateway) classify(topic string, err error) error {
-	return g.withRetryAfter(topic, classifyPublish(err, g.cfg.Topics[topic].Replicas > 1))
-}
-
-// classifyUnsent is classify for an error before anything was sent.
-func (g *Gateway) classifyUnsent(topic string, err error) error {
-	return g.withRetryAfter(topic, classifyUnsent(err, g.cfg.Topics[topic].Replicas > 1))
-}
-
-// withRetryAfter makes a full or busy topic a refusal with the topic's
-// computed Retry-After.
-func (g *Gateway) withRetryAfter(topic string, err error) error {
-	switch {
-	case errors.Is(err, errTopicFull):
-		return refuse("topic_full", g.adm.retryAfter(topic), err)
-	case errors.Is(err, errStreamBusy):
-		return refuse("stream_busy", g.adm.retryAfter(topic), err)
-	}
-	return err
-}
-
-// record counts one message's outcome.
-func (g *Gateway) record(topic string, dup bool, err error) {
-	g.metrics.messages.WithLabelValues(topic, outcomeOf(dup, err)).Inc()
-}
-
-func outcomeOf(dup bool, err error) string {
-	if err == nil {
-		if dup {
-			return "duplicate"
-		}
-		return "accepted"
-	}
-	p, _ := problemFor(err)
-	switch p.Status {
-	case http.StatusTooManyRequests:
-		return "refused_full"
-	case http.StatusServiceUnavailable:
-		if p.Type == sluice.ProblemOutcomeUnknown {
-			return "unknown"
-		}
-		return "unavailable"
-	default:
-		return "rejected"
-	}
+	return g.commits[topic].store(family, key, msg)
 }

@@ -32,17 +32,17 @@ func (e *entry) wants() []string {
 
 // familyMissing is the refusal of a message sent nowhere because families
 // of its topic have no consumer.
-func (g *Gateway) familyMissing(topic string, families []string) error {
-	ra := min(g.cfg.RetryAfterMax, max(g.cfg.RetryAfterMin, familyMissingRetryAfter))
+func (c *committer) familyMissing(families []string) error {
+	ra := min(c.retryAfterMax, max(c.retryAfterMin, familyMissingRetryAfter))
 	return refuse("family_missing", ra, fmt.Errorf("%w: %w: topic %s: family %s has no consumer on the bus, so the topic would not keep "+
-		"the message for it (a broker recreates it from the config); nothing was stored", errBusUnavailable, errFamilyMissing, topic, strings.Join(families, ", ")))
+		"the message for it (a broker recreates it from the config); nothing was stored", errBusUnavailable, errFamilyMissing, c.topic, strings.Join(families, ", ")))
 }
 
 // refuseMissing answers, unsent, the entries that r cannot prove every
 // family they need takes; it returns the others.
 func (c *committer) refuseMissing(live []*entry, r *reading) []*entry {
 	if r.err != nil {
-		err := refuse("family_unknown", c.g.adm.shedRetryAfter(), fmt.Errorf("%w: the consumers of topic %s could not be read (%v), so "+
+		err := refuse("family_unknown", c.shedRetryAfter(), fmt.Errorf("%w: the consumers of topic %s could not be read (%v), so "+
 			"nothing proves every family would keep the message; nothing was sent", errBusUnavailable, c.topic, r.err))
 		for _, e := range live {
 			e.err = err
@@ -52,7 +52,7 @@ func (c *committer) refuseMissing(live []*entry, r *reading) []*entry {
 	out := live[:0:0]
 	for _, e := range live {
 		if miss := r.missing(e.wants(), c.interest.families); len(miss) > 0 {
-			e.err = c.g.familyMissing(c.topic, miss)
+			e.err = c.familyMissing(miss)
 			continue
 		}
 		out = append(out, e)
@@ -105,7 +105,7 @@ func (c *committer) storedAt(ctx context.Context, e *entry) (time.Time, error) {
 	req, _ := json.Marshal(struct {
 		Seq uint64 `json:"seq"`
 	}{e.seq})
-	resp, err := c.g.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+c.stream, req)
+	resp, err := c.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+c.stream, req)
 	if err != nil {
 		return time.Time{}, err
 	}
@@ -134,10 +134,9 @@ func (c *committer) storedAt(ctx context.Context, e *entry) (time.Time, error) {
 // store, repairs what may have missed one, and answers every entry.
 // before is the reading the commit was sent under (nil: nothing was sent).
 func (c *committer) settle(batch []*entry, before *reading) {
-	g := c.g
 	defer func() {
 		for _, e := range batch {
-			g.record(c.topic, e.dup, e.err)
+			c.record(e.dup, e.err)
 			e.done.Done()
 		}
 	}()
@@ -156,7 +155,7 @@ func (c *committer) settle(batch []*entry, before *reading) {
 	}
 	// A reading started after the acks; given a moment past the deadline
 	// rather than turning stored messages into unknown outcomes.
-	ctx, cancel := context.WithDeadline(context.Background(), deadline.Add(g.cfg.PublishTimeout))
+	ctx, cancel := context.WithDeadline(context.Background(), deadline.Add(c.publishTimeout))
 	defer cancel()
 	after := c.interest.fresh(ctx)
 	if after.err != nil {
@@ -229,10 +228,10 @@ func (c *committer) repair(ctx context.Context, e *entry, families []string) err
 			}
 		}
 		m.Header.Set(sluice.HeaderOriginalID, orig)
-		if _, err := c.g.js.PublishMsg(ctx, m, jetstream.WithMsgID("repair."+f+"."+e.id), jetstream.WithExpectStream(c.stream)); err != nil {
+		if _, err := c.js.PublishMsg(ctx, m, jetstream.WithMsgID("repair."+f+"."+e.id), jetstream.WithExpectStream(c.stream)); err != nil {
 			return err
 		}
-		c.g.log.Warn("message may have missed a family whose consumer was replaced; a copy was sent to that family",
+		c.log.Warn("message may have missed a family whose consumer was replaced; a copy was sent to that family",
 			zap.String("topic", c.topic), zap.String("family", f), zap.Uint64("seq", e.seq), zap.String("id", e.id))
 	}
 	return nil
@@ -245,7 +244,7 @@ func (c *committer) unknown(es []*entry, why string) {
 	for _, e := range es {
 		e.err = fmt.Errorf("%w: stored as seq %d, but %s; retry with the same Idempotency-Key", errOutcomeUnknown, e.seq, why)
 	}
-	c.g.log.Warn("publish outcome unknown", zap.String("topic", c.topic), zap.Int("messages", len(es)), zap.String("why", why))
+	c.log.Warn("publish outcome unknown", zap.String("topic", c.topic), zap.Int("messages", len(es)), zap.String("why", why))
 }
 
 // familiesStatus is "ok" when the last reading found every family's

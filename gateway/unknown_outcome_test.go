@@ -196,11 +196,15 @@ func TestClassifyFollowsTheTopicsReplicas(t *testing.T) {
 	one, three := topology.DefaultTopic(), topology.DefaultTopic()
 	one.Name, three.Name, three.Replicas = "one", "three", 3
 	g := &Gateway{cfg: Config{Topics: map[string]topology.Topic{"one": one, "three": three}}}
+	classify := func(topic string, err error) error {
+		c := openCommitter(commitSettings{topic: topic, replicas: g.cfg.Topics[topic].Replicas}, commitDeps{})
+		return c.classify(err)
+	}
 	storeFailed := &jetstream.APIError{Code: 503, ErrorCode: 10077, Description: "store failed: i/o error"}
-	if err := g.classify("one", storeFailed); !errors.Is(err, errBusUnavailable) || errors.Is(err, errOutcomeUnknown) {
+	if err := classify("one", storeFailed); !errors.Is(err, errBusUnavailable) || errors.Is(err, errOutcomeUnknown) {
 		t.Errorf("R1 store failure: %v, want bus unavailable (nothing stored)", err)
 	}
-	if err := g.classify("three", storeFailed); !errors.Is(err, errOutcomeUnknown) {
+	if err := classify("three", storeFailed); !errors.Is(err, errOutcomeUnknown) {
 		t.Errorf("R3 store failure: %v, want an unknown outcome", err)
 	}
 }

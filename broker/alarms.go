@@ -29,11 +29,16 @@ func DiskUse(dir string) (float64, error) {
 	return 1 - float64(st.Bavail)*float64(st.Bsize)/total, nil
 }
 
+// Alarms is the broker's alarm manager, which New registered and Run
+// evaluates; nil with cfg.SharedAlarms.
+func (b *Broker) Alarms() *alarm.Manager { return b.alarms }
+
 // WatchAlarms evaluates the broker's own conditions on m every
 // alarms.interval until ctx ends: its data directory's disk use, and
 // family_missing for each declared family that the topology checks found
 // missing or unusable since the last evaluation, recreated or not (it
-// clears once they find it in place).
+// clears once they find it in place). Run calls it on Alarms(); a program
+// that set cfg.SharedAlarms calls it on the manager the broker shares.
 func (b *Broker) WatchAlarms(ctx context.Context, m *alarm.Manager) {
 	cfg := b.cfg.Alarms
 	t := time.NewTicker(cfg.Interval)

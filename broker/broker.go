@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/sluicebus/sluice/internal/alarm"
 	"github.com/sluicebus/sluice/internal/topology"
 )
 
@@ -33,9 +34,17 @@ var ErrNotReady = errors.New("broker not ready")
 type Broker struct {
 	cfg Config
 	log *zap.Logger
-	srv *server.Server
-	nc  *nats.Conn // in-process connection for provisioning and metrics
-	js  jetstream.JetStream
+	// nodeLog is the logger New was given: the alarm manager and the ops
+	// listener log through it, as a node's own.
+	nodeLog *zap.Logger
+	// gatherer is what the ops listener's /metrics serves: the registry
+	// New was given.
+	gatherer prometheus.Gatherer
+	// alarms holds the broker's alarms; nil with cfg.SharedAlarms.
+	alarms *alarm.Manager
+	srv    *server.Server
+	nc     *nats.Conn // in-process connection for provisioning and metrics
+	js     jetstream.JetStream
 	// self signs in-process connections when clients must authenticate
 	// (nil otherwise): a user nkey made at start, allowed in-process only.
 	self nkeys.KeyPair
@@ -60,12 +69,22 @@ func (b *Broker) fatalErr() error {
 }
 
 // New starts an embedded nats-server with JetStream under cfg.DataDir, waits
-// until JetStream answers, provisions the topology, registers metrics on
-// reg (nil: none) and starts checking the topology (see keepTopology). The
-// caller must call Shutdown.
+// until JetStream answers, provisions the topology, builds the broker's
+// alarm manager (none with cfg.SharedAlarms), registers metrics and alarms
+// on reg (nil: none) and starts checking the topology (see keepTopology).
+// With cfg.OpsListen set, reg must also be a prometheus.Gatherer (a
+// *prometheus.Registry): the ops listener's /metrics serves it. The caller
+// must call Run or Shutdown.
 func New(cfg Config, logger *zap.Logger, reg prometheus.Registerer) (*Broker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if err := cfg.Alarms.Validate(); err != nil {
+		return nil, err
+	}
+	gatherer, _ := reg.(prometheus.Gatherer)
+	if cfg.OpsListen != "" && gatherer == nil {
+		return nil, errors.New("broker: broker.ops_listen serves /metrics from the registry New is given, which must be a prometheus.Gatherer")
 	}
 	log := logger.Named("broker")
 	var self nkeys.KeyPair
@@ -87,18 +106,19 @@ func New(cfg Config, logger *zap.Logger, reg prometheus.Registerer) (*Broker, er
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
-	b := &Broker{cfg: cfg, log: log, srv: srv, self: self}
+	b := &Broker{cfg: cfg, log: log, nodeLog: logger, gatherer: gatherer, srv: srv, self: self}
+	if !cfg.SharedAlarms {
+		b.alarms = alarm.New(cfg.Name, cfg.Alarms.Hold, logger.Named("alarm"), nil)
+	}
 	srv.SetLoggerV2(natsLogger{log: log.Named("nats").Sugar(), fatal: &b.fatal}, log.Core().Enabled(zap.DebugLevel), false, false)
 	srv.Start()
 	if err := b.waitReady(); err != nil {
 		b.shutdownServer()
 		return nil, err
 	}
-	if reg != nil {
-		if err := reg.Register(newCollector(b.js, cfg.Topics, log)); err != nil {
-			b.shutdownServer()
-			return nil, fmt.Errorf("broker metrics: %w", err)
-		}
+	if err := b.register(reg); err != nil {
+		b.shutdownServer()
+		return nil, fmt.Errorf("broker metrics: %w", err)
 	}
 	b.keepTopology()
 	log.Info("broker ready", zap.String("name", cfg.Name), zap.String("client_url", b.ClientURL()),
@@ -106,6 +126,25 @@ func New(cfg Config, logger *zap.Logger, reg prometheus.Registerer) (*Broker, er
 		zap.Bool("client_tls", opts.TLSConfig != nil), zap.Int("client_users", len(cfg.Auth.Users)),
 		zap.Bool("route_tls", opts.Cluster.TLSConfig != nil), zap.Bool("route_auth", opts.Cluster.Username != ""))
 	return b, nil
+}
+
+// register puts the broker's metrics and its alarm manager on reg (nil:
+// nowhere), both or neither.
+func (b *Broker) register(reg prometheus.Registerer) error {
+	if reg == nil {
+		return nil
+	}
+	c := newCollector(b.js, b.cfg.Topics, b.log)
+	if err := reg.Register(c); err != nil {
+		return err
+	}
+	if b.alarms != nil {
+		if err := reg.Register(b.alarms); err != nil {
+			reg.Unregister(c)
+			return err
+		}
+	}
+	return nil
 }
 
 // writableDir makes dir if need be and checks that a file can be written
@@ -428,18 +467,32 @@ func (b *Broker) stopTopology() {
 	b.keeping.Wait()
 }
 
-// Run blocks until ctx is done, then leaves (LameDuck) and shuts down.
+// Run runs the broker until ctx is done, then leaves (LameDuck) and shuts
+// down. Meanwhile it watches the broker's alarms and, with cfg.OpsListen
+// set, serves the ops listener (see serveOps); both stop when ctx is done
+// or the server stops on its own, and Run returns once they have, with
+// their error joined to its own.
 func (b *Broker) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	if b.alarms != nil {
+		wg.Go(func() { b.WatchAlarms(ctx, b.alarms) })
+	}
+	var opsErr error
+	if b.cfg.OpsListen != "" {
+		wg.Go(func() { opsErr = b.serveOps(ctx) })
+	}
 	// Ends when the server is down, which it is when serve returns.
 	down := make(chan struct{})
-	var wg sync.WaitGroup
 	wg.Go(func() {
 		b.srv.WaitForShutdown()
 		close(down)
 	})
 	err := b.serve(ctx, down)
+	cancel()
 	wg.Wait()
-	return err
+	return errors.Join(err, opsErr)
 }
 
 // serve waits until ctx is done, then leaves (LameDuck), or until the

@@ -54,6 +54,13 @@ type Config struct {
 	// Alarms are the thresholds (disk use); filled from the top-level
 	// `alarms` key.
 	Alarms alarm.Config `mapstructure:"-"`
+	// SharedAlarms is set by a program that runs the broker beside a
+	// gateway on one registry (`sluice dev`: one node, one alarm manager):
+	// the broker keeps no alarm manager of its own, since two would
+	// register the same metrics, and the program runs WatchAlarms on the
+	// gateway's. Then Alarms() is nil, Run watches no alarms, and its ops
+	// listener serves no /v1/alarms. Not a file setting.
+	SharedAlarms bool `mapstructure:"-"`
 }
 
 // Cluster is how brokers find each other: NATS routes between them, over

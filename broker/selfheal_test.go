@@ -18,31 +18,36 @@ import (
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
-// healingBroker starts a broker checking its topology every interval, with
-// its alarms watched on an alarm manager (hold 100 ms) until the test ends.
+// healingBroker runs a broker checking its topology every interval, its
+// alarms evaluated every 50 ms on its own manager (hold 100 ms), until the
+// test ends.
 func healingBroker(t *testing.T, topics map[string]topology.Topic, interval time.Duration) (*broker.Broker, *alarm.Manager, jetstream.JetStream) {
 	t.Helper()
 	cfg := harness.BrokerConfig(t.TempDir(), topics)
 	cfg.ReconcileInterval = interval
 	cfg.Alarms.Interval = 50 * time.Millisecond
+	cfg.Alarms.Hold = 100 * time.Millisecond
 	b, err := broker.New(cfg, harness.Logger(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(b.Shutdown)
-	m := alarm.New(cfg.Name, 100*time.Millisecond, harness.Logger(t), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Go(func() { b.WatchAlarms(ctx, m) })
+	var runErr error
+	wg.Go(func() { runErr = b.Run(ctx) })
 	t.Cleanup(func() { // before Shutdown (cleanups run last first)
 		cancel()
 		wg.Wait()
+		if runErr != nil {
+			t.Errorf("Run: %v", runErr)
+		}
 	})
 	js, err := jetstream.New(harness.Connect(t, b))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return b, m, js
+	return b, b.Alarms(), js
 }
 
 // consumer is the family's consumer info, nil if it does not exist.

@@ -2,10 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net/http"
-	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -15,9 +12,7 @@ import (
 	"github.com/sluicebus/sluice/cmd/sluice/internal/config"
 	"github.com/sluicebus/sluice/cmd/sluice/internal/demo"
 	"github.com/sluicebus/sluice/gateway"
-	"github.com/sluicebus/sluice/internal/alarm"
 	"github.com/sluicebus/sluice/internal/bus"
-	"github.com/sluicebus/sluice/internal/opshttp"
 	"github.com/sluicebus/sluice/internal/topology"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
@@ -45,28 +40,11 @@ cluster.tls.*, cluster.user and cluster.password, lame_duck), topics.*.` + confi
 				return err
 			}
 			defer n.sync()
-			cfg, log, reg := n.cfg, n.log, n.reg
-			b, err := broker.New(cfg.Broker, log, reg)
+			b, err := broker.New(n.cfg.Broker, n.log, n.reg)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithCancel(cmd.Context())
-			defer cancel()
-			var wg sync.WaitGroup
-			alarms := alarm.New(cfg.Broker.Name, cfg.Alarms.Hold, log.Named("alarm"), nil)
-			reg.MustRegister(alarms)
-			wg.Go(func() { b.WatchAlarms(ctx, alarms) })
-			var opsErr error
-			if cfg.Broker.OpsListen != "" {
-				wg.Go(func() {
-					opsErr = opshttp.Run(ctx, cfg.Broker.OpsListen, b.Ready, reg, log, opshttp.Route{Pattern: "/v1/alarms", Handler: opshttp.JSON(func(*http.Request) any { return alarms.View() })},
-						opshttp.Route{Pattern: "/v1/status", Handler: opshttp.JSON(func(r *http.Request) any { return b.Status(r.Context(), alarms) })})
-				})
-			}
-			err = b.Run(ctx)
-			cancel()
-			wg.Wait()
-			return errors.Join(err, opsErr)
+			return b.Run(cmd.Context())
 		},
 	}
 }

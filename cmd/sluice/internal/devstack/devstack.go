@@ -59,7 +59,11 @@ func Start(cfg config.Config, log *zap.Logger, reg *prometheus.Registry) (*Stack
 // it has served on it.
 func (s *Stack) start(reg *prometheus.Registry) error {
 	var err error
-	if s.broker, err = broker.New(s.cfg.Broker, s.log, reg); err != nil {
+	// One node, one alarm manager: the gateway's, on which Run watches the
+	// broker's alarms too (two would register the same metrics on reg).
+	bcfg := s.cfg.Broker
+	bcfg.SharedAlarms = true
+	if s.broker, err = broker.New(bcfg, s.log, reg); err != nil {
 		return err
 	}
 	gnc, err := s.connect("sluice-gateway")
@@ -137,7 +141,7 @@ func (s *Stack) Run(ctx context.Context, ready func()) error {
 			errc <- fmt.Errorf("gateway: %w", err)
 		}
 	})
-	// One node, one alarm manager: the broker's disk alarm joins the gateway's.
+	// One node, one alarm manager: the broker's alarms join the gateway's.
 	wg.Go(func() { s.broker.WatchAlarms(runCtx, s.gateway.Alarms()) })
 	for _, w := range s.workers {
 		wg.Go(func() {

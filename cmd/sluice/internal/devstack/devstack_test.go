@@ -142,3 +142,47 @@ func acked(t *testing.T, reg *prometheus.Registry, family string) float64 {
 	}
 	return 0
 }
+
+// TestBrokerAlarmsJoinTheGateways: `sluice dev` is one node with one alarm
+// manager: the broker's disk_use is listed on the gateway's /v1/alarms,
+// and the one registry holds one set of alarm gauges beside the broker's
+// own metrics.
+func TestBrokerAlarmsJoinTheGateways(t *testing.T) {
+	cfg := testConfig(t.TempDir(), 0)
+	cfg.Alarms.DiskUseMax = 1e-9 // any disk in use raises disk_use
+	url, reg, _ := run(t, cfg)
+	id := "disk_use:" + cfg.Broker.Name
+	var view struct {
+		Node   string
+		Active []struct{ ID, Node string }
+	}
+	harness.Eventually(t, 10*time.Second, func() bool {
+		resp, err := http.Get(url + "/v1/alarms")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		view.Active = nil
+		if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&view) != nil {
+			return false
+		}
+		for _, a := range view.Active {
+			if a.ID == id {
+				return a.Node == view.Node
+			}
+		}
+		return false
+	}, "the gateway's /v1/alarms should list the broker's %s on the node's one manager: %+v", id, &view)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := map[string]int{}
+	for _, mf := range mfs {
+		found[mf.GetName()] = len(mf.GetMetric())
+	}
+	if found["sluice_alarm_active"] < 1 || found["sluice_topic_messages"] != 1 {
+		t.Fatalf("registry: %d sluice_alarm_active, %d sluice_topic_messages; want the alarm gauges and the broker's metrics",
+			found["sluice_alarm_active"], found["sluice_topic_messages"])
+	}
+}

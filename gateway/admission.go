@@ -216,7 +216,7 @@ func (a *admission) take(topic string, size int64, t *tenant.Tenant) (ok bool, w
 	ta.mu.Lock()
 	defer ta.mu.Unlock()
 	limited := t != nil && t.Limited() && ta.credit.Refilled()
-	if limited && ta.byTenant[t.Name] >= max(1, int64(t.AdmissionShare*float64(ta.credit.Share()))) {
+	if limited && ta.byTenant[t.Name] >= admit.TenantShare(t.AdmissionShare, ta.credit.Share()) {
 		return false, a.shedRetryAfter(), true
 	}
 	if ta.credit.Take(size) {

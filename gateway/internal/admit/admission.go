@@ -151,3 +151,10 @@ func Wait(deficit int64, rate, jitter float64, lo, hi time.Duration) time.Durati
 	}
 	return RetryAfter(deficit, rate, jitter, lo, hi)
 }
+
+// TenantShare is how many messages of a refill of share messages a tenant
+// with an admission share of fraction may take: at least one, so a small
+// share of a small credit never locks the tenant out.
+func TenantShare(fraction float64, share int64) int64 {
+	return max(1, int64(fraction*float64(share)))
+}

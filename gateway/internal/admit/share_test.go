@@ -91,3 +91,22 @@ func TestWait(t *testing.T) {
 		}
 	}
 }
+
+func TestTenantShare(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		fraction float64
+		share    int64
+		want     int64
+	}{
+		{"a quarter", 0.25, 100, 25},
+		{"rounded down", 0.25, 10, 2},
+		{"at least one", 0.1, 5, 1},
+		{"at least one of nothing", 0.5, 0, 1},
+		{"all of it", 1, 40, 40},
+	} {
+		if got := TenantShare(tc.fraction, tc.share); got != tc.want {
+			t.Errorf("%s: TenantShare(%v, %d) = %d, want %d", tc.name, tc.fraction, tc.share, got, tc.want)
+		}
+	}
+}

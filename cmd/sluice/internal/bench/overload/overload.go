@@ -225,6 +225,7 @@ func startStack(ctx context.Context, cfg Config, rec *recorder, log *zap.Logger)
 	topics := map[string]topology.Topic{Topic: t}
 	bcfg := broker.DefaultConfig()
 	bcfg.DataDir, bcfg.Listen, bcfg.Topics = cfg.DataDir, "", topics
+	bcfg.SharedAlarms = true // the gateway's alarm manager is on reg
 	reg := prometheus.NewRegistry()
 	b, err := broker.New(bcfg, log, reg)
 	if err != nil {

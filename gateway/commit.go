@@ -115,23 +115,8 @@ type commitDeps struct {
 	interest *interest
 }
 
-// newCommitter wires topic's group commit to g: the one place a committer
-// sees the gateway.
-func newCommitter(g *Gateway, topic string, replicas int) *committer {
-	t := g.cfg.Topics[topic]
-	return openCommitter(commitSettings{topic: topic, replicas: replicas,
-		commitsInFlight: g.cfg.CommitsInFlight, batchMax: g.cfg.CommitBatchMax, batchBytes: int(g.cfg.CommitBatchBytes),
-		atomicReplicated: g.cfg.CommitAtomicReplicated, publishTimeout: g.cfg.PublishTimeout, duplicateWindow: t.DuplicateWindow,
-		retryAfterMin: g.cfg.RetryAfterMin, retryAfterMax: g.cfg.RetryAfterMax,
-	}, commitDeps{nc: g.nc, js: g.js, log: g.log, metrics: g.metrics.commit(),
-		retryAfter:     func() time.Duration { return g.adm.retryAfter(topic) },
-		shedRetryAfter: g.adm.shedRetryAfter,
-		interest:       newInterest(g.nc, topic, t.FamilyNames(), maxReading),
-	})
-}
-
-// openCommitter is a committer of set's topic using d.
-func openCommitter(set commitSettings, d commitDeps) *committer {
+// newCommitter is a committer of set's topic using d.
+func newCommitter(set commitSettings, d commitDeps) *committer {
 	c := &committer{commitSettings: set, commitDeps: d, stream: sluice.StreamName(set.topic), atomicMin: never,
 		q:     newCommitQueue(set.commitsInFlight, set.batchMax, set.batchBytes),
 		young: set.duplicateWindow + set.publishTimeout + clockMargin}

@@ -88,7 +88,7 @@ func New(cfg Config, nc *nats.Conn, logger *zap.Logger, reg prometheus.Registere
 	g.adm = newAdmission(cfg, nc, js, g.log)
 	g.commits = make(map[string]*committer, len(cfg.Topics))
 	for name, t := range cfg.Topics {
-		g.commits[name] = newCommitter(g, name, t.Replicas)
+		g.commits[name] = g.committer(name, t.Replicas)
 	}
 	if err := m.registerState(reg, g); err != nil {
 		return nil, fmt.Errorf("gateway metrics: %w", err)
@@ -207,4 +207,19 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	g.log.Info("gateway stopped")
 	return err
+}
+
+// committer wires topic's group commit to g: the one place a committer
+// sees the gateway.
+func (g *Gateway) committer(topic string, replicas int) *committer {
+	t := g.cfg.Topics[topic]
+	return newCommitter(commitSettings{topic: topic, replicas: replicas,
+		commitsInFlight: g.cfg.CommitsInFlight, batchMax: g.cfg.CommitBatchMax, batchBytes: int(g.cfg.CommitBatchBytes),
+		atomicReplicated: g.cfg.CommitAtomicReplicated, publishTimeout: g.cfg.PublishTimeout, duplicateWindow: t.DuplicateWindow,
+		retryAfterMin: g.cfg.RetryAfterMin, retryAfterMax: g.cfg.RetryAfterMax,
+	}, commitDeps{nc: g.nc, js: g.js, log: g.log, metrics: g.metrics.commit(),
+		retryAfter:     func() time.Duration { return g.adm.retryAfter(topic) },
+		shedRetryAfter: g.adm.shedRetryAfter,
+		interest:       newInterest(g.nc, topic, t.FamilyNames(), maxReading),
+	})
 }

@@ -197,7 +197,7 @@ func TestClassifyFollowsTheTopicsReplicas(t *testing.T) {
 	one.Name, three.Name, three.Replicas = "one", "three", 3
 	g := &Gateway{cfg: Config{Topics: map[string]topology.Topic{"one": one, "three": three}}}
 	classify := func(topic string, err error) error {
-		c := openCommitter(commitSettings{topic: topic, replicas: g.cfg.Topics[topic].Replicas}, commitDeps{})
+		c := newCommitter(commitSettings{topic: topic, replicas: g.cfg.Topics[topic].Replicas}, commitDeps{})
 		return c.classify(err)
 	}
 	storeFailed := &jetstream.APIError{Code: 503, ErrorCode: 10077, Description: "store failed: i/o error"}

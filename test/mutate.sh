@@ -18,11 +18,15 @@ ONLY=${MUTATE_ONLY:-.} # e.g. MUTATE_ONLY=gateway/commit.go: only the rows match
 
 # package  file  tests run against its mutants (-run)  tests skipped (-skip, - for none)
 TABLE='
-gateway     commit.go    ^(TestCommit|TestSubmitAfterClose|TestGroupCommit|TestAtomicCommit|TestAtomicFrom|TestTakeLocked|TestAckPast|TestAckTimeout|TestStoredButAckLost|TestPublishStoresPayload|TestSameKeyOtherMessage|TestBusUnavailable|TestBatchOneBadLine)  -
+gateway     commit.go    ^(TestCommit|TestSubmitAfterClose|TestGroupCommit|TestAtomicCommit|TestAtomicFrom|TestCommitQueue|TestAckPast|TestAckTimeout|TestStoredButAckLost|TestPublishStoresPayload|TestSameKeyOtherMessage|TestBusUnavailable|TestBatchOneBadLine)  -
 gateway     publish.go   ^(TestPublish|TestBadRequests|TestMetadataBounds|TestPayloadAtTheLimit|TestSameKeyOtherMessage|TestErrorStatusesAreProblems|TestStoredButAckLost|TestBusUnavailable|TestClassify|TestShedsBeyondInFlight|TestClientRate|TestStreamFullExhaustsStaleCredit|TestAckPast|TestAckTimeout)  -
+gateway     commit_queue.go  ^(TestCommitQueue|TestCommitsInFlightBoundAndKeyOrder|TestGroupCommit)  -
+gateway     outcome.go   ^(TestClassify|TestStoredButAckLost|TestBusUnavailable|TestPublishTimeoutIsNeverSuccess|TestAckPast|TestAckTimeout)  -
+gateway     door.go      ^(TestErrorStatusesAreProblems|TestClientRate|TestTenantAdmissionShare|TestShedsBeyondInFlight|TestStreamFullExhaustsStaleCredit|TestRedrive)  -
 gateway     settle.go    ^(TestMissingFamily|TestFamilyDeleted|TestRedriveWithFamilyMissing|TestDuplicateProved|TestPublishStoresPayload|TestSubmitAfterClose|TestCommitKeeps)  -
 gateway     interest.go  ^(TestMissingFamily|TestFamilyDeleted|TestRedriveWithFamilyMissing|TestDuplicateProved|TestPublishStoresPayload)  -
 pkg/sluice  producer.go  ^(TestProducer|TestPublishBatch|TestRetryOptions|ExampleProducer)  -
+pkg/sluice  producer_options.go  ^(TestProducer|TestRetryOptions|ExampleProducer)  -
 pkg/sluice  worker.go    .  ^(TestProducer|TestPublishBatch|TestRetryOptions|ExampleProducer)
 pkg/sluice  handle.go    .  ^(TestProducer|TestPublishBatch|TestRetryOptions|ExampleProducer)
 broker      provision.go ^(TestProvision|TestReconcile|TestIncompatible|TestNewRefusesBadConfig|TestSyncAlways|TestAckExpiry|TestCrashedAttempt|TestDeletedFamily|TestUnusableFamily|TestAddedFamily|TestClusterProvisionsR3)  -

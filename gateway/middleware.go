@@ -72,3 +72,27 @@ func (g *Gateway) announceLameDuck(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
+
+// guardHeaders refuses a request with more header fields or bytes than the
+// gateway takes, with a 431 problem. The HTTP server's own bound is set
+// higher (see Run), so up to twice the limit the client gets a problem
+// JSON; past that the server's plain 431.
+func (g *Gateway) guardHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, size := 0, 0
+		for k, vs := range r.Header {
+			n += len(vs)
+			for _, v := range vs {
+				size += len(k) + len(v) + 4 // ": " and CRLF
+			}
+		}
+		switch {
+		case n > g.cfg.MaxHeaderCount:
+			writeError(w, fmt.Errorf("%w: %d header fields, at most %d are taken", errHeaderTooLarge, n, g.cfg.MaxHeaderCount), 0)
+		case size > int(g.cfg.MaxHeaderBytes):
+			writeError(w, fmt.Errorf("%w: %d bytes of header fields, at most %v are taken", errHeaderTooLarge, size, g.cfg.MaxHeaderBytes), 0)
+		default:
+			next.ServeHTTP(w, r)
+		}
+	})
+}

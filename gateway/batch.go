@@ -25,7 +25,7 @@ type pending struct {
 	// key is the item's idempotency key (entry.id adds its digest).
 	key string
 	entry
-	// settle settles the admission credit it holds; nil: not admitted.
+	// settle is the admission credit it holds (none: not admitted).
 	settle settlement
 }
 
@@ -224,8 +224,8 @@ func (g *Gateway) admitAll(r *http.Request, w http.ResponseWriter, topic string,
 func (g *Gateway) publishAll(ctx context.Context, topic string, items []*pending) {
 	defer func() {
 		for _, it := range items {
-			if it.settle != nil {
-				it.settle(it.err)
+			if it.settle.held() {
+				it.settle.settle(it.err)
 			}
 		}
 	}()

@@ -341,7 +341,7 @@ func (g *Gateway) redrive(ctx context.Context, d *deadLetters, m *jetstream.RawS
 	// its pace is the gateway's redrive rate, waited for rather than
 	// refused, so that one request moves many dead letters; and it answers
 	// with its own result and Retry-After (redriveEnd), not publish credit.
-	settle, err := g.admit(entrance{caller: c, topic: t.Name, size: int64(len(m.Data)), pace: func() error {
+	credit, err := g.admit(entrance{caller: c, topic: t.Name, size: int64(len(m.Data)), pace: func() error {
 		if err := g.redriveRate.Wait(ctx); err != nil {
 			// The request's time is up before the rate allows another.
 			return fmt.Errorf("%w: %w: %v", errOverloaded, errRedriveTime, err)
@@ -351,7 +351,7 @@ func (g *Gateway) redrive(ctx context.Context, d *deadLetters, m *jetstream.RawS
 	if err != nil {
 		return 0, err
 	}
-	defer func() { settle(err) }()
+	defer func() { credit.settle(err) }()
 	msg := nats.NewMsg(sluice.RedriveSubject(t.Name, f.Name))
 	msg.Data = m.Data
 	for k, v := range m.Header {

@@ -27,9 +27,24 @@ type entrance struct {
 	header http.Header
 }
 
-// settlement settles the admission credit a message took, from how its
-// request ended (admission.finish). Whoever passes the door calls it once.
-type settlement func(outcome error)
+// settlement is the admission credit a message took at the door; the zero
+// value holds none. A value, not a closure: the door allocates nothing.
+type settlement struct {
+	adm   *admission
+	topic string
+	size  int64
+}
+
+// settle settles the credit from how the message's request ended
+// (admission.finish). Whoever passes the door calls it once.
+func (s settlement) settle(outcome error) {
+	if s.adm != nil {
+		s.adm.finish(s.topic, s.size, outcome)
+	}
+}
+
+// held reports whether the message passed the door and holds credit.
+func (s settlement) held() bool { return s.adm != nil }
 
 // admit is the one admission door of publish, each batch line and
 // redrive, in this order: the tenant's rate, the client's rate, the
@@ -40,14 +55,14 @@ type settlement func(outcome error)
 // (see redrive for why).
 func (g *Gateway) admit(in entrance) (settlement, error) {
 	if err := g.admitTenant(in.caller); err != nil {
-		return nil, err
+		return settlement{}, err
 	}
 	if err := g.admitClient(in.req, in.caller); err != nil {
-		return nil, err
+		return settlement{}, err
 	}
 	if in.pace != nil {
 		if err := in.pace(); err != nil {
-			return nil, err
+			return settlement{}, err
 		}
 	}
 	err := g.takeCredit(in.topic, in.size, in.caller)
@@ -55,9 +70,9 @@ func (g *Gateway) admit(in entrance) (settlement, error) {
 		g.adm.setHeaders(in.header, in.topic)
 	}
 	if err != nil {
-		return nil, err
+		return settlement{}, err
 	}
-	return func(outcome error) { g.adm.finish(in.topic, in.size, outcome) }, nil
+	return settlement{adm: g.adm, topic: in.topic, size: in.size}, nil
 }
 
 // admitTenant takes one message of the caller's tenant rate, if it has one.

@@ -51,11 +51,11 @@ func (g *Gateway) publish(w http.ResponseWriter, r *http.Request, c tenant.Calle
 	}
 	// Admission, before a byte of the body is read: a refusal is cheap.
 	size := max(r.ContentLength, 0)
-	settle, err := g.admit(entrance{caller: c, topic: t.Name, size: size, req: r, header: w.Header()})
+	credit, err := g.admit(entrance{caller: c, topic: t.Name, size: size, req: r, header: w.Header()})
 	if err != nil {
 		return err
 	}
-	defer func() { settle(err) }() // settles the credit from how the request ends
+	defer func() { credit.settle(err) }() // settles the credit from how the request ends
 	reserve := r.ContentLength
 	if reserve < 0 || reserve > int64(t.MaxMessageSize) {
 		reserve = int64(t.MaxMessageSize) // chunked: the most it may be

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -65,11 +66,42 @@ func freePort(t testing.TB) int {
 // are shut down when the test ends.
 func StartCluster(t testing.TB, n int, topics map[string]topology.Topic) *Cluster {
 	t.Helper()
-	// Free ports are picked, released and then bound by the brokers: another
-	// process may take one in between. Such a start is tried again on other
-	// ports; any other failure fails the test.
+	return startRetried(t, topics, func() []string { // fresh stores for each try
+		base := t.TempDir()
+		dirs := make([]string, n)
+		for i := range dirs {
+			dirs[i] = filepath.Join(base, fmt.Sprintf("b%d", i+1))
+		}
+		return dirs
+	})
+}
+
+// StartClusterOn is StartCluster with one broker per store directory in
+// dirs (on a file system the test controls, say); a try that failed leaves
+// the directories empty for the next.
+func StartClusterOn(t testing.TB, dirs []string, topics map[string]topology.Topic) *Cluster {
+	t.Helper()
+	return startRetried(t, topics, func() []string {
+		for _, d := range dirs {
+			entries, _ := os.ReadDir(d)
+			for _, e := range entries {
+				if err := os.RemoveAll(filepath.Join(d, e.Name())); err != nil {
+					t.Fatalf("clearing %s: %v", d, err)
+				}
+			}
+		}
+		return dirs
+	})
+}
+
+// startRetried starts a cluster on the stores dirs gives. Free ports are
+// picked, released and then bound by the brokers: another process may take
+// one in between. Such a start is tried again on other ports; any other
+// failure fails the test.
+func startRetried(t testing.TB, topics map[string]topology.Topic, dirs func() []string) *Cluster {
+	t.Helper()
 	for try := 1; ; try++ {
-		c, err := startCluster(t, n, topics)
+		c, err := startCluster(t, dirs(), topics)
 		if err == nil {
 			t.Cleanup(func() {
 				for i := range c.Nodes {
@@ -85,12 +117,12 @@ func StartCluster(t testing.TB, n int, topics map[string]topology.Topic) *Cluste
 	}
 }
 
-func startCluster(t testing.TB, n int, topics map[string]topology.Topic) (*Cluster, error) {
+func startCluster(t testing.TB, dirs []string, topics map[string]topology.Topic) (*Cluster, error) {
 	c := &Cluster{t: t, topics: topics, proxies: map[[2]int]*Proxy{}}
-	base := t.TempDir()
+	n := len(dirs)
 	for i := range n {
 		c.Nodes = append(c.Nodes, &Node{
-			Name: fmt.Sprintf("b%d", i+1), dir: filepath.Join(base, fmt.Sprintf("b%d", i+1)),
+			Name: fmt.Sprintf("b%d", i+1), dir: dirs[i],
 			clientPort: freePort(t), clusterPort: freePort(t),
 		})
 	}

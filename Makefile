@@ -25,6 +25,7 @@ lint: ## gofmt and go vet
 	$(GO) vet ./...
 	$(GO) vet -tags chaos ./test/
 	$(GO) vet -tags demo ./test/
+	$(GO) vet -tags fuse ./...
 
 FUZZTIME ?= 30s
 

@@ -12,7 +12,9 @@
 // log: its size at that fsync, and every synced byte range overwritten
 // since, as it was (read from the backing file just before the write, a
 // truncate or a hole punch passes through). An fsync or fdatasync of the
-// file forgets the log. PowerOff cuts every logged file back to its synced
+// file forgets the log, and so does each write to a file opened O_SYNC or
+// O_DSYNC (nats-server writes its index and meta files so; the kernel sends
+// no fsync for them on a direct I/O mount, powerfs syncs them itself). PowerOff cuts every logged file back to its synced
 // size and writes the saved bytes back, so the backing directory holds
 // exactly what was fsynced. An undo log rather than a redo cache (LazyFS
 // keeps unsynced writes in its own page cache) leaves the backing
@@ -20,12 +22,12 @@
 // costs nothing for appends, the common case: bytes past the synced size
 // need no copy.
 //
-// A file created since the last fsync of its data keeps its name and is
-// cut to the size it was created with, 0: names are durable at once (see
-// Limits), and an empty file after a crash is what ext4 and xfs commonly
-// leave of a file created and written but never fsynced. A file truncated
-// (O_TRUNC, truncate, ftruncate) since its last fsync gets its synced
-// content back.
+// A file created and never fsynced keeps its name and loses its data (it
+// is cut to 0 bytes) rather than being removed: names are durable at once
+// (see Limits), and an empty file is what ext4 and xfs often leave, after
+// a crash, of a file created and written but never fsynced. A file
+// truncated (O_TRUNC, truncate, ftruncate) since its last fsync gets its
+// synced content back.
 //
 // PowerOff takes the gate every operation holds shared for its whole run:
 // an operation in flight either completes before the undo (and counts as
@@ -38,11 +40,12 @@
 //
 //   - Directory operations (create, mkdir, rename, unlink, link, symlink)
 //     and metadata (mode, owner, times, xattrs) are durable at once; an
-//     fsync of a directory is not needed and not simulated. LazyFS by
-//     default also loses file data only.
+//     fsync of a directory passes through and changes nothing here. LazyFS
+//     by default also loses file data only.
 //   - fsync is all or nothing per file: no torn writes, no reordering of
 //     unsynced writes (a PowerOff loses all of a file's unsynced writes,
 //     never some).
+//   - FailWrites fails write and fallocate, not truncate or create.
 //   - A failed fsync (FailSync) leaves the data unsynced, and a later
 //     fsync that succeeds syncs it; Linux after a real fsync error may
 //     drop the dirty pages instead.
@@ -50,7 +53,6 @@
 //     attributes are not cached, so that a PowerOff leaves nothing stale:
 //     shared writable mmap is not supported, and I/O is slower than on the
 //     backing directory.
-//   - An open directory's listing is not gated.
 //   - Unmount, unlike PowerOff, keeps everything written (a clean
 //     shutdown).
 package powerfs

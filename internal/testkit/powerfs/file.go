@@ -19,6 +19,10 @@ type file struct {
 	lf    *fusefs.LoopbackFile
 	fd    int    // lf's descriptor, valid until Release
 	epoch uint64 // the power cycle it was opened in
+	// dsync: opened O_SYNC or O_DSYNC, every write is an fsync too. The
+	// kernel sends no FSYNC after a direct I/O write, so the file system
+	// must (nats-server writes its index and meta files so).
+	dsync bool
 }
 
 var (
@@ -31,8 +35,9 @@ var (
 	_ = (fusefs.FileAllocater)((*file)(nil))
 )
 
-// newFile wraps a handle go-fuse's loopback opened. The caller has entered.
-func (f *FS) newFile(fh fusefs.FileHandle) (*file, syscall.Errno) {
+// newFile wraps a handle go-fuse's loopback opened with flags. The caller
+// has entered.
+func (f *FS) newFile(fh fusefs.FileHandle, flags uint32) (*file, syscall.Errno) {
 	lf, ok := fh.(*fusefs.LoopbackFile)
 	if !ok {
 		return nil, syscall.EIO
@@ -44,7 +49,7 @@ func (f *FS) newFile(fh fusefs.FileHandle) (*file, syscall.Errno) {
 		lf.Release(context.Background())
 		return nil, syscall.EBADF
 	}
-	return &file{fs: f, lf: lf, fd: fd, epoch: f.epoch}, 0
+	return &file{fs: f, lf: lf, fd: fd, epoch: f.epoch, dsync: flags&syscall.O_DSYNC != 0}, 0
 }
 
 // Read reads from the backing file now, while entered: a lazy read (as
@@ -61,8 +66,14 @@ func (h *file) Read(ctx context.Context, buf []byte, off int64) (fuse.ReadResult
 	return fuse.ReadResultData(buf[:n]), 0
 }
 
-// Write saves the synced bytes it overwrites, then writes through.
+// Write saves the synced bytes it overwrites, then writes through; on an
+// O_SYNC or O_DSYNC file it then syncs as Fsync does.
 func (h *file) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	if h.dsync {
+		if errno := h.fs.slowDown(ctx); errno != 0 {
+			return 0, errno
+		}
+	}
 	if !h.fs.enterFile(h.epoch) {
 		return 0, syscall.EIO
 	}
@@ -82,22 +93,23 @@ func (h *file) Write(ctx context.Context, data []byte, off int64) (uint32, sysca
 	if err != nil {
 		return 0, fusefs.ToErrno(err)
 	}
+	if h.dsync {
+		if errno := syscall.Errno(h.fs.failSync.Load()); errno != 0 {
+			return 0, errno
+		}
+		if err := syscall.Fsync(h.fd); err != nil {
+			return 0, fusefs.ToErrno(err)
+		}
+		h.fs.dropLocked(u)
+	}
 	return uint32(n), 0
 }
 
 // Fsync (and fdatasync: the size belongs to the data here) makes the
 // file's content what a power loss keeps.
 func (h *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {
-	// The slow disk waits outside the gate: a PowerOff need not wait for
-	// it, and the fsync then fails.
-	if d := time.Duration(h.fs.slowSync.Load()); d > 0 {
-		t := time.NewTimer(d)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return syscall.EINTR
-		}
+	if errno := h.fs.slowDown(ctx); errno != 0 {
+		return errno
 	}
 	if !h.fs.enterFile(h.epoch) {
 		return syscall.EIO
@@ -107,6 +119,23 @@ func (h *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 		return errno
 	}
 	return fusefs.ToErrno(h.fs.sync(h.fd))
+}
+
+// slowDown waits out SlowSync's delay, outside the gate: a PowerOff need
+// not wait for a slow disk, the sync then fails.
+func (f *FS) slowDown(ctx context.Context) syscall.Errno {
+	d := time.Duration(f.slowSync.Load())
+	if d <= 0 {
+		return 0
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return 0
+	case <-ctx.Done():
+		return syscall.EINTR
+	}
 }
 
 // Flush (on each close) makes nothing durable.

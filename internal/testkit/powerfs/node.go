@@ -159,7 +159,7 @@ func (n *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryO
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	h, errno := n.fs.openedFile(ctx, fh, 0)
+	h, errno := n.fs.openedFile(ctx, fh, flags&^syscall.O_TRUNC)
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
@@ -169,7 +169,7 @@ func (n *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryO
 // openedFile wraps a handle just opened with flags, truncating it first if
 // they ask. The caller has entered.
 func (f *FS) openedFile(ctx context.Context, fh fusefs.FileHandle, flags uint32) (*file, syscall.Errno) {
-	h, errno := f.newFile(fh)
+	h, errno := f.newFile(fh, flags)
 	if errno != 0 {
 		return nil, errno
 	}
@@ -268,14 +268,16 @@ func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	return n.LoopbackNode.Readlink(ctx)
 }
 
-// OpendirHandle gates opening a directory; reading an open one is not
-// gated (a directory listing changes no data).
 func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
 	if !n.fs.enter() {
 		return nil, 0, syscall.EIO
 	}
 	defer n.fs.leave()
-	return n.LoopbackNode.OpendirHandle(ctx, flags)
+	fh, fuseFlags, errno := n.LoopbackNode.OpendirHandle(ctx, flags)
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	return &dir{fs: n.fs, inner: fh}, fuseFlags, 0
 }
 
 func (n *node) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {

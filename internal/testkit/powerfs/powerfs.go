@@ -254,7 +254,7 @@ func (f *FS) logFor(fd int) (*undoLog, error) {
 	if err != nil {
 		return nil, err
 	}
-	u := &undoLog{fd: own, synced: st.Size}
+	u := &undoLog{id: id, fd: own, synced: st.Size}
 	f.logs[id] = u
 	return u, nil
 }
@@ -285,7 +285,7 @@ func (f *FS) sync(fd int) error {
 		// the log has saved for.
 		err := syscall.Fsync(fd)
 		if err == nil {
-			f.dropLocked(id, u)
+			f.dropLocked(u)
 		}
 		u.mu.Unlock()
 		return err
@@ -293,12 +293,12 @@ func (f *FS) sync(fd int) error {
 }
 
 // dropLocked forgets a log the caller holds.
-func (f *FS) dropLocked(id fileID, u *undoLog) {
+func (f *FS) dropLocked(u *undoLog) {
 	u.closed = true
 	syscall.Close(u.fd)
 	f.mu.Lock()
-	if f.logs[id] == u {
-		delete(f.logs, id)
+	if f.logs[u.id] == u {
+		delete(f.logs, u.id)
 	}
 	f.mu.Unlock()
 }
@@ -319,7 +319,7 @@ func (f *FS) forgetIfGone(id fileID) {
 	if u.closed || syscall.Fstat(u.fd, &st) != nil || st.Nlink > 0 {
 		return
 	}
-	f.dropLocked(id, u)
+	f.dropLocked(u)
 }
 
 // nameOf is the backing file's name relative to the backing directory.

@@ -3,6 +3,7 @@
 package powerfs
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -81,6 +82,22 @@ func TestPowerOffKeepsOnlyWhatWasSynced(t *testing.T) {
 				_, err := w.WriteAt([]byte("abc"), 10)
 				mustDo(t, err)
 				mustDo(t, syscall.Fdatasync(int(w.Fd())))
+			}},
+		{name: "an O_SYNC write is kept", want: "S123456789",
+			change: func(t *testing.T, f *FS, _ *os.File) {
+				s, err := os.OpenFile(filepath.Join(f.Mountpoint(), "f"), os.O_RDWR|os.O_SYNC, 0)
+				mustDo(t, err)
+				defer s.Close()
+				_, err = s.WriteAt([]byte("S"), 0)
+				mustDo(t, err)
+			}},
+		{name: "an O_DSYNC write is kept", want: base + "D",
+			change: func(t *testing.T, f *FS, _ *os.File) {
+				s, err := os.OpenFile(filepath.Join(f.Mountpoint(), "f"), os.O_WRONLY|os.O_APPEND|syscall.O_DSYNC, 0)
+				mustDo(t, err)
+				defer s.Close()
+				_, err = s.Write([]byte("D"))
+				mustDo(t, err)
 			}},
 		{name: "unsynced overwrite in the middle is undone", want: base, wantLost: 2,
 			change: func(t *testing.T, _ *FS, w *os.File) {
@@ -217,6 +234,9 @@ func TestPowerOffIsADeadDisk(t *testing.T) {
 	old, err := os.OpenFile(path, os.O_RDWR, 0)
 	mustDo(t, err)
 	defer old.Close()
+	oldDir, err := os.Open(f.Mountpoint())
+	mustDo(t, err)
+	defer oldDir.Close()
 
 	if _, err := f.PowerOff(); err != nil {
 		t.Fatal(err)
@@ -234,6 +254,8 @@ func TestPowerOffIsADeadDisk(t *testing.T) {
 		}},
 		{"mkdir", func() error { return os.Mkdir(filepath.Join(f.Mountpoint(), "dir"), 0o755) }},
 		{"readdir", func() error { _, err := os.ReadDir(f.Mountpoint()); return err }},
+		{"list an open directory", func() error { _, err := oldDir.ReadDir(-1); return err }},
+		{"fsync a directory", oldDir.Sync},
 		{"read", func() error { _, err := old.ReadAt(buf, 0); return err }},
 		{"write", func() error { _, err := old.WriteAt([]byte("x"), 0); return err }},
 		{"fsync", old.Sync},
@@ -331,4 +353,32 @@ func TestFaults(t *testing.T) {
 			t.Errorf("fsync took %v under SlowSync(%v)", took, d)
 		}
 	})
+}
+
+// TestUnmountWhileBusy: a file still open does not stop Unmount (the
+// mount is detached lazily), which is idempotent and keeps what was
+// written.
+func TestUnmountWhileBusy(t *testing.T) {
+	f := mount(t)
+	w, err := os.Create(filepath.Join(f.Mountpoint(), "f"))
+	mustDo(t, err)
+	_, err = w.WriteString("unsynced")
+	mustDo(t, err)
+	if err := f.Unmount(); err != nil {
+		t.Fatalf("unmount while a file is open: %v", err)
+	}
+	if err := f.Unmount(); err != nil {
+		t.Errorf("second unmount: %v", err)
+	}
+	w.Close()
+	mounts, err := os.ReadFile("/proc/self/mounts")
+	mustDo(t, err)
+	if bytes.Contains(mounts, []byte(f.Mountpoint())) {
+		t.Errorf("%s still mounted", f.Mountpoint())
+	}
+	got, err := os.ReadFile(filepath.Join(f.Backing(), "f"))
+	mustDo(t, err)
+	if string(got) != "unsynced" {
+		t.Errorf("backing file after unmount: %q, want %q", got, "unsynced")
+	}
 }

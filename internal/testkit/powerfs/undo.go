@@ -24,6 +24,7 @@ type fileID struct{ dev, ino uint64 }
 // content.
 type undoLog struct {
 	mu     sync.Mutex
+	id     fileID
 	fd     int    // own read-write descriptor: restores the inode whatever it is named now
 	synced int64  // size at the last fsync
 	saved  []span // sorted, disjoint, not adjacent

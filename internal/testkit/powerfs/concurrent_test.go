@@ -108,7 +108,7 @@ func TestConcurrentWritersAcrossPowerCuts(t *testing.T) {
 		soloWriters = 6
 		maxChanges  = 3000
 		cutAfter    = 150 // confirmed fsyncs before the power cut, or
-		cutDeadline = 3 * time.Second
+		cutDeadline = 10 * time.Second
 	)
 	f := mount(t)
 	var all []*writer

@@ -4,6 +4,7 @@ package powerfs
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"os"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // mount mounts a fresh powerfs for the test, unmounted at cleanup.
@@ -125,6 +128,10 @@ func TestPowerOffKeepsOnlyWhatWasSynced(t *testing.T) {
 				_, err := w.WriteAt([]byte("QQQQ"), 8)
 				mustDo(t, err)
 			}},
+		{name: "a hole punched is filled again", want: base, wantLost: 8, // saved from the hole on
+			change: func(t *testing.T, _ *FS, w *os.File) {
+				mustDo(t, unix.Fallocate(int(w.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 2, 4))
+			}},
 		{name: "truncate by name is undone", want: base, wantLost: 6,
 			change: func(t *testing.T, f *FS, _ *os.File) {
 				mustDo(t, os.Truncate(filepath.Join(f.Mountpoint(), "f"), 4))
@@ -164,7 +171,7 @@ func TestPowerOffKeepsOnlyWhatWasSynced(t *testing.T) {
 
 			lost, err := f.PowerOff()
 			mustDo(t, err)
-			name := cmpOr(tt.file, "f")
+			name := cmp.Or(tt.file, "f")
 			if lost.Bytes != tt.wantLost {
 				t.Errorf("lost %d bytes, want %d", lost.Bytes, tt.wantLost)
 			}
@@ -184,13 +191,6 @@ func TestPowerOffKeepsOnlyWhatWasSynced(t *testing.T) {
 			}
 		})
 	}
-}
-
-func cmpOr(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 func wantLostFiles(lostBytes int64, name string) []string {

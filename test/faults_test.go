@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sluicebus/sluice/gateway"
 	"github.com/sluicebus/sluice/internal/testkit/harness"
 	"github.com/sluicebus/sluice/internal/testkit/history"
 	"github.com/sluicebus/sluice/internal/topology"
@@ -37,6 +38,16 @@ type faultEnv struct {
 // a single broker through a proxy that can hold the bus's answers.
 func startFaultEnv(t *testing.T, slowFamily, proxied bool) *faultEnv {
 	t.Helper()
+	return startFaultEnvWith(t, slowFamily, proxied, nil, func(topics map[string]topology.Topic) *harness.Cluster {
+		return harness.StartCluster(t, 3, topics)
+	})
+}
+
+// startFaultEnvWith is startFaultEnv on the cluster start gives, with the
+// gateways' configs changed by gw (if not nil).
+func startFaultEnvWith(t *testing.T, slowFamily, proxied bool, gw func(*gateway.Config),
+	start func(map[string]topology.Topic) *harness.Cluster) *faultEnv {
+	t.Helper()
 	topic := harness.Topic("orders", "billing", "shipping")
 	topic.Replicas = 3
 	for name, f := range topic.Families {
@@ -44,12 +55,15 @@ func startFaultEnv(t *testing.T, slowFamily, proxied bool) *faultEnv {
 		topic.Families[name] = f
 	}
 	topics := map[string]topology.Topic{"orders": topic}
-	e := &faultEnv{c: harness.StartCluster(t, 3, topics), chk: history.New(families...), http: newStatusCounter()}
+	e := &faultEnv{c: start(topics), chk: history.New(families...), http: newStatusCounter()}
 	e.js, _ = jetstream.New(e.c.Connect(t))
 	e.c.WaitCurrent(t, e.js, "orders", "cluster not settled")
 	for i := range 2 {
 		cfg := harness.GatewayConfig(topics)
 		cfg.PublishTimeout = 2 * time.Second
+		if gw != nil {
+			gw(&cfg)
+		}
 		nc := e.c.Connect(t)
 		if i == 0 && proxied {
 			e.gw0Proxy, nc = harness.ConnectThrough(t, e.c.Nodes[0].URL())

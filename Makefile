@@ -9,7 +9,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 DEMO    := $(COMPOSE) -f deploy/docker-compose.yml -p sluice-demo
 
-.PHONY: build run test lint fuzz mutate bench bench-overload cluster cluster-down chaos image demo demo-down demo-test demo-secrets clean certs
+.PHONY: build run test lint fuzz mutate power power-short bench bench-overload cluster cluster-down chaos image demo demo-down demo-test demo-secrets clean certs
 
 build: ## static, trimmed binary in bin/sluice
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/sluice
@@ -58,6 +58,14 @@ cluster-down: ## stop the cluster started by make cluster
 
 chaos: ## fault scenarios on the process cluster, real SIGKILL/SIGSTOP, minutes; prints the checker table
 	$(GO) test -tags chaos -count=1 -timeout 30m -run TestChaos -v ./test/ 2>&1 | grep -v 'logger.go'
+
+power: ## power loss and disk faults (needs root and /dev/fuse): brokers' stores on a FUSE file system that drops unsynced writes; every scenario with the checker table (minutes)
+	$(GO) test -tags fuse -race -count=1 -timeout 5m ./internal/testkit/powerfs/
+	$(GO) test -tags fuse -count=1 -timeout 30m -run 'TestPowerLoss|TestDiskFaults|TestStoreFailed' -v ./test/ 2>&1 | grep -v 'logger.go'
+
+power-short: ## CI's subset of make power: powerfs itself, all three brokers powered off at once, a failed store
+	$(GO) test -tags fuse -race -count=1 -timeout 5m ./internal/testkit/powerfs/
+	$(GO) test -tags fuse -count=1 -timeout 10m -run 'TestPowerLoss/power_off_all_three_at_once|TestStoreFailed' -v ./test/ 2>&1 | grep -v 'logger.go'
 
 image: build ## container image sluice:dev, FROM scratch around bin/sluice
 	docker build -f deploy/Dockerfile -t sluice:dev .

@@ -34,7 +34,8 @@ func DiskUse(dir string) (float64, error) {
 func (b *Broker) Alarms() *alarm.Manager { return b.alarms }
 
 // WatchAlarms evaluates the broker's own conditions on m every
-// alarms.interval until ctx ends: its data directory's disk use, and
+// alarms.interval until ctx ends: its data directory's disk use, a store
+// that failed (store_failed), and
 // family_missing for each declared family that the topology checks found
 // missing or unusable since the last evaluation, recreated or not (it
 // clears once they find it in place). Run calls it on Alarms(); a program
@@ -52,6 +53,8 @@ func (b *Broker) WatchAlarms(ctx context.Context, m *alarm.Manager) {
 			m.Set(use > cfg.DiskUseMax, alarm.DiskUse, b.cfg.Name,
 				fmt.Sprintf("%s: %.0f%% of its file system used, over %.0f%%", b.cfg.DataDir, use*100, cfg.DiskUseMax*100))
 		}
+		m.Set(b.storeFailed(), alarm.StoreFailed, b.cfg.Name,
+			"the server stopped JetStream after a store error (disk full, a write or fsync error; see its log): restart the broker once its disk is healthy")
 		missing := b.topo.missingFamilies()
 		for _, topic := range topology.Names(b.cfg.Topics) {
 			for _, family := range b.cfg.Topics[topic].FamilyNames() {
@@ -113,4 +116,17 @@ func (b *Broker) Status(ctx context.Context, alarms *alarm.Manager) status.Statu
 		st.Alarms, _ = alarms.List()
 	}
 	return st
+}
+
+// storeFailed: the server reported a store write that failed, or runs but
+// has stopped JetStream under the broker. nats-server does either after a
+// store error (ENOSPC, EIO on a write or an fsync) and undoes neither by
+// itself: the failed file store refuses every later write, a stopped
+// JetStream stays stopped. Not while the broker leaves (a lame duck stops
+// JetStream too).
+func (b *Broker) storeFailed() bool {
+	if b.leaving.Load() || !b.srv.Running() {
+		return false
+	}
+	return b.storeErr.Load() || !b.srv.JetStreamEnabled()
 }

@@ -30,6 +30,11 @@ import (
 // ErrNotReady means the server or JetStream did not become ready in time.
 var ErrNotReady = errors.New("broker not ready")
 
+// ErrStoreFailed means the server stopped JetStream after its store failed
+// (disk full, a write or fsync error): the broker stores nothing until it
+// is restarted on a healthy disk, so Run stops it and returns this.
+var ErrStoreFailed = errors.New("broker store failed")
+
 // Broker is a running broker node. It is ready when New returns.
 type Broker struct {
 	cfg Config
@@ -50,6 +55,8 @@ type Broker struct {
 	self nkeys.KeyPair
 
 	stopOnce sync.Once
+	leaving  atomic.Bool           // LameDuck or Shutdown began
+	storeErr atomic.Bool           // the server reported a store write that failed
 	fatal    atomic.Pointer[error] // the server's first fatal error
 
 	// topo is what the provisioning passes found (readiness, the
@@ -110,7 +117,7 @@ func New(cfg Config, logger *zap.Logger, reg prometheus.Registerer) (*Broker, er
 	if !cfg.SharedAlarms {
 		b.alarms = alarm.New(cfg.Name, cfg.Alarms.Hold, logger.Named("alarm"), nil)
 	}
-	srv.SetLoggerV2(natsLogger{log: log.Named("nats").Sugar(), fatal: &b.fatal}, log.Core().Enabled(zap.DebugLevel), false, false)
+	srv.SetLoggerV2(natsLogger{log: log.Named("nats").Sugar(), fatal: &b.fatal, storeErr: &b.storeErr}, log.Core().Enabled(zap.DebugLevel), false, false)
 	srv.Start()
 	if err := b.waitReady(); err != nil {
 		b.shutdownServer()
@@ -495,18 +502,39 @@ func (b *Broker) Run(ctx context.Context) error {
 	return errors.Join(err, opsErr)
 }
 
-// serve waits until ctx is done, then leaves (LameDuck), or until the
-// server is down on its own. The server is down when it returns.
+// serve waits until ctx is done, then leaves (LameDuck), until the server
+// is down on its own, or until its store failed (ErrStoreFailed), then
+// stops it. The server is down when it returns.
 func (b *Broker) serve(ctx context.Context, down <-chan struct{}) error {
-	select {
-	case <-ctx.Done():
-	case <-down:
-		b.Shutdown() // the topology check and the in-process connection
-		return errors.New("broker: server stopped")
+	check := time.NewTicker(storeCheckInterval)
+	defer check.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			b.LameDuck()
+			return nil
+		case <-down:
+			b.Shutdown() // the topology check and the in-process connection
+			return errors.New("broker: server stopped")
+		case <-check.C:
+			if b.storeFailed() {
+				// nats-server does not start JetStream again by itself; a
+				// restart on a healthy disk does (the process's supervisor).
+				b.log.Error("the server stopped JetStream after a store error; stopping the broker for a restart on a healthy disk",
+					zap.String("store", b.cfg.DataDir))
+				if b.alarms != nil { // raised before the watcher's next round ends with Run
+					b.alarms.Raise(alarm.StoreFailed, b.cfg.Name, "JetStream stopped after a store error; the broker stopped for a restart")
+				}
+				b.Shutdown()
+				return fmt.Errorf("%w: JetStream stopped after a store error under %s (disk full, a write or fsync error; see the log): restart the broker once its disk is healthy",
+					ErrStoreFailed, b.cfg.DataDir)
+			}
+		}
 	}
-	b.LameDuck()
-	return nil
 }
+
+// storeCheckInterval is how often Run looks for a store that failed.
+const storeCheckInterval = time.Second
 
 // LameDuck leaves the cluster gracefully, then shuts down: it transfers the
 // Raft leaderships this broker holds (meta, streams, consumers) to the
@@ -519,6 +547,7 @@ func (b *Broker) LameDuck() {
 		b.Shutdown()
 		return
 	}
+	b.leaving.Store(true)
 	b.stopOnce.Do(func() {
 		b.log.Info("broker lame duck: handing off leadership and moving clients", zap.Duration("for", b.cfg.LameDuck))
 		b.stopTopology()
@@ -546,6 +575,7 @@ func (b *Broker) LameDuck() {
 
 // Shutdown stops the server after flushing JetStream to disk. Idempotent.
 func (b *Broker) Shutdown() {
+	b.leaving.Store(true)
 	b.stopOnce.Do(b.shutdownServer)
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"sync"
@@ -89,8 +90,10 @@ type statusCounter struct {
 	mu       sync.Mutex
 	statuses map[int]int
 	failed   int
-	inFlight map[string]int // host:port -> requests sent and not answered
-	next     http.RoundTripper
+	// noRetryAfter counts 429 and 503 answers without Retry-After.
+	noRetryAfter int
+	inFlight     map[string]int // host:port -> requests sent and not answered
+	next         http.RoundTripper
 }
 
 func newStatusCounter() *statusCounter {
@@ -111,7 +114,18 @@ func (c *statusCounter) RoundTrip(r *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	c.statuses[resp.StatusCode]++
+	if (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) && resp.Header.Get("Retry-After") == "" {
+		c.noRetryAfter++
+	}
 	return resp, nil
+}
+
+// answers is how many answers of each status came so far, and how many
+// 429 and 503 answers had no Retry-After.
+func (c *statusCounter) answers() (map[int]int, int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.statuses), c.noRetryAfter
 }
 
 // noAnswer is how many requests got no answer so far.

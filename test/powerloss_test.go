@@ -3,15 +3,23 @@
 package test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluicebus/sluice/broker"
 	"github.com/sluicebus/sluice/gateway"
+	"github.com/sluicebus/sluice/internal/alarm"
 	"github.com/sluicebus/sluice/internal/testkit/harness"
 	"github.com/sluicebus/sluice/internal/testkit/history"
 	"github.com/sluicebus/sluice/internal/testkit/powerfs"
@@ -140,6 +148,163 @@ func TestPowerLoss(t *testing.T) {
 			}
 			if p := r.Problems(); len(p) > 0 {
 				t.Errorf("%s: %v\n%+v", sc.name, p, r)
+			}
+		})
+	}
+	t.Log("\n" + strings.Join(rows, "\n"))
+}
+
+// diskFault makes the disks of nodes fail as set says for d, then heals
+// them; the brokers are left running: service must come back by itself.
+func (pe *powerEnv) diskFault(t *testing.T, d time.Duration, set func(fs *powerfs.FS, on bool), nodes ...int) {
+	t.Helper()
+	for _, i := range nodes {
+		set(pe.disks[i], true)
+	}
+	time.Sleep(d)
+	for _, i := range nodes {
+		set(pe.disks[i], false)
+	}
+	// A broker whose store failed is stopped by its Run (ErrStoreFailed)
+	// and restarted by its supervisor: here, the test.
+	for _, i := range nodes {
+		b := pe.c.Nodes[i].Broker()
+		if b == nil || b.Ready() {
+			continue
+		}
+		time.Sleep(2 * time.Second) // a broker merely catching up gets ready
+		if b.Ready() {
+			continue
+		}
+		t.Logf("b%d is not ready after its disk healed (its store failed): restarted, as its supervisor would once sluice broker exits", i+1)
+		pe.c.Stop(i)
+		pe.c.Restart(i)
+	}
+	harness.Eventually(t, 2*time.Minute, pe.current, "replicas current again after the disks healed")
+}
+
+// TestStoreFailedStopsTheBroker: a store error makes nats-server stop
+// JetStream for good; Run raises store_failed, stops the broker and returns
+// ErrStoreFailed, so that sluice broker exits for its supervisor to
+// restart it; restarted on the healed disk it serves again.
+func TestStoreFailedStopsTheBroker(t *testing.T) {
+	base := t.TempDir()
+	if err := os.Mkdir(filepath.Join(base, "disk"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fs, err := powerfs.Mount(filepath.Join(base, "disk"), filepath.Join(base, "b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = fs.Unmount() })
+	topics := harness.Topics(harness.Topic("orders", "billing"))
+	b := harness.StartBrokerIn(t, fs.Mountpoint(), topics)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	nc := harness.Connect(t, b)
+	js, _ := jetstream.New(nc)
+	fs.FailWrites(syscall.ENOSPC)
+	var runErr error
+	harness.Eventually(t, time.Minute, func() bool {
+		pctx, pcancel := context.WithTimeout(context.Background(), time.Second)
+		defer pcancel()
+		_, _ = js.Publish(pctx, "sluice.topic.orders", []byte("x"))
+		select {
+		case runErr = <-done:
+			return true
+		default:
+			return false
+		}
+	}, "Run did not stop after the store failed")
+	if !errors.Is(runErr, broker.ErrStoreFailed) {
+		t.Fatalf("Run returned %v, want ErrStoreFailed", runErr)
+	}
+	if !slices.ContainsFunc(b.Alarms().View().Active, func(a alarm.Alarm) bool { return a.Name == alarm.StoreFailed }) {
+		t.Errorf("alarms %+v: want store_failed", b.Alarms().View())
+	}
+	fs.FailWrites(0)
+	again := harness.StartBrokerIn(t, fs.Mountpoint(), topics)
+	if !again.Ready() {
+		t.Fatal("the broker restarted on the healed disk is not ready")
+	}
+}
+
+func failSync(fs *powerfs.FS, on bool) {
+	if on {
+		fs.FailSync(syscall.EIO)
+		return
+	}
+	fs.FailSync(0)
+}
+
+func diskFull(fs *powerfs.FS, on bool) {
+	if on {
+		fs.FailWrites(syscall.ENOSPC)
+		return
+	}
+	fs.FailWrites(0)
+}
+
+func slowDisk(fs *powerfs.FS, on bool) {
+	if on {
+		fs.SlowSync(100 * time.Millisecond)
+		return
+	}
+	fs.SlowSync(0)
+}
+
+// TestDiskFaults: fsync errors, a full disk and a slow disk under load,
+// on one broker and on all of them, the brokers left running. No 202 for
+// a message not stored (the checker), no 500, every 429 and 503 with
+// Retry-After, and service back by itself once the disks heal.
+func TestDiskFaults(t *testing.T) {
+	scenarios := []struct {
+		name  string
+		fault func(t *testing.T, pe *powerEnv, l *publisher)
+	}{
+		{"fsync errors on one follower 5 s", func(t *testing.T, pe *powerEnv, l *publisher) {
+			f := (pe.c.Leader(t, pe.js, "orders") + 1) % 3
+			l.busy(t)
+			pe.diskFault(t, 5*time.Second, failSync, f)
+		}},
+		{"fsync errors on the stream leader 5 s", func(t *testing.T, pe *powerEnv, l *publisher) {
+			leader := pe.c.Leader(t, pe.js, "orders")
+			l.busy(t)
+			pe.diskFault(t, 5*time.Second, failSync, leader)
+		}},
+		{"disk full on one follower 5 s", func(t *testing.T, pe *powerEnv, l *publisher) {
+			f := (pe.c.Leader(t, pe.js, "orders") + 1) % 3
+			l.busy(t)
+			pe.diskFault(t, 5*time.Second, diskFull, f)
+		}},
+		{"disk full on all three 5 s", func(t *testing.T, pe *powerEnv, l *publisher) {
+			l.busy(t)
+			pe.diskFault(t, 5*time.Second, diskFull, 0, 1, 2)
+		}},
+		{"slow disk on the stream leader 5 s", func(t *testing.T, pe *powerEnv, l *publisher) {
+			leader := pe.c.Leader(t, pe.js, "orders")
+			l.busy(t)
+			pe.diskFault(t, 5*time.Second, slowDisk, leader)
+		}},
+	}
+	rows := []string{history.Header}
+	for _, sc := range scenarios {
+		t.Run(strings.ReplaceAll(sc.name, " ", "_"), func(t *testing.T) {
+			pe := startPowerEnv(t, false)
+			r := pe.run(t, func(l *publisher) { sc.fault(t, pe, l) })
+			rows = append(rows, r.Row(sc.name))
+			answers, noRetryAfter := pe.http.answers()
+			t.Logf("%s: answers by status %v", sc.name, answers)
+			if r.Acked == 0 {
+				t.Fatal("nothing was acked")
+			}
+			if p := r.Problems(); len(p) > 0 {
+				t.Errorf("%s: %v\n%+v", sc.name, p, r)
+			}
+			if answers[500] > 0 || noRetryAfter > 0 {
+				t.Errorf("%s: %d answers 500, %d refusals without Retry-After", sc.name, answers[500], noRetryAfter)
 			}
 		})
 	}

@@ -37,6 +37,7 @@ const (
 	NoQuorum       Name = "no_quorum"        // subject: topic; its stream has no leader
 	ReplicaLagging Name = "replica_lagging"  // subject: topic/broker
 	DiskUse        Name = "disk_use"         // subject: broker; data dir's file system over alarms.disk_use_max
+	StoreFailed    Name = "store_failed"     // subject: broker; JetStream stopped after a store error
 	BusUnreachable Name = "bus_unreachable"  // subject: gateway; not connected to any broker
 	Shedding       Name = "gateway_shedding" // subject: gateway; an in-flight bound refused requests
 	FamilyMissing  Name = "family_missing"   // subject: topic/family; its consumer is missing or unusable on the bus
@@ -59,6 +60,7 @@ var Catalog = []struct {
 	{NoQuorum, Critical, "a topic's stream has no leader: publishes to it fail"},
 	{ReplicaLagging, Major, "a replica of a topic is not current or lags by more than alarms.replica_lag_max messages"},
 	{DiskUse, Major, "a broker's data directory file system is fuller than alarms.disk_use_max"},
+	{StoreFailed, Critical, "the server stopped JetStream on a broker after its store failed (disk full, a write or fsync error): the broker stores nothing until restarted on a healthy disk (sluice broker exits for its supervisor to restart it)"},
 	{BusUnreachable, Critical, "a gateway is not connected to any broker: it answers 503"},
 	{Shedding, Major, "a gateway refused requests at one of its in-flight bounds (requests, body bytes, publish window)"},
 	{FamilyMissing, Critical, "a declared family's consumer is missing or unusable (a broker's check or a gateway's reading found it so): the topic stores nothing for it meanwhile and gateways refuse the topic; brokers recreate a missing one"},

@@ -174,7 +174,7 @@ func TestCatalogSeverities(t *testing.T) {
 			t.Fatalf("catalog entry %+v", c)
 		}
 	}
-	if len(seen) != 12 {
+	if len(seen) != 13 {
 		t.Fatalf("catalog has %d alarms", len(seen))
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -142,13 +143,17 @@ func startCluster(t testing.TB, dirs []string, topics map[string]topology.Topic)
 		wg.Go(func() { errs[i] = c.start(i) }) // together: JetStream needs a quorum to be ready
 	}
 	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			for j := range c.Nodes {
-				c.Stop(j)
-			}
-			return nil, fmt.Errorf("start %s: %w", c.Nodes[i].Name, err)
+	// A node that lost a port race makes the others fail too (no quorum):
+	// report the race, which is worth another try.
+	first := slices.IndexFunc(errs, func(err error) bool { return err != nil && strings.Contains(err.Error(), "address already in use") })
+	if first < 0 {
+		first = slices.IndexFunc(errs, func(err error) bool { return err != nil })
+	}
+	if first >= 0 {
+		for j := range c.Nodes {
+			c.Stop(j)
 		}
+		return nil, fmt.Errorf("start %s: %w", c.Nodes[first].Name, errs[first])
 	}
 	return c, nil
 }

@@ -85,7 +85,7 @@ func (g *Gateway) admitTenant(c tenant.Caller) error {
 		return nil
 	}
 	g.metrics.tenantRefusals.WithLabelValues(c.Tenant.Name, "tenant_rate").Inc()
-	return refuse("tenant_rate", min(g.cfg.RetryAfterMax, max(g.cfg.RetryAfterMin, wait)),
+	return refuse("tenant_rate", g.rateWait(wait),
 		fmt.Errorf("%w: tenant %s is over its quota of %v messages/s (burst %d)", errRateLimited, c.Tenant.Name, c.Tenant.Rate, c.Tenant.Burst))
 }
 
@@ -101,7 +101,7 @@ func (g *Gateway) admitClient(r *http.Request, c tenant.Caller) error {
 	if ok {
 		return nil
 	}
-	return refuse("client_rate", min(g.cfg.RetryAfterMax, max(g.cfg.RetryAfterMin, wait)),
+	return refuse("client_rate", g.rateWait(wait),
 		fmt.Errorf("%w: over %v messages/s (burst %d) for this client", errRateLimited, g.cfg.ClientRate, g.cfg.ClientBurst))
 }
 
@@ -119,4 +119,10 @@ func (g *Gateway) takeCredit(topic string, size int64, c tenant.Caller) error {
 	}
 	return refuse("admission", wait, fmt.Errorf("%w: no admission credit left for topic %s at this gateway: "+
 		"its workers have not yet made room; retry after the advertised time", errTopicFull, topic))
+}
+
+// rateWait is the Retry-After of a rate refusal: the bucket's wait within
+// the gateway's Retry-After bounds.
+func (g *Gateway) rateWait(wait time.Duration) time.Duration {
+	return min(g.cfg.RetryAfterMax, max(g.cfg.RetryAfterMin, wait))
 }

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"maps"
 	"os/exec"
 	"slices"
 	"strings"
@@ -42,13 +43,7 @@ var layout = []depRule{
 // against rules; std tells the standard library's packages.
 func layoutViolations(rules []depRule, deps map[string][]string, std map[string]bool) []string {
 	var out []string
-	for _, pkg := range slices.Sorted(func(yield func(string) bool) {
-		for p := range deps {
-			if !yield(p) {
-				return
-			}
-		}
-	}) {
+	for _, pkg := range slices.Sorted(maps.Keys(deps)) {
 		for _, r := range rules {
 			if !under(pkg, r.prefix) || slices.ContainsFunc(r.except, func(e string) bool { return under(pkg, e) }) {
 				continue

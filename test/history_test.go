@@ -307,3 +307,16 @@ func (d drive) settle(t *testing.T) {
 func httpClient(c *statusCounter) []sluice.ProducerOption {
 	return []sluice.ProducerOption{sluice.WithHTTPClient(&http.Client{Timeout: 30 * time.Second, Transport: c})}
 }
+
+// judge fails the test when nothing of scenario was acked or the report
+// has problems, and returns its row of the checker table.
+func judge(t *testing.T, scenario string, r history.Report) string {
+	t.Helper()
+	if r.Acked == 0 {
+		t.Fatal("nothing was acked")
+	}
+	if p := r.Problems(); len(p) > 0 {
+		t.Errorf("%s: %v\n%+v", scenario, p, r)
+	}
+	return r.Row(scenario)
+}

@@ -142,13 +142,7 @@ func TestPowerLoss(t *testing.T) {
 		t.Run(strings.ReplaceAll(sc.name, " ", "_"), func(t *testing.T) {
 			pe := startPowerEnv(t, sc.atomic)
 			r := pe.run(t, func(l *publisher) { sc.fault(t, pe, l) })
-			rows = append(rows, r.Row(sc.name))
-			if r.Acked == 0 {
-				t.Fatal("nothing was acked")
-			}
-			if p := r.Problems(); len(p) > 0 {
-				t.Errorf("%s: %v\n%+v", sc.name, p, r)
-			}
+			rows = append(rows, judge(t, sc.name, r))
 		})
 	}
 	t.Log("\n" + strings.Join(rows, "\n"))
@@ -294,15 +288,9 @@ func TestDiskFaults(t *testing.T) {
 		t.Run(strings.ReplaceAll(sc.name, " ", "_"), func(t *testing.T) {
 			pe := startPowerEnv(t, false)
 			r := pe.run(t, func(l *publisher) { sc.fault(t, pe, l) })
-			rows = append(rows, r.Row(sc.name))
 			answers, noRetryAfter := pe.http.answers()
 			t.Logf("%s: answers by status %v", sc.name, answers)
-			if r.Acked == 0 {
-				t.Fatal("nothing was acked")
-			}
-			if p := r.Problems(); len(p) > 0 {
-				t.Errorf("%s: %v\n%+v", sc.name, p, r)
-			}
+			rows = append(rows, judge(t, sc.name, r))
 			if answers[500] > 0 || noRetryAfter > 0 {
 				t.Errorf("%s: %d answers 500, %d refusals without Retry-After", sc.name, answers[500], noRetryAfter)
 			}

@@ -78,6 +78,21 @@ func DefaultTopic() Topic {
 	}
 }
 
+// DevOrders is the topic the development setup declares (configs/dev.yaml,
+// what `make run` starts): orders, with the families billing and shipping,
+// every key at its default.
+func DevOrders() Topic {
+	orders := DefaultTopic()
+	orders.Name = "orders"
+	orders.Families = map[string]Family{}
+	for _, name := range []string{"billing", "shipping"} {
+		f := DefaultFamily()
+		f.Name = name
+		orders.Families[name] = f
+	}
+	return orders
+}
+
 // DefaultFamily is what a family gets for every key it does not set.
 func DefaultFamily() Family {
 	return Family{

@@ -27,15 +27,7 @@ func TestMain(m *testing.M) {
 	}
 	// What `make run` starts (configs/dev.yaml's orders, with billing and
 	// shipping), plus an invoices topic; no demo workers.
-	orders := topology.DefaultTopic()
-	orders.Name = "orders"
-	orders.Families = map[string]topology.Family{}
-	for _, name := range []string{"billing", "shipping"} {
-		f := topology.DefaultFamily()
-		f.Name = name
-		orders.Families[name] = f
-	}
-	stack, err := harness.StartStack(dir, harness.Topics(orders, harness.Topic("invoices", "mailer")))
+	stack, err := harness.StartStack(dir, harness.Topics(topology.DevOrders(), harness.Topic("invoices", "mailer")))
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -176,13 +176,22 @@ func ready(url string) bool {
 // passes, then fails the test with msg.
 func Eventually(t testing.TB, timeout time.Duration, cond func() bool, msg string, args ...any) {
 	t.Helper()
+	if !waitFor(timeout, cond) {
+		t.Fatalf("after %v: "+msg, append([]any{timeout}, args...)...)
+	}
+}
+
+// waitFor polls cond every few milliseconds until it holds (true) or
+// timeout passes (false).
+func waitFor(timeout time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(timeout)
 	wait := time.Millisecond
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("after %v: "+msg, append([]any{timeout}, args...)...)
+			return false
 		}
 		time.Sleep(wait)
 		wait = min(wait*2, 50*time.Millisecond)
 	}
+	return true
 }

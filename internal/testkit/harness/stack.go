@@ -68,10 +68,8 @@ func StartStack(dir string, topics map[string]topology.Topic) (s *Stack, err err
 		}
 		s.done <- nil
 	}()
-	for deadline := time.Now().Add(time.Minute); !ready(s.GatewayURL); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			return s, errors.New("gateway not ready after 1m")
-		}
+	if !waitFor(time.Minute, func() bool { return ready(s.GatewayURL) }) {
+		return s, errors.New("gateway not ready after 1m")
 	}
 	return s, nil
 }

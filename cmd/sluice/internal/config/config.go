@@ -87,14 +87,7 @@ type Demo struct {
 // DefaultConfig is the complete single-node development setup; configs/dev.yaml
 // holds the same values (a test keeps them equal).
 func DefaultConfig() Config {
-	orders := topology.DefaultTopic()
-	orders.Name = "orders"
-	orders.Families = map[string]topology.Family{}
-	for _, name := range []string{"billing", "shipping"} {
-		f := topology.DefaultFamily()
-		f.Name = name
-		orders.Families[name] = f
-	}
+	orders := topology.DevOrders()
 	return Config{
 		Log:     Log{Level: "info", Format: "auto", Sampling: true},
 		Bus:     Bus{URLs: []string{"nats://127.0.0.1:4222"}, ConnectTimeout: 5 * time.Second, TLS: tlsconf.Config{}, NkeySeedFile: ""},

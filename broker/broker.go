@@ -373,12 +373,13 @@ func (b *Broker) Peers() []string {
 	return names
 }
 
-// Ready reports whether the server runs with JetStream enabled and every
+// Ready reports whether the server runs with JetStream enabled, no store
+// write has failed (storeFailed), and every
 // declared stream and family exists: New returns only once provisioning
 // succeeded, and a later check that finds one missing or unusable, and
 // cannot recreate it, makes the broker unready until one finds it again.
 func (b *Broker) Ready() bool {
-	return b.srv.Running() && b.srv.JetStreamEnabled() && b.nc.IsConnected() && b.topo.complete()
+	return b.srv.Running() && b.srv.JetStreamEnabled() && !b.storeErr.Load() && b.nc.IsConnected() && b.topo.complete()
 }
 
 // JetStream advisories of deletions: ...STREAM.DELETED.<stream> and

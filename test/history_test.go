@@ -7,6 +7,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -248,10 +249,14 @@ type drive struct {
 func (d drive) run(t *testing.T, fault func(l *publisher)) history.Report {
 	t.Helper()
 	l := startPublisher(t, d.chk, d.gateways, d.prefix, d.opts...)
+	loadStart := time.Now()
 	time.Sleep(d.load)
+	faultBegin := time.Now()
 	fault(l)
+	faultEnd := time.Now()
 	time.Sleep(d.load)
 	l.halt()
+	d.chk.Phases(loadStart, faultBegin, faultEnd, time.Now())
 	if l.bounded.Load() {
 		t.Errorf("the publisher reached its bound (%d messages or %v) before the end", loadMaxMessages, loadMaxTime)
 	}
@@ -318,5 +323,30 @@ func judge(t *testing.T, scenario string, r history.Report) string {
 	if p := r.Problems(); len(p) > 0 {
 		t.Errorf("%s: %v\n%+v", scenario, p, r)
 	}
-	return r.Row(scenario)
+	row := r.Row(scenario)
+	t.Log(row)
+	tableRow(t, row)
+	return row
+}
+
+// tableRow appends row to the file SLUICE_CHAOS_TABLE names, if set: make
+// chaos prints every scenario's row from it as one table.
+func tableRow(t *testing.T, row string) {
+	t.Helper()
+	path := os.Getenv("SLUICE_CHAOS_TABLE")
+	if path == "" {
+		return
+	}
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Errorf("chaos table: %v", err)
+		return
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() == 0 {
+		row = history.Header + "\n" + row
+	}
+	if _, err := fmt.Fprintln(f, row); err != nil {
+		t.Errorf("chaos table %s: %v", path, err)
+	}
 }

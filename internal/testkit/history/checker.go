@@ -136,6 +136,7 @@ type Checker struct {
 	deletions []deletion // operators' deletions, in the order recorded
 	events    int        // deliveries and dead letters recorded, for Quiesce
 	final     *FinalState
+	phases    []time.Duration // Phases: load start, fault begin, fault end, load end (from start)
 }
 
 // New checks deliveries to families; times are measured from now.
@@ -149,6 +150,36 @@ func New(families ...string) *Checker {
 		c.copied[f] = map[string]map[uint64]*copies{}
 	}
 	return c
+}
+
+// Phases records when the load started, the fault began and ended, and the
+// load stopped, for the report's ack rates before, during and after the
+// fault.
+func (c *Checker) Phases(loadStart, faultBegin, faultEnd, loadEnd time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.phases = nil
+	for _, t := range []time.Time{loadStart, faultBegin, faultEnd, loadEnd} {
+		c.phases = append(c.phases, t.Sub(c.start))
+	}
+}
+
+// rates is the writers' acks per second between consecutive phases: before,
+// during and after the fault. c.mu is held; oks is sorted.
+func (c *Checker) rates(oks []time.Duration) (r [3]float64, ok bool) {
+	if len(c.phases) != 4 {
+		return r, false
+	}
+	for i := range r {
+		from, to := c.phases[i], c.phases[i+1]
+		if to <= from {
+			continue
+		}
+		lo, _ := slices.BinarySearch(oks, from)
+		hi, _ := slices.BinarySearch(oks, to)
+		r[i] = float64(hi-lo) / (to - from).Seconds()
+	}
+	return r, true
 }
 
 // Families is the families every stored message must reach.
@@ -498,6 +529,10 @@ type Report struct {
 	Definite int `json:"definite_failures"`
 	// LongestGap: the longest time between two of the writers' acks.
 	LongestGap time.Duration `json:"longest_gap_without_ack"`
+	// Rates: the writers' acks per second before, during and after the
+	// fault, when the phases were recorded (RatesMeasured).
+	Rates         [3]float64 `json:"acks_per_second_before_during_after"`
+	RatesMeasured bool       `json:"-"`
 	// FinalChecked: a final state was recorded; State lists its problems.
 	FinalChecked bool     `json:"final_checked"`
 	State        []string `json:"state_problems,omitempty"`
@@ -538,6 +573,7 @@ func (c *Checker) Report() Report {
 	for i := 1; i < len(oks); i++ {
 		r.LongestGap = max(r.LongestGap, oks[i]-oks[i-1])
 	}
+	r.Rates, r.RatesMeasured = c.rates(oks)
 	if c.final != nil {
 		r.FinalChecked = true
 		r.State = c.stateProblems(*c.final)
@@ -678,13 +714,17 @@ func (r Report) Row(scenario string) string {
 			final = strings.Join(r.State, "; ")
 		}
 	}
-	return fmt.Sprintf("| %s | %d | %d | %d | %d | %d | %d | %d | %d | %d | %d | %d | %.1f s | %s |", scenario,
+	rates := "not measured"
+	if r.RatesMeasured {
+		rates = fmt.Sprintf("%.0f / %.0f / %.0f", r.Rates[0], r.Rates[1], r.Rates[2])
+	}
+	return fmt.Sprintf("| %s | %d | %d | %d | %d | %d | %d | %d | %d | %d | %d | %d | %.1f s | %s | %s |", scenario,
 		r.Acked, r.Lost, r.FamilyLost, r.StoredTwice, r.Unexpected, r.Corrupted, r.Unknown, r.Recovered,
-		r.Settled, r.Duplicates, r.Definite, r.LongestGap.Seconds(), final)
+		r.Settled, r.Duplicates, r.Definite, r.LongestGap.Seconds(), rates, final)
 }
 
 // Header is the markdown table header for Row.
 var Header = strings.Join([]string{
-	"| scenario | acked | lost | family-lost | stored twice | unexpected | corrupted | unknown | recovered | settled | delivery duplicates | definite failures | longest gap without ack | final state |",
-	"|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+	"| scenario | acked | lost | family-lost | stored twice | unexpected | corrupted | unknown | recovered | settled | delivery duplicates | definite failures | longest gap without ack | acks/s before / during / after | final state |",
+	"|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
 }, "\n")

@@ -285,3 +285,33 @@ func TestLongestGap(t *testing.T) {
 		t.Errorf("longest gap %v, want >= 30ms", g)
 	}
 }
+
+// TestRates counts the acks between the phases: two before the fault, none
+// during it, one after.
+func TestRates(t *testing.T) {
+	c := New("a")
+	if c.Report().RatesMeasured {
+		t.Error("rates measured without phases")
+	}
+	loadStart := c.start.Add(-time.Second)
+	c.Attempted("1", pa, Ack(1, false))
+	c.Attempted("2", pa, Ack(2, false))
+	faultBegin := time.Now()
+	faultEnd := faultBegin.Add(time.Second) // the next ack comes after it
+	c.Attempted("3", pa, Ack(3, false))
+	c.Attempted("4", pa, Answer{Outcome: Unknown})
+	loadEnd := faultEnd.Add(time.Second)
+	c.Phases(loadStart, faultBegin, faultEnd, loadEnd)
+	r := c.Report()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	oks := c.oks
+	after := 0
+	if oks[2] >= faultEnd.Sub(c.start) {
+		after = 1 // "3" came after the fault's end only on a very slow machine
+	}
+	want := [3]float64{2 / faultBegin.Sub(loadStart).Seconds(), float64(1-after) / time.Second.Seconds(), float64(after) / time.Second.Seconds()}
+	if !r.RatesMeasured || r.Rates != want {
+		t.Errorf("rates %v (measured %v), want %v", r.Rates, r.RatesMeasured, want)
+	}
+}

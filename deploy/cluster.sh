@@ -5,14 +5,18 @@
 #   deploy/cluster.sh down
 #   deploy/cluster.sh stop broker-2      # SIGTERM one process, wait for its exit
 #   deploy/cluster.sh restart broker-2   # start one process again (chaos tests)
+#   deploy/cluster.sh restart broker-4   # a fourth broker joins (routes to 1-3)
+#   deploy/cluster.sh restart worker-billing-1   # a demo worker of a family
 # WORKERS=0 starts no demo workers (tests attach their own).
 # PORT_OFFSET shifts every port (tests run a second cluster beside yours).
+# CONFIG names the configuration a process is started with (a rolling
+# restart with a new file changes the topology).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin/sluice}
 RUN_DIR=${RUN_DIR:-run/cluster}
 OFF=${PORT_OFFSET:-0}
-CONFIG=configs/cluster/cluster.yaml
+CONFIG=${CONFIG:-configs/cluster/cluster.yaml}
 
 port() { echo $(( $1 + OFF )); }
 urls() { echo "nats://127.0.0.1:$(port 4222),nats://127.0.0.1:$(port 4223),nats://127.0.0.1:$(port 4224)"; }
@@ -24,6 +28,7 @@ spec() {
     broker-*)
       i=${name#broker-}
       local routes="" j
+      # Brokers 4 and up join through the first three (routes gossip).
       for j in 1 2 3; do
         [ "$i" = "$j" ] || routes="${routes:+$routes,}nats-route://127.0.0.1:$(port $((6221 + j)))"
       done

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
@@ -24,7 +25,8 @@ import (
 type processCluster struct {
 	t      *testing.T
 	runDir string
-	offset int // PORT_OFFSET: brokers on 4222+offset.., gateways on 8080+offset..
+	offset int        // PORT_OFFSET: brokers on 4222+offset.., gateways on 8080+offset..
+	nc     *nats.Conn // the test's connection to the brokers
 	js     jetstream.JetStream
 	// readers are the test's workers, one per family.
 	readers *readers
@@ -39,7 +41,15 @@ func (p *processCluster) script(args ...string) *exec.Cmd {
 
 func (p *processCluster) do(args ...string) {
 	p.t.Helper()
-	if out, err := p.script(args...).CombinedOutput(); err != nil {
+	p.doEnv(nil, args...)
+}
+
+// doEnv runs the script with env added to its environment (CONFIG=...).
+func (p *processCluster) doEnv(env []string, args ...string) {
+	p.t.Helper()
+	cmd := p.script(args...)
+	cmd.Env = append(cmd.Env, env...)
+	if out, err := cmd.CombinedOutput(); err != nil {
 		p.t.Fatalf("cluster %v: %v\n%s", args, err, out)
 	}
 }
@@ -91,6 +101,7 @@ func startProcessCluster(t *testing.T, offset int, chk *history.Checker, slowShi
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
+	p.nc = nc
 	p.js, _ = jetstream.New(nc)
 	slow := time.Duration(0)
 	if slowShipping {
@@ -98,4 +109,24 @@ func startProcessCluster(t *testing.T, offset int, chk *history.Checker, slowShi
 	}
 	p.readers = startReaders(t, nc, chk, 8, slow)
 	return p
+}
+
+// diagnose describes the topic's stream and families, for a test that
+// finds deliveries missing.
+func (p *processCluster) diagnose() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := p.js.Stream(ctx, sluice.StreamName("orders"))
+	if err != nil {
+		return err.Error()
+	}
+	out := fmt.Sprintf("stream: %+v cluster: %+v", s.CachedInfo().State, s.CachedInfo().Cluster)
+	for _, fam := range families {
+		if c, err := s.Consumer(ctx, fam); err == nil {
+			ci := c.CachedInfo()
+			out += fmt.Sprintf("\n%s: delivered %+v ack floor %+v ack pending %d redelivered %d pending %d waiting %d",
+				fam, ci.Delivered, ci.AckFloor, ci.NumAckPending, ci.NumRedelivered, ci.NumPending, ci.NumWaiting)
+		}
+	}
+	return out
 }

@@ -99,6 +99,7 @@ type Alarm struct {
 
 type state struct {
 	Alarm
+	raised     time.Time // on the manager's now, as clearSince
 	clearSince time.Time // zero while the condition holds
 }
 
@@ -110,7 +111,8 @@ type Manager struct {
 	node string
 	hold time.Duration
 	log  *zap.Logger
-	now  func() time.Time
+	// now measures hold times; stamp gives RaisedAt and ClearedAt.
+	now, stamp func() time.Time
 
 	mu      sync.Mutex
 	active  map[string]*state
@@ -119,13 +121,25 @@ type Manager struct {
 	raised  *prometheus.CounterVec
 }
 
-// New is a manager for node with hold as the clear hold time. now may be
-// nil (time.Now).
+// New is a manager for node with hold as the clear hold time, measured on
+// now, which also stamps the alarms. now may be nil (time.Now).
 func New(node string, hold time.Duration, log *zap.Logger, now func() time.Time) *Manager {
+	return NewStamped(node, hold, log, now, nil)
+}
+
+// NewStamped is New with the alarms' RaisedAt and ClearedAt read from
+// stamp (nil: now) and hold times still measured on now: a node that
+// stamps in the bus's clock, for times that read alike on every node,
+// keeps its holds on its own monotonic clock, which neither a skewed wall
+// clock nor a correction of the bus clock's estimate can stretch.
+func NewStamped(node string, hold time.Duration, log *zap.Logger, now, stamp func() time.Time) *Manager {
 	if now == nil {
 		now = time.Now
 	}
-	return &Manager{node: node, hold: hold, log: log, now: now, active: map[string]*state{}, known: map[string]Alarm{},
+	if stamp == nil {
+		stamp = now
+	}
+	return &Manager{node: node, hold: hold, log: log, now: now, stamp: stamp, active: map[string]*state{}, known: map[string]Alarm{},
 		raised: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_alarms_raised_total",
 			Help: "Alarms raised, by name (a raise while active does not count).",
@@ -143,8 +157,8 @@ func (m *Manager) Raise(name Name, subject, cause string) string {
 		st.Cause, st.clearSince = cause, time.Time{}
 		return id
 	}
-	a := Alarm{ID: id, Name: name, Subject: subject, Severity: SeverityOf(name), Cause: cause, Node: m.node, RaisedAt: m.now()}
-	m.active[id] = &state{Alarm: a}
+	a := Alarm{ID: id, Name: name, Subject: subject, Severity: SeverityOf(name), Cause: cause, Node: m.node, RaisedAt: m.stamp()}
+	m.active[id] = &state{Alarm: a, raised: m.now()}
 	m.known[id] = a
 	m.raised.WithLabelValues(string(name)).Inc()
 	m.log.Warn("alarm raised", zap.String("alarm", id), zap.String("name", string(name)), zap.String("subject", subject),
@@ -192,14 +206,15 @@ func (m *Manager) Tick() {
 		}
 		delete(m.active, id)
 		a := st.Alarm
-		a.ClearedAt = &now
+		cleared := m.stamp()
+		a.ClearedAt = &cleared
 		m.history = append(m.history, a)
 		if len(m.history) > historyLen {
 			m.history = slices.Delete(m.history, 0, len(m.history)-historyLen)
 		}
 		m.log.Info("alarm cleared", zap.String("alarm", id), zap.String("name", string(a.Name)), zap.String("subject", a.Subject),
 			zap.String("severity", string(a.Severity)), zap.String("node", m.node),
-			zap.Duration("active_for", now.Sub(a.RaisedAt)), zap.Duration("clear_for", now.Sub(st.clearSince)))
+			zap.Duration("active_for", now.Sub(st.raised)), zap.Duration("clear_for", now.Sub(st.clearSince)))
 	}
 }
 

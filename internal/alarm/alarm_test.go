@@ -178,3 +178,36 @@ func TestCatalogSeverities(t *testing.T) {
 		t.Fatalf("catalog has %d alarms", len(seen))
 	}
 }
+
+// TestStampedHoldsIgnoreTheStampClock: the hold is measured on now while
+// the alarm's times come from stamp; a stamp clock that jumps (an estimate
+// of the bus's clock corrected, or a skewed wall clock) neither ends a hold
+// early nor stretches it, and the times are the stamp clock's.
+func TestStampedHoldsIgnoreTheStampClock(t *testing.T) {
+	const hold = 10 * time.Second
+	mono := &clock{t: time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)}
+	bus := &clock{t: time.Date(2026, 11, 24, 11, 0, 0, 0, time.UTC)}
+	m := NewStamped("gw-1", hold, zap.NewNop(), mono.now, bus.now)
+	m.Raise(NoQuorum, "orders", "no leader")
+	m.Clear(NoQuorum, "orders")
+	bus.advance(time.Hour) // a jump forward is no hold time
+	mono.advance(hold - time.Second)
+	m.Tick()
+	if _, ok := m.Active(NoQuorum, "orders"); !ok {
+		t.Fatal("cleared before its hold time")
+	}
+	bus.advance(-2 * time.Hour) // nor does a jump back hold it longer
+	mono.advance(time.Second)
+	m.Tick()
+	_, cleared := m.List()
+	if len(cleared) != 1 {
+		t.Fatalf("not cleared after its hold time: %v", cleared)
+	}
+	a := cleared[0]
+	if want := time.Date(2026, 11, 24, 11, 0, 0, 0, time.UTC); !a.RaisedAt.Equal(want) {
+		t.Errorf("raised at %v, want the stamp clock's %v", a.RaisedAt, want)
+	}
+	if want := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC); a.ClearedAt == nil || !a.ClearedAt.Equal(want) {
+		t.Errorf("cleared at %v, want the stamp clock's %v", a.ClearedAt, want)
+	}
+}

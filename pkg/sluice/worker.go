@@ -36,11 +36,16 @@ type Worker struct {
 	pullExpiry time.Duration
 	log        *zap.Logger
 	reg        prometheus.Registerer
+	// clock is the bus's clock: retry deadlines and dead-letter times are
+	// judged and written in it (see busClock).
+	clock *busClock
 
-	started   atomic.Bool
-	drainOnce sync.Once
-	draining  chan struct{} // closed by Drain
-	done      chan struct{} // closed when Run returns
+	started atomic.Bool
+	// warnedOffset is the clock offset last warned about (ns).
+	warnedOffset atomic.Int64
+	drainOnce    sync.Once
+	draining     chan struct{} // closed by Drain
+	done         chan struct{} // closed when Run returns
 }
 
 // WorkerOption configures a Worker.
@@ -101,6 +106,22 @@ func WithPullExpiry(d time.Duration) WorkerOption {
 	}
 }
 
+// WithWorkerClock sets the worker's wall clock (default time.Now). The
+// worker judges retry deadlines and stamps dead letters in the bus's clock,
+// read from the broker's answers and advanced by the monotonic clock, so
+// this clock only gives sluice_worker_clock_offset_seconds and stands in
+// for the bus's with a server too old to tell its time. For tests of a
+// skewed or jumping clock.
+func WithWorkerClock(now func() time.Time) WorkerOption {
+	return func(w *Worker) error {
+		if now == nil {
+			return fmt.Errorf("%w: nil clock", ErrInvalidOption)
+		}
+		w.clock.wall = now
+		return nil
+	}
+}
+
 // NewWorker returns a worker of family on topic over conn. It does no I/O;
 // Run looks the family up and starts pulling.
 func NewWorker(conn *nats.Conn, topic, family string, h Handler, opts ...WorkerOption) (*Worker, error) {
@@ -119,7 +140,7 @@ func NewWorker(conn *nats.Conn, topic, family string, h Handler, opts ...WorkerO
 	}
 	w := &Worker{
 		js: js, topic: topic, family: family, handler: h,
-		credit: 16, pullExpiry: time.Second, log: zap.NewNop(),
+		credit: 16, pullExpiry: time.Second, log: zap.NewNop(), clock: &busClock{wall: time.Now},
 		draining: make(chan struct{}),
 		done:     make(chan struct{}),
 	}
@@ -318,19 +339,42 @@ func (f *family) isCopy(h nats.Header, id string) bool {
 	return err != nil || at.UnixNano() >= created
 }
 
-// rereadFamily reads the family's consumer again after a failed pull: it
-// may have been deleted with its topic's stream and provisioned again.
-func (w *Worker) rereadFamily(ctx context.Context, cons jetstream.Consumer, fam *family) error {
+// rereadFamily reads the family's consumer again after a failed pull (it
+// may have been deleted with its topic's stream and provisioned again) and
+// every busClockRefresh, for the bus's clock its answer carries.
+func (w *Worker) rereadFamily(ctx context.Context, cons jetstream.Consumer, fam *family, m *workerMetrics) error {
+	sent := time.Now()
 	info, err := cons.Info(ctx)
 	if err != nil {
 		return err
 	}
+	w.readBusClock(info.TimeStamp, sent, time.Now(), m)
 	if c := info.Created.UnixNano(); fam.created.Swap(c) != c {
 		w.log.Warn("the family was created anew on the bus (its topic's stream or its consumer was deleted and provisioned again)",
 			zap.Time("created", info.Created))
 	}
 	fam.reread.Store(false)
 	return nil
+}
+
+// clockWarn is the offset from the bus's clock past which a worker warns:
+// more than NTP leaves, so the host's clock is not kept.
+const clockWarn = time.Second
+
+// readBusClock records the bus's time from a consumer info answer (see
+// busClock.observe) and exports this worker's offset from it; an offset
+// past clockWarn is logged when it appears or moves by clockWarn.
+func (w *Worker) readBusClock(ts, sent, recv time.Time, m *workerMetrics) {
+	offset, ok := w.clock.observe(ts, sent, recv)
+	if !ok {
+		return
+	}
+	m.clockOffset.Set(offset.Seconds())
+	if last := time.Duration(w.warnedOffset.Load()); (offset.Abs() >= clockWarn) && (offset-last).Abs() >= clockWarn {
+		w.warnedOffset.Store(int64(offset))
+		w.log.Warn("this host's clock is off the bus's: retry deadlines and dead-letter times use the bus's clock; keep the host's in sync (NTP)",
+			zap.Duration("offset", offset.Round(time.Millisecond)))
+	}
 }
 
 // event is what pulls and handlers report to the owner loop.
@@ -350,7 +394,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("%w: Run called twice", ErrInvalidOption)
 	}
 	defer close(w.done)
+	sent := time.Now()
 	cons, err := w.js.Consumer(ctx, StreamName(w.topic), w.family)
+	recv := time.Now()
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
 		return fmt.Errorf("%w: %s", ErrTopicNotFound, w.topic)
@@ -370,6 +416,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	fam := &family{topic: w.topic, name: w.family, policy: pol, deadLetters: dlq, log: w.log}
 	fam.created.Store(cons.CachedInfo().Created.UnixNano())
 	m := newWorkerMetrics(w.reg, w.topic, w.family)
+	w.readBusClock(cons.CachedInfo().TimeStamp, sent, recv, m)
 	m.creditLimit.Add(float64(w.credit))
 	defer m.creditLimit.Sub(float64(w.credit))
 
@@ -441,8 +488,8 @@ func (w *Worker) pull(ctx context.Context, wg *sync.WaitGroup, cons jetstream.Co
 	pctx, cancel := context.WithTimeout(ctx, w.pullExpiry)
 	defer cancel()
 	var err error
-	if fam.reread.Load() {
-		err = w.rereadFamily(pctx, cons, fam)
+	if fam.reread.Load() || w.clock.stale() {
+		err = w.rereadFamily(pctx, cons, fam, m)
 	}
 	got := 0
 	if err == nil {

@@ -13,6 +13,7 @@ type workerMetrics struct {
 	handlerSeconds prometheus.Observer
 	creditLimit    prometheus.Gauge
 	creditUsed     prometheus.Gauge
+	clockOffset    prometheus.Gauge
 }
 
 func (m *workerMetrics) outcome(o string) { m.messages.WithLabelValues(o).Inc() }
@@ -42,6 +43,10 @@ func newWorkerMetrics(reg prometheus.Registerer, topic, family string) *workerMe
 		Name: "sluice_worker_credit_used",
 		Help: "Credit in use: messages asked for or being handled.",
 	}, labels))
+	offset := register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sluice_worker_clock_offset_seconds",
+		Help: "How far the worker's wall clock is ahead of the bus's (negative: behind), as of its last reading of the bus's clock (every minute, within half a round trip). Retry deadlines and dead-letter times use the bus's clock; alert past a second: the host's clock is not kept (NTP).",
+	}, labels))
 	l := prometheus.Labels{"topic": topic, "family": family}
 	return &workerMetrics{
 		messages:       messages.MustCurryWith(l),
@@ -49,6 +54,7 @@ func newWorkerMetrics(reg prometheus.Registerer, topic, family string) *workerMe
 		handlerSeconds: handler.With(l),
 		creditLimit:    limit.With(l),
 		creditUsed:     used.With(l),
+		clockOffset:    offset.With(l),
 	}
 }
 

@@ -114,7 +114,10 @@ func deadView(m *jetstream.RawStreamMsg, full bool) sluice.DeadLetter {
 		Error: h.Get(sluice.HeaderDeadError), Size: len(m.Data)}
 	d.OriginalSeq, _ = strconv.ParseUint(h.Get(sluice.HeaderOriginalSeq), 10, 64)
 	d.Attempts, _ = strconv.Atoi(h.Get(sluice.HeaderDeadAttempts))
-	d.DeadAt, _ = time.Parse(time.RFC3339Nano, h.Get(sluice.HeaderDeadAt))
+	// When the bus stored the dead letter, by its clock: the same clock as
+	// the message's store time, whatever the worker's clock said (a worker
+	// older than the bus-clock stamp wrote its own into the header).
+	d.DeadAt = m.Time
 	if !full {
 		return d
 	}

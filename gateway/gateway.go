@@ -43,15 +43,36 @@ type Gateway struct {
 	// node names this gateway in alarms; alarms holds them.
 	node   string
 	alarms *alarm.Manager
+	// clock is the bus's clock: API keys expire and alarms and the status
+	// are stamped in it (see busClock).
+	clock *busClock
 
 	mu       sync.Mutex
 	ln       net.Listener
 	stopping atomic.Bool // lame duck: /readyz says no, requests are still served
 }
 
+// Option adjusts a gateway beyond its Config: what a test needs and a
+// configuration file has no business with.
+type Option func(*Gateway)
+
+// WithClock sets the gateway's wall clock (default time.Now). The gateway
+// judges API key expiry and stamps alarms and /v1/status in the bus's
+// clock, read from the brokers' answers and advanced by the monotonic
+// clock, so this clock only gives sluice_gateway_clock_offset_seconds and
+// stands in for the bus's until a broker has told its time. For tests of a
+// skewed or jumping clock. A nil clock keeps time.Now.
+func WithClock(now func() time.Time) Option {
+	return func(g *Gateway) {
+		if now != nil {
+			g.clock.wall = now
+		}
+	}
+}
+
 // New builds a gateway publishing over nc. Metrics are registered on reg
 // (nil: none); /metrics serves gatherer (nil: no /metrics endpoint).
-func New(cfg Config, nc *nats.Conn, logger *zap.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer) (*Gateway, error) {
+func New(cfg Config, nc *nats.Conn, logger *zap.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer, opts ...Option) (*Gateway, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -69,7 +90,11 @@ func New(cfg Config, nc *nats.Conn, logger *zap.Logger, reg prometheus.Registere
 		return nil, fmt.Errorf("gateway metrics: %w", err)
 	}
 	g := &Gateway{cfg: cfg, log: logger.Named("gateway"), nc: nc, js: js, metrics: m,
-		limits: newLimits(cfg), clients: newClients(cfg), redriveRate: rate.NewLimiter(rate.Limit(cfg.RedriveRate), 1)}
+		limits: newLimits(cfg), clients: newClients(cfg), redriveRate: rate.NewLimiter(rate.Limit(cfg.RedriveRate), 1),
+		clock: &busClock{wall: time.Now}}
+	for _, o := range opts {
+		o(g)
+	}
 	if g.keys, err = tenant.NewKeys(cfg.Auth); err != nil {
 		return nil, err
 	}
@@ -79,7 +104,7 @@ func New(cfg Config, nc *nats.Conn, logger *zap.Logger, reg prometheus.Registere
 			"for development only, set auth.mode: keys with tenants in production")
 	}
 	g.node = nodeName(cfg)
-	g.alarms = alarm.New(g.node, cfg.Alarms.Hold, g.log.Named("alarm"), nil)
+	g.alarms = alarm.NewStamped(g.node, cfg.Alarms.Hold, g.log.Named("alarm"), nil, g.clock.now)
 	if reg != nil {
 		if err := reg.Register(g.alarms); err != nil {
 			return nil, fmt.Errorf("gateway metrics: %w", err)
@@ -220,6 +245,6 @@ func (g *Gateway) committer(topic string, replicas int) *committer {
 	}, commitDeps{nc: g.nc, js: g.js, log: g.log, metrics: g.metrics.commit(),
 		retryAfter:     func() time.Duration { return g.adm.retryAfter(topic) },
 		shedRetryAfter: g.adm.shedRetryAfter,
-		interest:       newInterest(g.nc, topic, t.FamilyNames(), maxReading),
+		interest:       newInterest(g.nc, topic, t.FamilyNames(), maxReading, g.clock),
 	})
 }

@@ -41,6 +41,8 @@ type interest struct {
 	stream   string
 	families []string
 	timeout  time.Duration
+	// clock learns the bus's time from each consumer info answer.
+	clock *busClock
 	// changed is told, before anyone sees the reading, of the families
 	// whose consumer appeared or was replaced since the reading before.
 	changed func(families []string)
@@ -74,8 +76,8 @@ type reading struct {
 	err error
 }
 
-func newInterest(nc *nats.Conn, topic string, families []string, timeout time.Duration) *interest {
-	return &interest{nc: nc, topic: topic, stream: sluice.StreamName(topic), families: families, timeout: timeout}
+func newInterest(nc *nats.Conn, topic string, families []string, timeout time.Duration, clock *busClock) *interest {
+	return &interest{nc: nc, topic: topic, stream: sluice.StreamName(topic), families: families, timeout: timeout, clock: clock}
 }
 
 // missing lists the families, of want (nil: every family), without a
@@ -221,7 +223,9 @@ const (
 // lookup is family f's consumer creation time and age, if its filters take
 // the topic's messages and its own redrives.
 func (in *interest) lookup(ctx context.Context, f string) (time.Time, time.Duration, error) {
+	sent := time.Now()
 	resp, err := in.nc.RequestWithContext(ctx, "$JS.API.CONSUMER.INFO."+in.stream+"."+f, nil)
+	recv := time.Now()
 	if err != nil {
 		return time.Time{}, 0, err
 	}
@@ -235,9 +239,10 @@ func (in *interest) lookup(ctx context.Context, f string) (time.Time, time.Durat
 		}
 		return time.Time{}, 0, info.Error
 	}
+	in.clock.observe(info.TimeStamp, sent, recv)
 	now := info.TimeStamp
 	if now.IsZero() {
-		now = time.Now() // a server without "ts": this gateway's clock
+		now = in.clock.now() // a server without "ts"
 	}
 	filters := info.Config.FilterSubjects
 	if info.Config.FilterSubject != "" {

@@ -117,6 +117,7 @@ func New(cfg Config, logger *zap.Logger, reg prometheus.Registerer) (*Broker, er
 	if !cfg.SharedAlarms {
 		b.alarms = alarm.New(cfg.Name, cfg.Alarms.Hold, logger.Named("alarm"), nil)
 	}
+	b.guardStores(opts.StoreDir) // before the server opens the stores: see storecheck.go
 	srv.SetLoggerV2(natsLogger{log: log.Named("nats").Sugar(), fatal: &b.fatal, storeErr: &b.storeErr}, log.Core().Enabled(zap.DebugLevel), false, false)
 	srv.Start()
 	if err := b.waitReady(); err != nil {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicebus/sluice/broker"
@@ -20,6 +21,7 @@ import (
 	"github.com/sluicebus/sluice/internal/status"
 	"github.com/sluicebus/sluice/internal/tenant"
 	"github.com/sluicebus/sluice/internal/testkit/harness"
+	"github.com/sluicebus/sluice/internal/testkit/history"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
@@ -325,4 +327,70 @@ func offsetGauge(t *testing.T, reg *prometheus.Registry, name string) time.Durat
 	}
 	t.Fatalf("%s: not gathered", name)
 	return 0
+}
+
+// TestClockJumpsUnderLoad drives steady load through two gateways, one an
+// hour ahead of the broker and one an hour behind, to a worker of each
+// family likewise skewed, whose handlers fail every fifth message's first
+// attempt (so retries are judged against the families' retry_deadline);
+// mid-load every clock jumps three hours the other way. The checker
+// decides: nothing lost, nothing stored twice, every family got every
+// message, no 500, every refusal with Retry-After; and no message was
+// dead-lettered (judged on a clock an hour ahead, the deadline would have
+// taken every retried one).
+func TestClockJumpsUnderLoad(t *testing.T) {
+	topic := harness.Topic("orders", families...)
+	for name, f := range topic.Families {
+		f.MaxAttempts, f.Backoff, f.RetryDeadline = 5, []time.Duration{100 * time.Millisecond}, 30*time.Second
+		topic.Families[name] = f
+	}
+	tm := harness.Topics(topic)
+	b := harness.StartBroker(t, tm)
+	chk := history.New(families...)
+	clocks := map[string]*wallClock{
+		"gateway-0": newWallClock(time.Hour), "gateway-1": newWallClock(-time.Hour),
+		"billing": newWallClock(time.Hour), "shipping": newWallClock(-time.Hour),
+	}
+	var urls []string
+	for _, name := range []string{"gateway-0", "gateway-1"} {
+		url, _ := startClockedGateway(t, harness.GatewayConfig(tm), b, clocks[name])
+		urls = append(urls, url)
+	}
+	nc := harness.Connect(t, b)
+	for _, fam := range families {
+		harness.RunWorker(t, nc, "orders", fam, func(_ context.Context, m *sluice.Message) error {
+			chk.Deliver(fam, harness.DeliveryOf(m))
+			if m.Attempt == 1 && m.Seq%5 == 0 {
+				return errors.New("first attempts of every fifth message fail")
+			}
+			return nil
+		}, sluice.WithCredit(4), sluice.WithWorkerClock(clocks[fam].now))
+	}
+	counter := newStatusCounter()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := drive{chk: chk, js: js, gateways: urls, load: time.Second, quiet: 2 * time.Second, opts: httpClient(counter)}
+	r := d.run(t, func(l *publisher) {
+		l.busy(t)
+		for _, c := range clocks {
+			c.set(-3 * c.get()) // an hour ahead to two behind, and back
+		}
+	})
+	answers, noRetryAfter := counter.answers()
+	t.Logf("answers by status %v", answers)
+	judge(t, "clock skew ±1h, then jumps of 3h (gateways, workers)", r)
+	if answers[500] > 0 || noRetryAfter > 0 {
+		t.Errorf("%d answers 500, %d refusals without Retry-After", answers[500], noRetryAfter)
+	}
+	for _, fam := range families {
+		s, err := js.Stream(context.Background(), sluice.DeadLetterStream("orders", fam))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info, err := s.Info(context.Background()); err != nil || info.State.Msgs != 0 {
+			t.Errorf("%s: dead letters %v (%v), want none: every retry came within its deadline", fam, info.State.Msgs, err)
+		}
+	}
 }

@@ -11,10 +11,12 @@ import (
 
 // Proxy is a TCP proxy in front of a broker that can hold everything the
 // broker sends back (acks, replies) while letting client bytes through: the
-// broker stores a publish but the client never hears of it.
+// broker stores a publish but the client never hears of it. It can also cut
+// its connections, and it forwards through a Link that shapes them.
 type Proxy struct {
 	ln     net.Listener
-	target string
+	target string // the link's address
+	link   *Link
 
 	mu      sync.Mutex
 	cond    *sync.Cond
@@ -22,17 +24,19 @@ type Proxy struct {
 	cut     bool
 	closed  bool
 	conns   []net.Conn
+	dialed  int // connections forwarded so far
 	wg      sync.WaitGroup
 }
 
 // StartProxy proxies to target (host:port) until the test ends.
 func StartProxy(t testing.TB, target string) *Proxy {
 	t.Helper()
+	link := StartLink(t, target) // stopped after the proxy
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Proxy{ln: ln, target: target}
+	p := &Proxy{ln: ln, target: link.Addr(), link: link}
 	p.cond = sync.NewCond(&p.mu)
 	p.wg.Go(p.accept)
 	t.Cleanup(p.Close)
@@ -55,6 +59,21 @@ func ConnectThrough(t testing.TB, natsURL string) (*Proxy, *nats.Conn) {
 
 // URL is the proxy's NATS URL.
 func (p *Proxy) URL() string { return "nats://" + p.ln.Addr().String() }
+
+// Port is the port the proxy listens on (Loss drops its packets).
+func (p *Proxy) Port() int { return portOf(p.ln.Addr()) }
+
+// Connections is how many connections the proxy forwarded so far (a
+// client that lost its connection and came back counts again).
+func (p *Proxy) Connections() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.dialed
+}
+
+// Link is the link the proxy forwards through: its upstream is what the
+// proxy's clients send, its downstream what the broker sends back.
+func (p *Proxy) Link() *Link { return p.link }
 
 // HoldReplies stops (true) or resumes (false) forwarding broker bytes.
 func (p *Proxy) HoldReplies(hold bool) {
@@ -121,6 +140,7 @@ func (p *Proxy) accept() {
 			return
 		}
 		p.conns = append(p.conns, client, server)
+		p.dialed++
 		p.mu.Unlock()
 		p.wg.Go(func() { p.pipe(server, client, false) })
 		p.wg.Go(func() { p.pipe(client, server, true) })

@@ -401,25 +401,38 @@ func (b *Broker) guardStores(storeDir string) {
 	}
 	for _, s := range damaged {
 		fields := []zap.Field{zap.String("account", s.account), zap.String("stream", s.stream), zap.String("dir", s.dir), zap.Error(s.err)}
+		// A store kept has its own subject, raised until a start finds
+		// it sound; the moved ones share the broker's (quarantineAlarm).
+		kept := b.cfg.Name + "/" + s.stream
 		if !b.cfg.Cluster.Enabled() || s.replicas < 2 {
 			b.log.Error("stream store damaged; no other replica to rebuild it from, kept as it is (messages in damaged records are skipped)", fields...)
-			b.raiseStoreAlarm(fmt.Sprintf("stream %s: store damaged, no other replica (%v)", s.stream, s.err))
+			b.raiseStoreAlarm(kept, fmt.Sprintf("stream %s: store damaged, no other replica to rebuild it from (%v)", s.stream, s.err))
 			continue
 		}
 		to, err := quarantine(storeDir, s)
 		if err != nil {
 			b.log.Error("stream store damaged; moving it aside failed, kept as it is", append(fields, zap.NamedError("move", err))...)
-			b.raiseStoreAlarm(fmt.Sprintf("stream %s: store damaged and not moved aside (%v)", s.stream, err))
+			b.raiseStoreAlarm(kept, fmt.Sprintf("stream %s: store damaged and not moved aside (%v)", s.stream, err))
 			continue
 		}
 		b.log.Error("stream store damaged: moved aside; the replica is rebuilt from the other brokers",
 			append(fields, zap.String("quarantined_to", to))...)
-		b.raiseStoreAlarm(fmt.Sprintf("stream %s: store damaged, moved to %s and rebuilt from the other replicas; check the disk, then remove it", s.stream, to))
+		b.raiseStoreAlarm(b.cfg.Name, fmt.Sprintf("stream %s: store damaged, moved to %s and rebuilt from the other replicas; check the disk, then remove it", s.stream, to))
 	}
 }
 
-func (b *Broker) raiseStoreAlarm(cause string) {
+func (b *Broker) raiseStoreAlarm(subject, cause string) {
 	if b.alarms != nil {
-		b.alarms.Raise(StoreQuarantined, b.cfg.Name, cause)
+		b.alarms.Raise(StoreQuarantined, subject, cause)
 	}
+}
+
+// quarantineAlarm sets StoreQuarantined for the broker on m while its
+// data directory's quarantine holds stores: it clears once the operator
+// removed them. WatchAlarms calls it each round.
+func (b *Broker) quarantineAlarm(m *alarm.Manager) {
+	dir := filepath.Join(b.cfg.DataDir, QuarantineDir)
+	moved, _ := filepath.Glob(filepath.Join(dir, "*", "*"))
+	m.Set(len(moved) > 0, StoreQuarantined, b.cfg.Name,
+		fmt.Sprintf("%d damaged stream stores moved to %s and rebuilt from the other replicas; check the disk, then remove them", len(moved), dir))
 }

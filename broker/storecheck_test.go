@@ -237,15 +237,40 @@ func TestGuardStores(t *testing.T) {
 			if c.clustered {
 				cfg.Cluster = Cluster{Name: "c"}
 			}
-			b := &Broker{cfg: cfg, log: zaptest.NewLogger(t), alarms: alarm.New("b1", time.Second, zaptest.NewLogger(t), nil)}
+			cfg.DataDir = data
+			b := &Broker{cfg: cfg, log: zaptest.NewLogger(t), alarms: alarm.New("b1", 0, zaptest.NewLogger(t), nil)}
 			b.guardStores(data)
 			_, err := os.Stat(dir)
 			moved, _ := filepath.Glob(filepath.Join(data, QuarantineDir, "$G", "S-*", "msgs", "*.blk"))
 			if c.moved != os.IsNotExist(err) || c.moved != (len(moved) > 0) {
 				t.Errorf("store left: %v, quarantined: %v; want moved %v", err, moved, c.moved)
 			}
-			if !slices.ContainsFunc(b.alarms.View().Active, func(a alarm.Alarm) bool { return a.Name == StoreQuarantined && a.Subject == "b1" }) {
-				t.Errorf("alarms %+v: want %s", b.alarms.View().Active, StoreQuarantined)
+			subject := "b1"
+			if !c.moved {
+				subject = "b1/S"
+			}
+			raised := func() bool {
+				return slices.ContainsFunc(b.alarms.View().Active, func(a alarm.Alarm) bool { return a.Name == StoreQuarantined && a.Subject == subject })
+			}
+			if !raised() {
+				t.Errorf("alarms %+v: want %s for %s", b.alarms.View().Active, StoreQuarantined, subject)
+			}
+			// The watcher keeps it while the quarantine holds the store,
+			// and clears it once the operator removed it.
+			b.quarantineAlarm(b.alarms)
+			b.alarms.Tick()
+			if c.moved && !raised() {
+				t.Errorf("alarms %+v: the quarantine holds a store, want %s", b.alarms.View().Active, StoreQuarantined)
+			}
+			if c.moved {
+				if err := os.RemoveAll(filepath.Join(data, QuarantineDir)); err != nil {
+					t.Fatal(err)
+				}
+				b.quarantineAlarm(b.alarms)
+				b.alarms.Tick()
+				if raised() {
+					t.Errorf("alarms %+v: the quarantine is empty, want %s cleared", b.alarms.View().Active, StoreQuarantined)
+				}
 			}
 			// Checked again, nothing is left to find.
 			if damaged, err := checkStreamStores(data); err != nil || (c.moved && len(damaged) > 0) {

@@ -230,13 +230,19 @@ func (ce *corruptEnv) pause(t *testing.T, on bool) {
 	}
 }
 
-// leaders are the names of the stream's leader and of each family's.
-func (ce *corruptEnv) leaders() (string, map[string]string) {
+// leaders are the names of the stream's leader and of each family's, and
+// the stream's current followers.
+func (ce *corruptEnv) leaders() (string, map[string]string, []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	stream := ""
+	stream, current := "", []string{}
 	if s, err := ce.js.Stream(ctx, ordersStream); err == nil && s.CachedInfo().Cluster != nil {
 		stream = s.CachedInfo().Cluster.Leader
+		for _, r := range s.CachedInfo().Cluster.Replicas {
+			if r.Current && !r.Offline {
+				current = append(current, r.Name)
+			}
+		}
 	}
 	fams := map[string]string{}
 	for _, fam := range families {
@@ -244,7 +250,7 @@ func (ce *corruptEnv) leaders() (string, map[string]string) {
 			fams[fam] = c.CachedInfo().Cluster.Leader
 		}
 	}
-	return stream, fams
+	return stream, fams, current
 }
 
 // lead makes node i the leader of the stream and of both families (their
@@ -255,8 +261,13 @@ func (ce *corruptEnv) lead(t *testing.T, i int) {
 	name := ce.c.Nodes[i].Name
 	prefer := map[string]any{"placement": map[string]string{"preferred": name}}
 	harness.Eventually(t, 2*time.Minute, func() bool {
-		stream, fams := ce.leaders()
+		stream, fams, current := ce.leaders()
 		done := stream == name
+		if stream != name && !slices.Contains(current, name) {
+			// A step-down now would interrupt its catch-up.
+			time.Sleep(time.Second)
+			return false
+		}
 		if stream != "" && stream != name {
 			if err := ce.jsRequest("$JS.API.STREAM.LEADER.STEPDOWN."+ordersStream, prefer); err != nil {
 				t.Logf("stream step-down to %s: %v", name, err)
@@ -274,7 +285,7 @@ func (ce *corruptEnv) lead(t *testing.T, i int) {
 			}
 		}
 		if !done {
-			time.Sleep(time.Second) // an election
+			time.Sleep(3 * time.Second) // an election, and the new leader settling
 		}
 		return done
 	}, "%s did not become the leader of the stream and both families", name)
@@ -304,7 +315,7 @@ func (ce *corruptEnv) damage(t *testing.T, l *publisher, how func(t *testing.T, 
 	ce.c.Restart(v)
 	harness.Eventually(t, 2*time.Minute, ce.current, "replicas current again after the damaged broker restarted")
 	ce.lead(t, v)
-	stream, fams := ce.leaders()
+	stream, fams, _ := ce.leaders()
 	t.Logf("%s leads the stream (%s) and the families (%v); reading from it", ce.c.Nodes[v].Name, stream, fams)
 	ce.pause(t, false)
 }

@@ -493,17 +493,7 @@ func (w *Worker) pull(ctx context.Context, wg *sync.WaitGroup, cons jetstream.Co
 	}
 	got := 0
 	if err == nil {
-		var batch jetstream.MessageBatch
-		if batch, err = cons.Fetch(n, jetstream.FetchContext(pctx)); err == nil {
-			for msg := range batch.Messages() {
-				got++
-				wg.Go(func() {
-					w.handle(ctx, msg, fam, m)
-					events <- event{}
-				})
-			}
-			err = batch.Error()
-		}
+		got, err = w.fetch(ctx, wg, cons, n, fam, m, events)
 	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, nats.ErrTimeout) {
 		err = nil // an expired or stopped pull is not a failure
@@ -512,6 +502,37 @@ func (w *Worker) pull(ctx context.Context, wg *sync.WaitGroup, cons jetstream.Co
 		fam.reread.Store(true)
 	}
 	events <- event{pullEnded: true, unused: n - got, err: err}
+}
+
+// fetch pulls up to n messages, the broker holding the pull for
+// pullExpiry, and starts a handler goroutine for each. The client waits for
+// the broker's end of the pull (nats.go waits a second past the expiry):
+// a pull the client gave up on first would leave a message the broker sent
+// near the expiry, delayed on the way, unhandled for a whole ack wait
+// (nats.go's FetchContext gives the broker 90% of the context's time, a
+// margin of 100 ms at 1 s). Only Run's context stops it early.
+func (w *Worker) fetch(ctx context.Context, wg *sync.WaitGroup, cons jetstream.Consumer, n int, fam *family, m *workerMetrics,
+	events chan<- event) (got int, err error) {
+	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(w.pullExpiry))
+	if err != nil {
+		return 0, err
+	}
+	msgs := batch.Messages()
+	for {
+		select {
+		case msg, ok := <-msgs:
+			if !ok {
+				return got, batch.Error()
+			}
+			got++
+			wg.Go(func() {
+				w.handle(ctx, msg, fam, m)
+				events <- event{}
+			})
+		case <-ctx.Done():
+			return got, ctx.Err()
+		}
+	}
 }
 
 // Drain stops pulling, lets open pulls expire, waits until every held

@@ -92,7 +92,47 @@ func checkStreamStores(storeDir string) ([]streamStore, error) {
 			damaged = append(damaged, s)
 		}
 	}
+	groups, err := filepath.Glob(filepath.Join(storeDir, "jetstream", "$SYS", "_js_", "[SC]-*"))
+	if err != nil {
+		return nil, err
+	}
+	for _, dir := range groups {
+		if err := checkRaftSnapshots(dir); err != nil {
+			// A Raft group exists only for a replicated asset in a cluster.
+			damaged = append(damaged, streamStore{dir: dir, stream: filepath.Base(dir), account: "$SYS", replicas: 3, err: err})
+		}
+	}
 	return damaged, nil
+}
+
+// checkRaftSnapshots checks a stream's or consumer's Raft group's
+// snapshots (snapshots/snap.<term>.<index>, server/raft.go
+// loadLastSnapshot): each ends with a highwayhash-64 of the rest, keyed
+// with sha256(<group>). The server refuses to create the stream or
+// consumer on a corrupt one ("raft: snapshot corrupt") and the replica
+// stays down for good; moved aside, the group is created afresh and
+// caught up from the others.
+func checkRaftSnapshots(dir string) error {
+	snaps, err := filepath.Glob(filepath.Join(dir, "snapshots", "snap.*"))
+	if err != nil {
+		return err
+	}
+	key := sha256.Sum256([]byte(filepath.Base(dir)))
+	for _, snap := range snaps {
+		buf, err := os.ReadFile(snap)
+		if err != nil || len(buf) < recordHashSize {
+			return fmt.Errorf("%w: Raft snapshot %s unreadable or too short", ErrStoreDamaged, filepath.Base(snap))
+		}
+		hh, err := highwayhash.New64(key[:])
+		if err != nil {
+			return err
+		}
+		hh.Write(buf[:len(buf)-recordHashSize])
+		if !bytes.Equal(hh.Sum(nil), buf[len(buf)-recordHashSize:]) {
+			return fmt.Errorf("%w: Raft snapshot %s fails its checksum", ErrStoreDamaged, filepath.Base(snap))
+		}
+	}
+	return nil
 }
 
 // checkStreamStore reads a stream's meta.inf and every record of its

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/minio/highwayhash"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -277,5 +279,30 @@ func TestGuardStores(t *testing.T) {
 				t.Errorf("after the guard: %v %v", damaged, err)
 			}
 		})
+	}
+}
+
+// TestCheckRaftSnapshots: a Raft snapshot that fails its checksum is
+// damage (the layout is the server's; TestCorruptedStore garbles a real
+// one).
+func TestCheckRaftSnapshots(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "S-R3F-abcdefgh")
+	if err := os.MkdirAll(filepath.Join(dir, "snapshots"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	key := sha256.Sum256([]byte(filepath.Base(dir)))
+	hh, _ := highwayhash.New64(key[:])
+	body := []byte("a snapshot's term, index, peers and state")
+	hh.Write(body)
+	snap := filepath.Join(dir, "snapshots", "snap.1.10")
+	write(t, snap, hh.Sum(body))
+	if err := checkRaftSnapshots(dir); err != nil {
+		t.Fatalf("intact snapshot: %v", err)
+	}
+	buf, _ := os.ReadFile(snap)
+	buf[3] ^= 0x01
+	write(t, snap, buf)
+	if err := checkRaftSnapshots(dir); !errors.Is(err, ErrStoreDamaged) {
+		t.Fatalf("garbled snapshot: %v, want ErrStoreDamaged", err)
 	}
 }

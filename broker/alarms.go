@@ -35,7 +35,8 @@ func (b *Broker) Alarms() *alarm.Manager { return b.alarms }
 
 // WatchAlarms evaluates the broker's own conditions on m every
 // alarms.interval until ctx ends: its data directory's disk use, a store
-// that failed (store_failed), and
+// that failed (store_failed), damaged stores it moved aside at start
+// (store_quarantined, while the quarantine holds any), and
 // family_missing for each declared family that the topology checks found
 // missing or unusable since the last evaluation, recreated or not (it
 // clears once they find it in place). Run calls it on Alarms(); a program
@@ -55,6 +56,7 @@ func (b *Broker) WatchAlarms(ctx context.Context, m *alarm.Manager) {
 		}
 		m.Set(b.storeFailed(), alarm.StoreFailed, b.cfg.Name,
 			"the server stopped JetStream after a store error (disk full, a write or fsync error; see its log): restart the broker once its disk is healthy")
+		b.quarantineAlarm(m)
 		missing := b.topo.missingFamilies()
 		for _, topic := range topology.Names(b.cfg.Topics) {
 			for _, family := range b.cfg.Topics[topic].FamilyNames() {

@@ -37,12 +37,6 @@ import (
 // ErrStoreDamaged means a stream's store failed the start-up check.
 var ErrStoreDamaged = errors.New("stream store damaged")
 
-// StoreQuarantined is the alarm raised for a broker that moved a damaged
-// stream store aside at start (subject: the broker). It holds while the
-// quarantine directory has entries: the operator checks the disk and
-// removes them.
-const StoreQuarantined alarm.Name = "store_quarantined"
-
 // QuarantineDir is where, under the data directory, damaged stream stores
 // are moved: <data_dir>/quarantine/<account>/<stream>-<unix time>.
 const QuarantineDir = "quarantine"
@@ -432,7 +426,7 @@ func quarantine(storeDir string, s streamStore) (string, error) {
 // opens them (checkStreamStores). A damaged store of a replicated stream
 // in a cluster is quarantined, so that the server rebuilds the replica
 // from the others; any other damaged store is kept as it is, there being
-// no other copy. Either raises StoreQuarantined.
+// no other copy. Either raises alarm.StoreQuarantined.
 func (b *Broker) guardStores(storeDir string) {
 	damaged, err := checkStreamStores(storeDir)
 	if err != nil {
@@ -463,16 +457,16 @@ func (b *Broker) guardStores(storeDir string) {
 
 func (b *Broker) raiseStoreAlarm(subject, cause string) {
 	if b.alarms != nil {
-		b.alarms.Raise(StoreQuarantined, subject, cause)
+		b.alarms.Raise(alarm.StoreQuarantined, subject, cause)
 	}
 }
 
-// quarantineAlarm sets StoreQuarantined for the broker on m while its
+// quarantineAlarm sets alarm.StoreQuarantined for the broker on m while its
 // data directory's quarantine holds stores: it clears once the operator
 // removed them. WatchAlarms calls it each round.
 func (b *Broker) quarantineAlarm(m *alarm.Manager) {
 	dir := filepath.Join(b.cfg.DataDir, QuarantineDir)
 	moved, _ := filepath.Glob(filepath.Join(dir, "*", "*"))
-	m.Set(len(moved) > 0, StoreQuarantined, b.cfg.Name,
+	m.Set(len(moved) > 0, alarm.StoreQuarantined, b.cfg.Name,
 		fmt.Sprintf("%d damaged stream stores moved to %s and rebuilt from the other replicas; check the disk, then remove them", len(moved), dir))
 }

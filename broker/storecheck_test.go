@@ -252,17 +252,17 @@ func TestGuardStores(t *testing.T) {
 				subject = "b1/S"
 			}
 			raised := func() bool {
-				return slices.ContainsFunc(b.alarms.View().Active, func(a alarm.Alarm) bool { return a.Name == StoreQuarantined && a.Subject == subject })
+				return slices.ContainsFunc(b.alarms.View().Active, func(a alarm.Alarm) bool { return a.Name == alarm.StoreQuarantined && a.Subject == subject })
 			}
 			if !raised() {
-				t.Errorf("alarms %+v: want %s for %s", b.alarms.View().Active, StoreQuarantined, subject)
+				t.Errorf("alarms %+v: want %s for %s", b.alarms.View().Active, alarm.StoreQuarantined, subject)
 			}
 			// The watcher keeps it while the quarantine holds the store,
 			// and clears it once the operator removed it.
 			b.quarantineAlarm(b.alarms)
 			b.alarms.Tick()
 			if c.moved && !raised() {
-				t.Errorf("alarms %+v: the quarantine holds a store, want %s", b.alarms.View().Active, StoreQuarantined)
+				t.Errorf("alarms %+v: the quarantine holds a store, want %s", b.alarms.View().Active, alarm.StoreQuarantined)
 			}
 			if c.moved {
 				if err := os.RemoveAll(filepath.Join(data, QuarantineDir)); err != nil {
@@ -271,7 +271,7 @@ func TestGuardStores(t *testing.T) {
 				b.quarantineAlarm(b.alarms)
 				b.alarms.Tick()
 				if raised() {
-					t.Errorf("alarms %+v: the quarantine is empty, want %s cleared", b.alarms.View().Active, StoreQuarantined)
+					t.Errorf("alarms %+v: the quarantine is empty, want %s cleared", b.alarms.View().Active, alarm.StoreQuarantined)
 				}
 			}
 			// Checked again, nothing is left to find.

@@ -34,13 +34,14 @@ type Name string
 // business alarms are about topics and families.
 const (
 	// System.
-	NoQuorum       Name = "no_quorum"        // subject: topic; its stream has no leader
-	ReplicaLagging Name = "replica_lagging"  // subject: topic/broker
-	DiskUse        Name = "disk_use"         // subject: broker; data dir's file system over alarms.disk_use_max
-	StoreFailed    Name = "store_failed"     // subject: broker; JetStream stopped after a store error
-	BusUnreachable Name = "bus_unreachable"  // subject: gateway; not connected to any broker
-	Shedding       Name = "gateway_shedding" // subject: gateway; an in-flight bound refused requests
-	FamilyMissing  Name = "family_missing"   // subject: topic/family; its consumer is missing or unusable on the bus
+	NoQuorum         Name = "no_quorum"         // subject: topic; its stream has no leader
+	ReplicaLagging   Name = "replica_lagging"   // subject: topic/broker
+	DiskUse          Name = "disk_use"          // subject: broker; data dir's file system over alarms.disk_use_max
+	StoreFailed      Name = "store_failed"      // subject: broker; JetStream stopped after a store error
+	StoreQuarantined Name = "store_quarantined" // subject: broker (or broker/stream); a damaged store moved aside at start
+	BusUnreachable   Name = "bus_unreachable"   // subject: gateway; not connected to any broker
+	Shedding         Name = "gateway_shedding"  // subject: gateway; an in-flight bound refused requests
+	FamilyMissing    Name = "family_missing"    // subject: topic/family; its consumer is missing or unusable on the bus
 	// Business.
 	TopicThrottled     Name = "topic_throttled"      // subject: topic; admission or the stream refused messages
 	FamilyStarved      Name = "family_starved"       // subject: topic/family; messages wait, no credit offered
@@ -61,6 +62,7 @@ var Catalog = []struct {
 	{ReplicaLagging, Major, "a replica of a topic is not current or lags by more than alarms.replica_lag_max messages"},
 	{DiskUse, Major, "a broker's data directory file system is fuller than alarms.disk_use_max"},
 	{StoreFailed, Critical, "the server stopped JetStream on a broker after its store failed (disk full, a write or fsync error): the broker stores nothing until restarted on a healthy disk (sluice broker exits for its supervisor to restart it)"},
+	{StoreQuarantined, Critical, "a broker found a stream's store or Raft group damaged at start (a record failing its checksum, records cut off, a garbled family state or Raft snapshot) and moved it to <data_dir>/quarantine to be rebuilt from the other replicas (or kept as it is, with no other replica): check the disk, then remove the quarantined copy"},
 	{BusUnreachable, Critical, "a gateway is not connected to any broker: it answers 503"},
 	{Shedding, Major, "a gateway refused requests at one of its in-flight bounds (requests, body bytes, publish window)"},
 	{FamilyMissing, Critical, "a declared family's consumer is missing or unusable (a broker's check or a gateway's reading found it so): the topic stores nothing for it meanwhile and gateways refuse the topic; brokers recreate a missing one"},

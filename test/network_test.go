@@ -198,10 +198,16 @@ func TestNetworkFaults(t *testing.T) {
 			defer harness.Bandwidth(t, leaderRoutes(ne.c, leader), 256)()
 			ne.hold(t, 10*time.Second)
 		}},
-		{"connection resets on the stream leader's routes 6 times", false, func(t *testing.T, ne *netEnv, l *publisher) {
+		{"16 KB/s on the stream leader's routes 10 s", false, func(t *testing.T, ne *netEnv, l *publisher) {
 			leader := ne.leader(t)
 			l.busy(t)
+			defer harness.Bandwidth(t, leaderRoutes(ne.c, leader), 16)()
+			ne.hold(t, 10*time.Second)
+		}},
+		{"connection resets on the stream leader's routes 6 times", false, func(t *testing.T, ne *netEnv, l *publisher) {
+			l.busy(t)
 			for i := range 6 {
+				leader := ne.leader(t) // whoever leads now
 				before := ne.c.RouteConnections(leader)
 				var heal func()
 				if i%2 == 0 { // reset at the next bytes
@@ -212,8 +218,15 @@ func TestNetworkFaults(t *testing.T) {
 				ne.hold(t, 1500*time.Millisecond)
 				harness.Eventually(t, 30*time.Second, func() bool { return ne.c.RouteConnections(leader) > before },
 					"the stream leader's routes were not reset")
+				answers, _ := ne.http.answers()
 				heal()
-				time.Sleep(2 * time.Second)
+				// The next round once service is back: replicas current
+				// and a publish acked since the heal.
+				ne.c.WaitCurrent(t, ne.js, "orders", "after the resets")
+				harness.Eventually(t, time.Minute, func() bool {
+					now, _ := ne.http.answers()
+					return now[http.StatusAccepted] > answers[http.StatusAccepted]
+				}, "no publish acked after the resets")
 			}
 		}},
 		{"stream leader's outbound route bytes dropped 15 s", false, func(t *testing.T, ne *netEnv, l *publisher) {

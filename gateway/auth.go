@@ -32,7 +32,7 @@ func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request, act tenant.A
 	if act == tenant.Public || g.keys.Open() {
 		return tenant.Caller{}, nil
 	}
-	c, err := g.keys.Authenticate(r.Header.Get("Authorization"), g.clock.now()) // expiry is an operator's date: kept by the bus's clock
+	c, err := g.keys.Authenticate(r.Header.Get("Authorization"), g.clock.Now()) // expiry is an operator's date: kept by the bus's clock
 	if err != nil {
 		reason := "invalid"
 		desc := `, error="invalid_token"`

@@ -21,6 +21,7 @@ import (
 
 	"github.com/sluicebus/sluice/internal/alarm"
 	"github.com/sluicebus/sluice/internal/tenant"
+	"github.com/sluicebus/sluice/pkg/sluice/busclock"
 )
 
 // Gateway is an HTTP ingest node.
@@ -44,8 +45,8 @@ type Gateway struct {
 	node   string
 	alarms *alarm.Manager
 	// clock is the bus's clock: API keys expire and alarms and the status
-	// are stamped in it (see busClock).
-	clock *busClock
+	// are stamped in it (see package busclock).
+	clock *busclock.Clock
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -65,7 +66,7 @@ type Option func(*Gateway)
 func WithClock(now func() time.Time) Option {
 	return func(g *Gateway) {
 		if now != nil {
-			g.clock.wall = now
+			g.clock.SetWall(now)
 		}
 	}
 }
@@ -91,7 +92,7 @@ func New(cfg Config, nc *nats.Conn, logger *zap.Logger, reg prometheus.Registere
 	}
 	g := &Gateway{cfg: cfg, log: logger.Named("gateway"), nc: nc, js: js, metrics: m,
 		limits: newLimits(cfg), clients: newClients(cfg), redriveRate: rate.NewLimiter(rate.Limit(cfg.RedriveRate), 1),
-		clock: &busClock{wall: time.Now}}
+		clock: busclock.New(nil)}
 	for _, o := range opts {
 		o(g)
 	}
@@ -104,7 +105,7 @@ func New(cfg Config, nc *nats.Conn, logger *zap.Logger, reg prometheus.Registere
 			"for development only, set auth.mode: keys with tenants in production")
 	}
 	g.node = nodeName(cfg)
-	g.alarms = alarm.NewStamped(g.node, cfg.Alarms.Hold, g.log.Named("alarm"), nil, g.clock.now)
+	g.alarms = alarm.NewStamped(g.node, cfg.Alarms.Hold, g.log.Named("alarm"), nil, g.clock.Now)
 	if reg != nil {
 		if err := reg.Register(g.alarms); err != nil {
 			return nil, fmt.Errorf("gateway metrics: %w", err)

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicebus/sluice/pkg/sluice"
+	"github.com/sluicebus/sluice/pkg/sluice/busclock"
 )
 
 // errFamilyMissing: a declared family has no consumer on the bus, so the
@@ -42,7 +43,7 @@ type interest struct {
 	families []string
 	timeout  time.Duration
 	// clock learns the bus's time from each consumer info answer.
-	clock *busClock
+	clock *busclock.Clock
 	// changed is told, before anyone sees the reading, of the families
 	// whose consumer appeared or was replaced since the reading before.
 	changed func(families []string)
@@ -76,7 +77,7 @@ type reading struct {
 	err error
 }
 
-func newInterest(nc *nats.Conn, topic string, families []string, timeout time.Duration, clock *busClock) *interest {
+func newInterest(nc *nats.Conn, topic string, families []string, timeout time.Duration, clock *busclock.Clock) *interest {
 	return &interest{nc: nc, topic: topic, stream: sluice.StreamName(topic), families: families, timeout: timeout, clock: clock}
 }
 
@@ -239,10 +240,10 @@ func (in *interest) lookup(ctx context.Context, f string) (time.Time, time.Durat
 		}
 		return time.Time{}, 0, info.Error
 	}
-	in.clock.observe(info.TimeStamp, sent, recv)
+	in.clock.Observe(info.TimeStamp, sent, recv)
 	now := info.TimeStamp
 	if now.IsZero() {
-		now = in.clock.now() // a server without "ts"
+		now = in.clock.Now() // a server without "ts"
 	}
 	filters := info.Config.FilterSubjects
 	if info.Config.FilterSubject != "" {

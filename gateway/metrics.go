@@ -112,7 +112,7 @@ func (m *metrics) registerState(reg prometheus.Registerer, g *Gateway) error {
 		gauge("sluice_gateway_gateways_alive", "Gateways sharing admission credit, this one included.",
 			func() float64 { return float64(g.adm.gateways.Load()) }),
 		gauge("sluice_gateway_clock_offset_seconds", "How far this gateway's wall clock is ahead of the bus's (negative: behind), estimated within half a round trip from the brokers' answers. Key expiry, alarm and status times use the bus's clock; alert past a second: the host's clock is not kept (NTP).",
-			func() float64 { return g.clock.offset().Seconds() }),
+			func() float64 { return g.clock.Offset().Seconds() }),
 		admissionCollector{g.adm},
 	}
 	if g.clients != nil {

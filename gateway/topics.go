@@ -84,7 +84,7 @@ func (g *Gateway) readStats(ctx context.Context, t topology.Topic) (busstats.Top
 func (g *Gateway) getStatus(w http.ResponseWriter, r *http.Request, _ tenant.Caller) error {
 	ctx, cancel := context.WithTimeout(r.Context(), statsTimeout)
 	defer cancel()
-	st := status.Status{Node: g.node, Role: "gateway", Time: g.clock.now(), Gateways: int(g.adm.gateways.Load()),
+	st := status.Status{Node: g.node, Role: "gateway", Time: g.clock.Now(), Gateways: int(g.adm.gateways.Load()),
 		Members: []status.Member{}, Topics: []status.Topic{}}
 	lone := ""
 	if g.nc.IsConnected() {

@@ -107,7 +107,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, fam *family, m *
 		// The store time is the bus's: judged by the bus's clock, a worker
 		// whose own clock is skewed or jumps neither dead-letters at once
 		// nor retries forever.
-		if pol.deadline > 0 && w.clock.age(md.Timestamp)+delay > pol.deadline {
+		if pol.deadline > 0 && w.clock.Age(md.Timestamp)+delay > pol.deadline {
 			w.deadLetter(ctx, msg, md, ReasonRetryDeadline, attempt, herr, fam, m)
 			return
 		}
@@ -174,7 +174,7 @@ func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstrea
 	dl.Header.Set(HeaderDeadReason, reason)
 	dl.Header.Set(HeaderDeadAttempts, strconv.Itoa(attempts))
 	dl.Header.Set(HeaderDeadError, headerSafe(cause.Error()))
-	dl.Header.Set(HeaderDeadAt, w.clock.now().UTC().Format(time.RFC3339Nano)) // the bus's clock, as the message's store time
+	dl.Header.Set(HeaderDeadAt, w.clock.Now().UTC().Format(time.RFC3339Nano)) // the bus's clock, as the message's store time
 	dl.Header.Set(HeaderDeadFamily, w.family)
 	dl.Header.Set(HeaderOriginalTopic, w.topic)
 	dl.Header.Set(HeaderOriginalSeq, strconv.FormatUint(seq, 10))

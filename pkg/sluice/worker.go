@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/sluicebus/sluice/pkg/sluice/busclock"
 	"github.com/sluicebus/sluice/pkg/sluice/internal/credit"
 )
 
@@ -37,8 +38,8 @@ type Worker struct {
 	log        *zap.Logger
 	reg        prometheus.Registerer
 	// clock is the bus's clock: retry deadlines and dead-letter times are
-	// judged and written in it (see busClock).
-	clock *busClock
+	// judged and written in it (see package busclock).
+	clock *busclock.Clock
 
 	started atomic.Bool
 	// warnedOffset is the clock offset last warned about (ns).
@@ -117,10 +118,16 @@ func WithWorkerClock(now func() time.Time) WorkerOption {
 		if now == nil {
 			return fmt.Errorf("%w: nil clock", ErrInvalidOption)
 		}
-		w.clock.wall = now
+		w.clock.SetWall(now)
 		return nil
 	}
 }
+
+// busClockRefresh is how often a worker reads the bus's clock again: often
+// enough to follow a change of the broker that answers (its clock may
+// differ by what NTP leaves) and the monotonic clock's drift (parts per
+// million), rarely enough to cost nothing.
+const busClockRefresh = time.Minute
 
 // NewWorker returns a worker of family on topic over conn. It does no I/O;
 // Run looks the family up and starts pulling.
@@ -140,7 +147,7 @@ func NewWorker(conn *nats.Conn, topic, family string, h Handler, opts ...WorkerO
 	}
 	w := &Worker{
 		js: js, topic: topic, family: family, handler: h,
-		credit: 16, pullExpiry: time.Second, log: zap.NewNop(), clock: &busClock{wall: time.Now},
+		credit: 16, pullExpiry: time.Second, log: zap.NewNop(), clock: busclock.New(nil),
 		draining: make(chan struct{}),
 		done:     make(chan struct{}),
 	}
@@ -362,10 +369,10 @@ func (w *Worker) rereadFamily(ctx context.Context, cons jetstream.Consumer, fam 
 const clockWarn = time.Second
 
 // readBusClock records the bus's time from a consumer info answer (see
-// busClock.observe) and exports this worker's offset from it; an offset
+// busclock.Clock.Observe) and exports this worker's offset from it; an offset
 // past clockWarn is logged when it appears or moves by clockWarn.
 func (w *Worker) readBusClock(ts, sent, recv time.Time, m *workerMetrics) {
-	offset, ok := w.clock.observe(ts, sent, recv)
+	offset, ok := w.clock.Observe(ts, sent, recv)
 	if !ok {
 		return
 	}
@@ -488,7 +495,7 @@ func (w *Worker) pull(ctx context.Context, wg *sync.WaitGroup, cons jetstream.Co
 	pctx, cancel := context.WithTimeout(ctx, w.pullExpiry)
 	defer cancel()
 	var err error
-	if fam.reread.Load() || w.clock.stale() {
+	if fam.reread.Load() || w.clock.Stale(busClockRefresh) {
 		err = w.rereadFamily(pctx, cons, fam, m)
 	}
 	got := 0

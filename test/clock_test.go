@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -203,32 +202,7 @@ func clockSkew(t *testing.T, skew, jump time.Duration) {
 // b and waits until it is ready.
 func startClockedGateway(t *testing.T, cfg gateway.Config, b *broker.Broker, clock *wallClock) (string, *prometheus.Registry) {
 	t.Helper()
-	reg := prometheus.NewRegistry()
-	nc := harness.Connect(t, b)
-	g, err := gateway.New(cfg, nc, harness.Logger(t), reg, reg, gateway.WithClock(clock.now))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(g.Handler())
-	t.Cleanup(srv.Close)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.RunControl(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("gateway control: %v", err)
-		}
-	})
-	harness.Eventually(t, 30*time.Second, func() bool {
-		resp, err := http.Get(srv.URL + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, "gateway not ready")
-	return srv.URL, reg
+	return harness.StartGatewayReg(t, cfg, harness.Connect(t, b), gateway.WithClock(clock.now))
 }
 
 // runWorker runs w until the test ends.

@@ -1,7 +1,6 @@
 package test
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"testing"
@@ -9,7 +8,6 @@ import (
 
 	"github.com/sluicebus/sluice/internal/testkit/harness"
 	"github.com/sluicebus/sluice/internal/testkit/history"
-	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
 // TestRollingRestartUnderLoad restarts every node of the process cluster in
@@ -29,25 +27,8 @@ func TestRollingRestartUnderLoad(t *testing.T) {
 	}
 	caughtUp("cluster up")
 	start := time.Now()
-	diagnose := func() string {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s, err := p.js.Stream(ctx, sluice.StreamName("orders"))
-		if err != nil {
-			return err.Error()
-		}
-		out := fmt.Sprintf("stream: %+v cluster: %+v", s.CachedInfo().State, s.CachedInfo().Cluster)
-		for _, fam := range families {
-			if c, err := s.Consumer(ctx, fam); err == nil {
-				ci := c.CachedInfo()
-				out += fmt.Sprintf("\n%s: delivered %+v ack floor %+v ack pending %d redelivered %d pending %d waiting %d",
-					fam, ci.Delivered, ci.AckFloor, ci.NumAckPending, ci.NumRedelivered, ci.NumPending, ci.NumWaiting)
-			}
-		}
-		return out
-	}
 	d := drive{chk: chk, js: p.js, gateways: p.gateways(), load: 2 * time.Second, quiet: 5 * time.Second,
-		diagnose: diagnose, opts: httpClient(counter)}
+		diagnose: p.diagnose, opts: httpClient(counter)}
 	r := d.run(t, func(l *publisher) {
 		for i := 1; i <= 3; i++ {
 			name := fmt.Sprintf("broker-%d", i)

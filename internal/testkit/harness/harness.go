@@ -127,18 +127,20 @@ func StartGatewayWith(t testing.TB, cfg gateway.Config, nc *nats.Conn, wrap func
 	return g, srv
 }
 
-// StartGatewayReg is StartGateway returning the URL and the metrics registry.
-func StartGatewayReg(t testing.TB, cfg gateway.Config, nc *nats.Conn) (string, *prometheus.Registry) {
+// StartGatewayReg is StartGateway with opts, returning the URL and the
+// metrics registry.
+func StartGatewayReg(t testing.TB, cfg gateway.Config, nc *nats.Conn, opts ...gateway.Option) (string, *prometheus.Registry) {
 	t.Helper()
-	_, srv, reg := startGateway(t, cfg, nc, nil, true)
+	_, srv, reg := startGateway(t, cfg, nc, nil, true, opts...)
 	return srv.URL, reg
 }
 
 // startGateway: wait, until the gateway is ready when nc is connected.
-func startGateway(t testing.TB, cfg gateway.Config, nc *nats.Conn, wrap func(http.Handler) http.Handler, wait bool) (*gateway.Gateway, *httptest.Server, *prometheus.Registry) {
+func startGateway(t testing.TB, cfg gateway.Config, nc *nats.Conn, wrap func(http.Handler) http.Handler, wait bool,
+	opts ...gateway.Option) (*gateway.Gateway, *httptest.Server, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	g, err := gateway.New(cfg, nc, Logger(t), reg, reg)
+	g, err := gateway.New(cfg, nc, Logger(t), reg, reg, opts...)
 	if err != nil {
 		t.Fatalf("gateway: %v", err)
 	}

@@ -30,6 +30,18 @@ import (
 // ErrNotReady means the server or JetStream did not become ready in time.
 var ErrNotReady = errors.New("broker not ready")
 
+// A route that stops answering pings is closed after routePingInterval
+// times routeMaxPingsOut (6-9 s; nats-server's default is up to 30 s
+// apart, two missed): a route that carries bytes one way only (a stream
+// leader that still sends but no longer hears) is then cut cleanly and the
+// others elect a leader, instead of the stream staying leaderless (the
+// followers keep hearing the leader, so they never vote) until the
+// server's own ping finds it, about 30 s later.
+const (
+	routePingInterval = 3 * time.Second
+	routeMaxPingsOut  = 2
+)
+
 // ErrStoreFailed means the server stopped JetStream after its store failed
 // (disk full, a write or fsync error): the broker stores nothing until it
 // is restarted on a healthy disk, so Run stops it and returns this.
@@ -202,7 +214,7 @@ func serverOptions(cfg Config, self nkeys.KeyPair) (*server.Options, error) {
 			return nil, fmt.Errorf("broker.cluster.listen: %w", err)
 		}
 		opts.Cluster = server.ClusterOpts{Name: c.Name, Host: host, Port: port, Advertise: c.Advertise,
-			Username: c.User, Password: c.Password}
+			Username: c.User, Password: c.Password, PingInterval: routePingInterval, MaxPingsOut: routeMaxPingsOut}
 		opts.Routes = server.RoutesFromStr(strings.Join(c.Routes, ","))
 		if c.User != "" {
 			// The routes this broker dials carry the credentials (the

@@ -507,6 +507,9 @@ type Report struct {
 	// deliveries and dead letters together (a delivery from another seq
 	// than the receipt's is one).
 	StoredTwice int `json:"stored_twice"`
+	// TwiceAt names the first ids stored twice with their seqs by
+	// incarnation of the stream, to look them up.
+	TwiceAt []string `json:"stored_twice_at,omitempty"`
 	// Unexpected: ids delivered or dead-lettered but never attempted, or
 	// attempted and definitely refused.
 	Unexpected int `json:"unexpected"`
@@ -633,6 +636,9 @@ func (c *Checker) check(id string, r *Report) {
 	}
 	if twice {
 		r.StoredTwice++
+		if len(r.TwiceAt) < 10 {
+			r.TwiceAt = append(r.TwiceAt, fmt.Sprintf("%s at %v", id, seqs))
+		}
 	}
 	if len(seqs) > 1 {
 		r.StoredAgain++

@@ -118,6 +118,10 @@ func TestReportCategories(t *testing.T) {
 			tc.want.FinalChecked = true
 			got := c.Report()
 			got.LongestGap = 0
+			if len(got.TwiceAt) != got.StoredTwice {
+				t.Errorf("stored twice %d, named %v", got.StoredTwice, got.TwiceAt)
+			}
+			got.TwiceAt = nil
 			got.State = nil // checked in TestFinalState
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("report\n got %+v\nwant %+v", got, tc.want)
@@ -171,6 +175,10 @@ func TestSettle(t *testing.T) {
 	want := Report{Acked: 1, Unknown: 5, Recovered: 2, Settled: 4, Unsettled: 1, DuplicateAcks: 2,
 		StoredTwice: 1, Lost: 1, FamilyLost: 2}
 	r.LongestGap = 0
+	if len(r.TwiceAt) != 1 || !strings.HasPrefix(r.TwiceAt[0], "dup-other-seq at ") {
+		t.Errorf("stored twice at %v, want dup-other-seq", r.TwiceAt)
+	}
+	r.TwiceAt = nil
 	if !reflect.DeepEqual(r, want) {
 		t.Fatalf("report\n got %+v\nwant %+v", r, want)
 	}

@@ -116,6 +116,10 @@ func TestOperatorsDeletionsAndCopies(t *testing.T) {
 			tc.want.FinalChecked = true
 			got := c.Report()
 			got.LongestGap = 0
+			if len(got.TwiceAt) != got.StoredTwice {
+				t.Errorf("stored twice %d, named %v", got.StoredTwice, got.TwiceAt)
+			}
+			got.TwiceAt = nil
 			got.State = nil
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("report\n got %+v\nwant %+v", got, tc.want)

@@ -517,29 +517,29 @@ func (w *Worker) pull(ctx context.Context, wg *sync.WaitGroup, cons jetstream.Co
 // a pull the client gave up on first would leave a message the broker sent
 // near the expiry, delayed on the way, unhandled for a whole ack wait
 // (nats.go's FetchContext gives the broker 90% of the context's time, a
-// margin of 100 ms at 1 s). Only Run's context stops it early.
+// margin of 100 ms at 1 s). For the same reason a stopping worker (Run's
+// context done) does not drop its pull: it hands back at once what the
+// pull still brings, for another worker, so Run returns within a pull's
+// expiry.
 func (w *Worker) fetch(ctx context.Context, wg *sync.WaitGroup, cons jetstream.Consumer, n int, fam *family, m *workerMetrics,
 	events chan<- event) (got int, err error) {
 	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(w.pullExpiry))
 	if err != nil {
 		return 0, err
 	}
-	msgs := batch.Messages()
-	for {
-		select {
-		case msg, ok := <-msgs:
-			if !ok {
-				return got, batch.Error()
-			}
-			got++
-			wg.Go(func() {
-				w.handle(ctx, msg, fam, m)
-				events <- event{}
-			})
-		case <-ctx.Done():
-			return got, ctx.Err()
+	for msg := range batch.Messages() {
+		if ctx.Err() != nil {
+			_ = msg.Nak()
+			m.outcome("handed_back")
+			continue
 		}
+		got++
+		wg.Go(func() {
+			w.handle(ctx, msg, fam, m)
+			events <- event{}
+		})
 	}
+	return got, batch.Error()
 }
 
 // Drain stops pulling, lets open pulls expire, waits until every held

@@ -90,7 +90,7 @@ demo: image demo-secrets ## the compose cluster: 3 brokers, 2 gateways (:8080, :
 demo-down: ## stop and remove the demo's containers, network and volumes
 	$(DEMO) --profile loadgen --profile monitoring down -v --remove-orphans
 
-demo-test: image demo-secrets ## end-to-end fault test against the compose cluster (docker kill, network cut, restart)
+demo-test: image demo-secrets ## end-to-end fault test against the compose cluster (docker kill, network cut, gateway restart, the stream leader paused, a bad network on it)
 	COMPOSE="$(COMPOSE)" $(GO) test -tags demo -count=1 -timeout 15m -run TestDemo -v ./test/ 2>&1 | grep -v 'logger.go'
 
 certs: build ## development CA and node certificate for TLS in certs/ (ca.pem, node.pem and keys); keeps existing files

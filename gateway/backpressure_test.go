@@ -356,16 +356,23 @@ func TestBatchRefusedWholeWithoutReadingWhenNoCredit(t *testing.T) {
 	topics := harness.Topics(orders)
 	b := harness.StartBroker(t, topics)
 	url, reg := startGatewayReg(t, harness.GatewayConfig(topics), harness.Connect(t, b))
-	for range 2 {
-		post(t, url+"/v1/topics/orders/messages", "", strings.NewReader("x"), nil)
-	}
-	harness.Eventually(t, 5*time.Second, func() bool { return topicView(t, url).Admission.Share == 0 }, "share should reach 0")
+	// Fill the topic. Admission may refuse a publish early (429 topic-full)
+	// while a stored message still counts as outstanding: publish until
+	// the share is 0.
+	harness.Eventually(t, 30*time.Second, func() bool {
+		if topicView(t, url).Admission.Share == 0 {
+			return true
+		}
+		post(t, url+"/v1/topics/orders/messages", "", strings.NewReader("x"), nil).Body.Close()
+		return false
+	}, "share should reach 0")
+	before := refusals(t, reg, "admission")
 	resp := post(t, url+"/v1/topics/orders/messages:batch", "application/x-ndjson", strings.NewReader("{\"data\":1}\n"), nil)
 	wantProblem(t, resp, 429, sluice.ProblemTopicFull)
 	if rl := resp.Header.Get("RateLimit"); !strings.HasPrefix(rl, `"topic";r=0;t=`) {
 		t.Fatalf("RateLimit %q", rl)
 	}
-	if refusals(t, reg, "admission") != 1 {
+	if refusals(t, reg, "admission") != before+1 {
 		t.Fatal("refusal uncounted")
 	}
 }

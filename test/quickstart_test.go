@@ -118,8 +118,9 @@ func TestQuickstart(t *testing.T) {
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		if err := json.Unmarshal([]byte(sh(curls[1])), &depth); err != nil {
-			t.Fatalf("README's topic view: %v", err)
+		view := sh(curls[1])
+		if err := json.Unmarshal([]byte(view), &depth); err != nil {
+			t.Fatalf("README's topic view: %v\n%s", err, view)
 		}
 		if depth.Depth.Messages == 0 && strings.Count(logs.String(), `"id": "order-42"`) >= 2 {
 			break

@@ -252,28 +252,21 @@ func portOf(addr net.Addr) int { return addr.(*net.TCPAddr).Port }
 // directions' connections, or both in its pool: shape both).
 
 // Sends is every flow carrying node i's bytes to the other brokers.
-func (c *Cluster) Sends(i int) []Flow {
-	var flows []Flow
-	for pair, p := range c.proxies {
-		switch i {
-		case pair[0]:
-			flows = append(flows, Flow{p.link, Upstream})
-		case pair[1]:
-			flows = append(flows, Flow{p.link, Downstream})
-		}
-	}
-	return flows
-}
+func (c *Cluster) Sends(i int) []Flow { return c.flowsOf(i, Upstream, Downstream) }
 
 // Receives is every flow carrying the other brokers' bytes to node i.
-func (c *Cluster) Receives(i int) []Flow {
+func (c *Cluster) Receives(i int) []Flow { return c.flowsOf(i, Downstream, Upstream) }
+
+// flowsOf is direction from of the routes node i dials and direction to of
+// the routes dialled to it.
+func (c *Cluster) flowsOf(i int, from, to Direction) []Flow {
 	var flows []Flow
 	for pair, p := range c.proxies {
 		switch i {
 		case pair[0]:
-			flows = append(flows, Flow{p.link, Downstream})
+			flows = append(flows, Flow{p.link, from})
 		case pair[1]:
-			flows = append(flows, Flow{p.link, Upstream})
+			flows = append(flows, Flow{p.link, to})
 		}
 	}
 	return flows

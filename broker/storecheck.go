@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -99,6 +100,34 @@ func checkStreamStores(storeDir string) ([]streamStore, error) {
 	return damaged, nil
 }
 
+// replicasUnknown: a store whose meta.inf cannot be trusted says nothing
+// of its replicas.
+const replicasUnknown = -1
+
+// checkMetaSum checks a stream's meta.inf against its meta.sum (the hex of
+// a highwayhash-64 of it, keyed with sha256(<stream>): server/jetstream.go).
+// The server skips a stream whose meta fails it and the cluster's
+// assignment creates the stream again over the old blocks: a replica so
+// rebuilt that became the leader lost acked messages for every family
+// (TestCorruptedStore, "stream meta.inf and meta.sum garbled": 28-48 of
+// them). Moved aside, the replica is rebuilt from the others instead.
+func checkMetaSum(dir string, meta []byte) error {
+	sum, err := os.ReadFile(filepath.Join(dir, "meta.sum"))
+	if err != nil {
+		return fmt.Errorf("%w: meta.sum unreadable: %w", ErrStoreDamaged, err)
+	}
+	key := sha256.Sum256([]byte(filepath.Base(dir)))
+	hh, err := highwayhash.New64(key[:])
+	if err != nil {
+		return err
+	}
+	hh.Write(meta)
+	if got := hex.EncodeToString(hh.Sum(nil)); got != string(sum) {
+		return fmt.Errorf("%w: meta.inf does not match meta.sum", ErrStoreDamaged)
+	}
+	return nil
+}
+
 // checkRaftSnapshots checks a stream's or consumer's Raft group's
 // snapshots (snapshots/snap.<term>.<index>, server/raft.go
 // loadLastSnapshot): each ends with a highwayhash-64 of the rest, keyed
@@ -136,12 +165,12 @@ func checkRaftSnapshots(dir string) error {
 // drops it and its Raft log still has what was acked. A store written
 // compressed or encrypted is not checked.
 func checkStreamStore(dir string) (replicas int, err error) {
-	// A meta.inf that does not match its meta.sum the server skips at
-	// start, and the cluster's assignment creates the stream again: there
-	// is nothing here to check the blocks by.
 	raw, err := os.ReadFile(filepath.Join(dir, "meta.inf"))
 	if err != nil {
 		return 0, nil
+	}
+	if err := checkMetaSum(dir, raw); err != nil {
+		return replicasUnknown, err
 	}
 	var meta streamMeta
 	if err := json.Unmarshal(raw, &meta); err != nil || meta.Name == "" {
@@ -438,7 +467,9 @@ func (b *Broker) guardStores(storeDir string) {
 		// A store kept has its own subject, raised until a start finds
 		// it sound; the moved ones share the broker's (quarantineAlarm).
 		kept := b.cfg.Name + "/" + s.stream
-		if !b.cfg.Cluster.Enabled() || s.replicas < 2 {
+		// A replicated store, or one whose meta cannot say (the server
+		// would not load it anyway), is rebuilt from the others.
+		if !b.cfg.Cluster.Enabled() || (s.replicas != replicasUnknown && s.replicas < 2) {
 			b.log.Error("stream store damaged; no other replica to rebuild it from, kept as it is (messages in damaged records are skipped)", fields...)
 			b.raiseStoreAlarm(kept, fmt.Sprintf("stream %s: store damaged, no other replica to rebuild it from (%v)", s.stream, s.err))
 			continue

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -172,6 +173,21 @@ func TestCheckStreamStore(t *testing.T) {
 			}
 			write(t, files[0], buf)
 		}, true},
+		{"meta.inf garbled (the server would recreate the stream over its blocks)", func(t *testing.T, dir string) {
+			f := filepath.Join(dir, "meta.inf")
+			buf, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			buf[len(buf)/2] ^= 0xff
+			write(t, f, buf)
+		}, true},
+		{"meta.sum lost", func(t *testing.T, dir string) {
+			if err := os.Remove(filepath.Join(dir, "meta.sum")); err != nil {
+				t.Fatal(err)
+			}
+		}, true},
+		{"meta.inf rewritten with its meta.sum", func(t *testing.T, dir string) { setReplicas(t, dir, 3) }, false},
 		{"index.db garbled", func(t *testing.T, dir string) {
 			f := filepath.Join(dir, "msgs", "index.db")
 			buf, err := os.ReadFile(f)
@@ -213,6 +229,13 @@ func setReplicas(t *testing.T, dir string, n int) {
 	meta["num_replicas"] = n
 	raw, _ = json.Marshal(meta)
 	write(t, f, raw)
+	key := sha256.Sum256([]byte(filepath.Base(dir)))
+	hh, err := highwayhash.New64(key[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	hh.Write(raw)
+	write(t, filepath.Join(dir, "meta.sum"), []byte(hex.EncodeToString(hh.Sum(nil))))
 }
 
 // TestGuardStores: a damaged store of a replicated stream in a cluster is

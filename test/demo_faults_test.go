@@ -152,18 +152,3 @@ func tbfOverlimits(listing string) int {
 	return n
 }
 
-// checkAnswers fails the test when a gateway answered a 5xx other than 503,
-// or a 429 or 503 without Retry-After, and logs the answers by status.
-func checkAnswers(t *testing.T, scenario string, c *statusCounter) {
-	t.Helper()
-	statuses, noRetryAfter := c.answers()
-	t.Logf("%s: answers by status %v, no answer %d", scenario, statuses, c.noAnswer())
-	for status, n := range statuses {
-		if status >= 500 && status != 503 {
-			t.Errorf("%s: %d answers with status %d", scenario, n, status)
-		}
-	}
-	if noRetryAfter > 0 {
-		t.Errorf("%s: %d 429/503 answers without Retry-After", scenario, noRetryAfter)
-	}
-}

@@ -267,17 +267,8 @@ func TestNetworkFaults(t *testing.T) {
 		t.Run(strings.ReplaceAll(sc.name, " ", "_"), func(t *testing.T) {
 			ne := startNetEnv(t, sc.leaderAtGateway)
 			r := ne.run(t, func(l *publisher) { sc.fault(t, ne, l) })
-			answers, noRetryAfter := ne.http.answers()
-			t.Logf("%s: answers by status %v, %d without an answer", sc.name, answers, ne.http.noAnswer())
 			rows = append(rows, judge(t, sc.name, r))
-			for status, n := range answers {
-				if status >= 500 && status != http.StatusServiceUnavailable {
-					t.Errorf("%s: %d answers %d", sc.name, n, status)
-				}
-			}
-			if noRetryAfter > 0 {
-				t.Errorf("%s: %d 429/503 answers without Retry-After", sc.name, noRetryAfter)
-			}
+			checkAnswers(t, sc.name, ne.http)
 		})
 	}
 	t.Log("\n" + strings.Join(rows, "\n"))

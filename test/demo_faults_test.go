@@ -151,4 +151,3 @@ func tbfOverlimits(listing string) int {
 	n, _ := strconv.Atoi(m[1])
 	return n
 }
-

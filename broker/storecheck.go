@@ -100,6 +100,18 @@ func checkStreamStores(storeDir string) ([]streamStore, error) {
 	return damaged, nil
 }
 
+// keyedSum is nats-server's checksum of data: a highwayhash-64 keyed with
+// sha256(name).
+func keyedSum(name string, data []byte) []byte {
+	key := sha256.Sum256([]byte(name))
+	hh, err := highwayhash.New64(key[:])
+	if err != nil {
+		panic(err) // only a key of another size than sha256's fails
+	}
+	hh.Write(data)
+	return hh.Sum(nil)
+}
+
 // replicasUnknown: a store whose meta.inf cannot be trusted says nothing
 // of its replicas.
 const replicasUnknown = -1
@@ -116,13 +128,7 @@ func checkMetaSum(dir string, meta []byte) error {
 	if err != nil {
 		return fmt.Errorf("%w: meta.sum unreadable: %w", ErrStoreDamaged, err)
 	}
-	key := sha256.Sum256([]byte(filepath.Base(dir)))
-	hh, err := highwayhash.New64(key[:])
-	if err != nil {
-		return err
-	}
-	hh.Write(meta)
-	if got := hex.EncodeToString(hh.Sum(nil)); got != string(sum) {
+	if got := hex.EncodeToString(keyedSum(filepath.Base(dir), meta)); got != string(sum) {
 		return fmt.Errorf("%w: meta.inf does not match meta.sum", ErrStoreDamaged)
 	}
 	return nil
@@ -140,18 +146,12 @@ func checkRaftSnapshots(dir string) error {
 	if err != nil {
 		return err
 	}
-	key := sha256.Sum256([]byte(filepath.Base(dir)))
 	for _, snap := range snaps {
 		buf, err := os.ReadFile(snap)
 		if err != nil || len(buf) < recordHashSize {
 			return fmt.Errorf("%w: Raft snapshot %s unreadable or too short", ErrStoreDamaged, filepath.Base(snap))
 		}
-		hh, err := highwayhash.New64(key[:])
-		if err != nil {
-			return err
-		}
-		hh.Write(buf[:len(buf)-recordHashSize])
-		if !bytes.Equal(hh.Sum(nil), buf[len(buf)-recordHashSize:]) {
+		if !bytes.Equal(keyedSum(filepath.Base(dir), buf[:len(buf)-recordHashSize]), buf[len(buf)-recordHashSize:]) {
 			return fmt.Errorf("%w: Raft snapshot %s fails its checksum", ErrStoreDamaged, filepath.Base(snap))
 		}
 	}
@@ -334,13 +334,7 @@ func checkIndex(stream, dir string, lastSeq uint64) error {
 		return nil
 	}
 	body, sum := buf[:len(buf)-recordHashSize], buf[len(buf)-recordHashSize:]
-	key := sha256.Sum256([]byte(stream))
-	hh, err := highwayhash.New64(key[:])
-	if err != nil {
-		return err
-	}
-	hh.Write(body)
-	if !bytes.Equal(hh.Sum(nil), sum) {
+	if !bytes.Equal(keyedSum(stream, body), sum) {
 		return nil
 	}
 	r := bytes.NewReader(body[2:])

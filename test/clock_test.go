@@ -290,17 +290,7 @@ func (c *client) alarm(name alarm.Name, subject string, cleared bool) alarm.Alar
 // offsetGauge is the clock offset gauge named name on reg.
 func offsetGauge(t *testing.T, reg *prometheus.Registry, name string) time.Duration {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
-			return time.Duration(mf.GetMetric()[0].GetGauge().GetValue() * float64(time.Second))
-		}
-	}
-	t.Fatalf("%s: not gathered", name)
-	return 0
+	return time.Duration(harness.Gauge(t, reg, name) * float64(time.Second))
 }
 
 // TestClockJumpsUnderLoad drives steady load through two gateways, one an

@@ -108,27 +108,10 @@ func TestRetryDeadlineUnderClockSkew(t *testing.T) {
 				return
 			}
 			// The skew was in force: the worker measured it.
-			offset := gauge(t, reg, "sluice_worker_clock_offset_seconds")
+			offset := harness.Gauge(t, reg, "sluice_worker_clock_offset_seconds")
 			if d := time.Duration(offset * float64(time.Second)); (d - tc.skew).Abs() > time.Minute {
 				t.Errorf("clock offset %v, want about %v", d, tc.skew)
 			}
 		})
 	}
-}
-
-// gauge is the value of the unlabelled-by-test gauge named name on reg
-// (one series).
-func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
-			return mf.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	t.Fatalf("%s: not gathered", name)
-	return 0
 }

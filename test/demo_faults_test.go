@@ -101,10 +101,10 @@ func (d *demoCluster) degrade(service string, b badNetwork) (heal func() (droppe
 				return // its namespace went with it
 			}
 			if out, err := ns("iptables", "-L", "INPUT", "-v", "-x", "-n"); err == nil {
-				dropped = dropCount(out)
+				dropped = counted(dropLine, out)
 			}
 			if out, err := ns("tc", "-s", "qdisc", "show", "dev", "eth0"); err == nil {
-				overlimits = tbfOverlimits(out)
+				overlimits = counted(overlimitsLine, out)
 			}
 			if _, err := ns(append([]string{"iptables", "-D"}, rule...)...); err != nil {
 				d.t.Errorf("healing %s: %v", service, err)
@@ -126,25 +126,16 @@ func (d *demoCluster) degrade(service string, b badNetwork) (heal func() (droppe
 }
 
 var (
-	dropLine   = regexp.MustCompile(`(?m)^\s*(\d+)\s+\d+\s+DROP\b.*statistic`)
-	overlimits = regexp.MustCompile(`qdisc tbf .*\n\s*Sent .*overlimits (\d+)`)
+	dropLine       = regexp.MustCompile(`(?m)^\s*(\d+)\s+\d+\s+DROP\b.*statistic`)
+	overlimitsLine = regexp.MustCompile(`qdisc tbf .*\n\s*Sent .*overlimits (\d+)`)
 )
 
-// dropCount is the packets the statistic DROP rule matched, from
-// iptables -L -v -x -n.
-func dropCount(listing string) int {
-	m := dropLine.FindStringSubmatch(listing)
-	if m == nil {
-		return 0
-	}
-	n, _ := strconv.Atoi(m[1])
-	return n
-}
-
-// tbfOverlimits is how often the token bucket held packets back, from
-// tc -s qdisc show.
-func tbfOverlimits(listing string) int {
-	m := overlimits.FindStringSubmatch(listing)
+// counted is the number re's first group finds in listing (0 if none): the
+// packets the statistic DROP rule matched (dropLine, in iptables -L -v -x
+// -n) or how often the token bucket held packets back (overlimitsLine, in
+// tc -s qdisc show).
+func counted(re *regexp.Regexp, listing string) int {
+	m := re.FindStringSubmatch(listing)
 	if m == nil {
 		return 0
 	}

@@ -61,7 +61,7 @@ func (d *demoCluster) pause(service string, how time.Duration) {
 
 // badNetwork is a lossy, narrow link on one container, made without netem
 // (this kernel has none): iptables drops a random share of the packets it
-// receives, and a token bucket (tc tbf) on its eth0 limits what it sends to
+// receives, and a token bucket (tc tbf) on its network interface limits what it sends to
 // rate, queueing the excess for up to latency and dropping the rest.
 type badNetwork struct {
 	loss    float64 // share of received packets dropped
@@ -93,6 +93,22 @@ func (d *demoCluster) degrade(service string, b badNetwork) (heal func() (droppe
 		}
 		return string(out), nil
 	}
+	// The container's network interface: eth0, unless the container was
+	// disconnected from its network and connected again (then eth1, ...).
+	links, err := ns("ip", "-o", "link", "show")
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	dev := ""
+	for line := range strings.Lines(links) {
+		if f := strings.Fields(line); len(f) > 1 && strings.HasPrefix(f[1], "eth") {
+			dev, _, _ = strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+			break
+		}
+	}
+	if dev == "" {
+		d.t.Fatalf("%s: no eth* interface:\n%s", service, links)
+	}
 	rule := []string{"INPUT", "-m", "statistic", "--mode", "random", "--probability", strconv.FormatFloat(b.loss, 'f', -1, 64), "-j", "DROP"}
 	var once sync.Once
 	heal = func() (dropped, overlimits int) {
@@ -103,13 +119,13 @@ func (d *demoCluster) degrade(service string, b badNetwork) (heal func() (droppe
 			if out, err := ns("iptables", "-L", "INPUT", "-v", "-x", "-n"); err == nil {
 				dropped = counted(dropLine, out)
 			}
-			if out, err := ns("tc", "-s", "qdisc", "show", "dev", "eth0"); err == nil {
+			if out, err := ns("tc", "-s", "qdisc", "show", "dev", dev); err == nil {
 				overlimits = counted(overlimitsLine, out)
 			}
 			if _, err := ns(append([]string{"iptables", "-D"}, rule...)...); err != nil {
 				d.t.Errorf("healing %s: %v", service, err)
 			}
-			if _, err := ns("tc", "qdisc", "del", "dev", "eth0", "root"); err != nil {
+			if _, err := ns("tc", "qdisc", "del", "dev", dev, "root"); err != nil {
 				d.t.Errorf("healing %s: %v", service, err)
 			}
 		})
@@ -119,7 +135,7 @@ func (d *demoCluster) degrade(service string, b badNetwork) (heal func() (droppe
 	if _, err := ns(append([]string{"iptables", "-A"}, rule...)...); err != nil {
 		d.t.Fatal(err)
 	}
-	if _, err := ns("tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", b.rate, "burst", "32kbit", "latency", b.latency); err != nil {
+	if _, err := ns("tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", b.rate, "burst", "32kbit", "latency", b.latency); err != nil {
 		d.t.Fatal(err)
 	}
 	return heal

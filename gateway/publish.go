@@ -49,8 +49,13 @@ func (g *Gateway) publish(w http.ResponseWriter, r *http.Request, c tenant.Calle
 			}
 		}
 	}
-	// Admission, before a byte of the body is read: a refusal is cheap.
-	size := max(r.ContentLength, 0)
+	// Admission, before a byte of the body is read: a refusal is cheap. A
+	// body of unknown length (chunked) is charged the most it may be, and
+	// its real size once read (chargeBody).
+	size := r.ContentLength
+	if size < 0 || size > int64(t.MaxMessageSize) {
+		size = int64(t.MaxMessageSize)
+	}
 	credit, err := g.admit(entrance{caller: c, topic: t.Name, size: size, req: r, header: w.Header()})
 	if err != nil {
 		return err
@@ -70,6 +75,7 @@ func (g *Gateway) publish(w http.ResponseWriter, r *http.Request, c tenant.Calle
 		return err
 	}
 	msg.Data = body
+	credit = credit.chargeBody(int64(len(body)))
 	receipt, err := g.store(r.Context(), t.Name, "", id, msg)
 	if err != nil {
 		return err

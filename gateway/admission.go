@@ -255,6 +255,16 @@ func (a *admission) finish(topic string, size int64, err error) {
 	}
 }
 
+// resize corrects the bytes an admitted message holds from charged to size
+// (see settlement.chargeBody).
+func (a *admission) resize(topic string, charged, size int64) {
+	ta := a.topics[topic]
+	ta.mu.Lock()
+	defer ta.mu.Unlock()
+	ta.takenBytes += size - charged
+	ta.outstandingBytes += size - charged
+}
+
 // exhausted reports whether topic has no admission credit left at all.
 func (a *admission) exhausted(topic string) (bool, time.Duration) {
 	ta := a.topics[topic]

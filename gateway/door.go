@@ -43,6 +43,20 @@ func (s settlement) settle(outcome error) {
 	}
 }
 
+// chargeBody corrects the bytes a message was charged at the door to the
+// size of its body once read: a body of unknown length was charged the most
+// it may be. The credit of this refill stays charged that much (refusing a
+// little early until the next refill); what the gateway counts as held, and
+// so the next refill, uses the real size.
+func (s settlement) chargeBody(size int64) settlement {
+	if s.adm == nil || size == s.size {
+		return s
+	}
+	s.adm.resize(s.topic, s.size, size)
+	s.size = size
+	return s
+}
+
 // held reports whether the message passed the door and holds credit.
 func (s settlement) held() bool { return s.adm != nil }
 

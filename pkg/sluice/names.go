@@ -68,8 +68,16 @@ const (
 	HeaderIdempotencyKey = "Idempotency-Key"
 	// HeaderContentType is kept from the HTTP request on the stored message.
 	HeaderContentType = "Content-Type"
-	// HeaderMsgID is JetStream's deduplication header; it carries the idempotency key.
+	// HeaderMsgID is JetStream's deduplication header; it carries the
+	// deduplication id (DedupID, TenantDedupID; KeyOf gives the key back).
 	HeaderMsgID = "Nats-Msg-Id"
+	// HeaderTenant is the tenant a gateway with API keys stamps on every
+	// message it stores (none in open mode). Only gateways set it: a
+	// client's header of that name never reaches the bus (only
+	// Sluice-Meta-* headers do). It stays on the message's dead letter,
+	// and the gateway's dead-letter API shows and acts on a tenant's own
+	// dead letters only; a message without it is an operator's.
+	HeaderTenant = "Sluice-Tenant"
 	// HeaderLameDuck on a gateway's response: the gateway is stopping; the
 	// Producer sends its next requests to another gateway.
 	HeaderLameDuck = "Sluice-Lame-Duck"

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -67,6 +68,7 @@ func (g *Gateway) publishBatch(w http.ResponseWriter, r *http.Request, c tenant.
 	if err != nil {
 		return err
 	}
+	scope(items, tenantName(c))
 	g.admitAll(r, w, t.Name, items, c)
 	g.publishAll(r.Context(), t.Name, items)
 
@@ -132,6 +134,20 @@ func (g *Gateway) parseBatch(body []byte, t topology.Topic) ([]*pending, error) 
 		return nil, fmt.Errorf("%w: the batch is empty", errMalformed)
 	}
 	return items, nil
+}
+
+// scope stamps each valid item with tenant and scopes its deduplication id
+// to it (sluice.TenantDedupID); open mode ("") keeps parseBatch's.
+func scope(items []*pending, tenant string) {
+	if tenant == "" {
+		return
+	}
+	for _, it := range items {
+		if it.err == nil {
+			stamp(it.msg, tenant)
+			it.id = sluice.TenantDedupID(tenant, it.key, strings.TrimPrefix(it.id, it.key+"."))
+		}
+	}
 }
 
 // jsonDepth is the deepest nesting of objects and arrays in b, counted

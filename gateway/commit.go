@@ -31,7 +31,8 @@ const never = MaxCommitBatch + 1
 
 // entry is one message on its way to the bus through a committer.
 type entry struct {
-	// id is the deduplication id (sluice.DedupID: key and digest).
+	// id is the deduplication id (sluice.TenantDedupID: tenant, key and
+	// digest).
 	id       string
 	msg      *nats.Msg
 	deadline time.Time // publish timeout from when it was submitted
@@ -132,13 +133,14 @@ func newCommitter(set commitSettings, d commitDeps) *committer {
 	return c
 }
 
-// store publishes msg under key (its deduplication id is the key and the
-// digest of msg), for family only when set (a redrive), and waits for its
-// answer, bounded by the publish timeout from now.
-func (c *committer) store(family, key string, msg *nats.Msg) (Receipt, error) {
+// store publishes msg under key (its deduplication id is the tenant, the
+// key and the digest of msg: "" is open mode), for family only when set (a
+// redrive), and waits for its answer, bounded by the publish timeout from
+// now. The receipt gives the key back as sent.
+func (c *committer) store(family, tenant, key string, msg *nats.Msg) (Receipt, error) {
 	var done sync.WaitGroup
 	done.Add(1)
-	e := &entry{id: sluice.DedupID(key, digest(msg)), msg: msg, family: family,
+	e := &entry{id: sluice.TenantDedupID(tenant, key, digest(msg)), msg: msg, family: family,
 		deadline: time.Now().Add(c.publishTimeout), done: &done}
 	c.submit(e)
 	done.Wait()

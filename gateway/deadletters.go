@@ -22,6 +22,10 @@ import (
 const (
 	// defaultDeadPage and maxDeadPage bound one list of dead letters.
 	defaultDeadPage, maxDeadPage = 50, 500
+	// maxDeadScan bounds the dead letters one list reads: a tenant's page
+	// skips other tenants' (at least maxDeadPage, so an operator's page
+	// is never cut short).
+	maxDeadScan = 2 * maxDeadPage
 	// defaultRedrive and maxRedrive bound one redrive request.
 	defaultRedrive, maxRedrive = 100, 10000
 	// redriveBudget bounds the time one redrive request runs; what is
@@ -107,6 +111,19 @@ func (d *deadLetters) one(ctx context.Context, seq uint64) (*jetstream.RawStream
 	return m, nil
 }
 
+// sees reports whether c may see and act on the dead letter with headers
+// h: in open mode (no tenant) and as an ops tenant every one; else only
+// its tenant's own (sluice.HeaderTenant, stamped by the gateway that
+// stored the message). A dead letter without a tenant (its message stored
+// before gateways stamped one, or published on the bus directly) is an
+// operator's.
+func sees(c tenant.Caller, h nats.Header) bool {
+	return seesAll(c) || h.Get(sluice.HeaderTenant) == c.Tenant.Name
+}
+
+// seesAll: c sees every dead letter (open mode, or an ops tenant).
+func seesAll(c tenant.Caller) bool { return c.Tenant == nil || c.Tenant.Ops }
+
 // deadView is what the API shows of a dead letter; full adds the payload.
 func deadView(m *jetstream.RawStreamMsg, full bool) sluice.DeadLetter {
 	h := m.Header
@@ -140,7 +157,11 @@ func deadView(m *jetstream.RawStreamMsg, full bool) sluice.DeadLetter {
 }
 
 // listDeadLetters handles GET .../families/{family}/dead-letters?after=&limit=.
-func (g *Gateway) listDeadLetters(w http.ResponseWriter, r *http.Request, _ tenant.Caller) error {
+// A tenant's page holds its own dead letters only (sees); a page may then
+// be short of limit with a Next to go on from, as one list reads at most
+// maxDeadScan of them. Total and Bytes are the family's, as its topic's
+// stats show them.
+func (g *Gateway) listDeadLetters(w http.ResponseWriter, r *http.Request, c tenant.Caller) error {
 	limit, err := intParam(r, "limit", defaultDeadPage, maxDeadPage)
 	if err != nil {
 		return err
@@ -159,27 +180,39 @@ func (g *Gateway) listDeadLetters(w http.ResponseWriter, r *http.Request, _ tena
 	}
 	st := d.s.CachedInfo().State
 	page := sluice.DeadLetterPage{Topic: d.t.Name, Family: d.f.Name, Total: st.Msgs, Bytes: st.Bytes, DeadLetters: []sluice.DeadLetter{}}
-	next := after + 1
-	for len(page.DeadLetters) < limit {
+	next, scanned, more := after+1, 0, false
+	for {
+		if len(page.DeadLetters) == limit || scanned == maxDeadScan {
+			more = true
+			break
+		}
 		m, err := d.next(ctx, next)
 		if err != nil {
+			if ctx.Err() != nil && scanned > 0 {
+				more = true // out of time while skipping others': go on later
+				break
+			}
 			return err
 		}
 		if m == nil {
 			break
 		}
-		page.DeadLetters = append(page.DeadLetters, deadView(m, false))
+		scanned++
 		next = m.Sequence + 1
+		if sees(c, m.Header) {
+			page.DeadLetters = append(page.DeadLetters, deadView(m, false))
+		}
 	}
-	if len(page.DeadLetters) == limit && next <= st.LastSeq {
+	if more && next <= st.LastSeq {
 		page.Next = next - 1
 	}
 	writeJSON(w, http.StatusOK, page)
 	return nil
 }
 
-// oneDead resolves the family's dead letter named by {seq}.
-func (g *Gateway) oneDead(ctx context.Context, r *http.Request) (*deadLetters, *jetstream.RawStreamMsg, error) {
+// oneDead resolves the family's dead letter named by {seq}; another
+// tenant's is not found, as if it were not there.
+func (g *Gateway) oneDead(ctx context.Context, r *http.Request, c tenant.Caller) (*deadLetters, *jetstream.RawStreamMsg, error) {
 	seq, err := seqParam(r.PathValue("seq"), "dead letter")
 	if err != nil {
 		return nil, nil, err
@@ -189,14 +222,17 @@ func (g *Gateway) oneDead(ctx context.Context, r *http.Request) (*deadLetters, *
 		return nil, nil, err
 	}
 	m, err := d.one(ctx, seq)
+	if err == nil && !sees(c, m.Header) {
+		return nil, nil, fmt.Errorf("%w: %d in %s/%s", errDeadNotFound, seq, d.t.Name, d.f.Name)
+	}
 	return d, m, err
 }
 
 // peekDeadLetter handles GET .../dead-letters/{seq}.
-func (g *Gateway) peekDeadLetter(w http.ResponseWriter, r *http.Request, _ tenant.Caller) error {
+func (g *Gateway) peekDeadLetter(w http.ResponseWriter, r *http.Request, c tenant.Caller) error {
 	ctx, cancel := context.WithTimeout(r.Context(), statsTimeout)
 	defer cancel()
-	_, m, err := g.oneDead(ctx, r)
+	_, m, err := g.oneDead(ctx, r, c)
 	if err != nil {
 		return err
 	}
@@ -204,8 +240,12 @@ func (g *Gateway) peekDeadLetter(w http.ResponseWriter, r *http.Request, _ tenan
 	return nil
 }
 
-// purgeDeadLetters handles DELETE .../dead-letters (all of the family's).
-func (g *Gateway) purgeDeadLetters(w http.ResponseWriter, r *http.Request, _ tenant.Caller) error {
+// purgeDeadLetters handles DELETE .../dead-letters: all of the family's
+// (open mode, an ops tenant), or a tenant's own (purgeOwn).
+func (g *Gateway) purgeDeadLetters(w http.ResponseWriter, r *http.Request, c tenant.Caller) error {
+	if !seesAll(c) {
+		return g.purgeOwn(w, r, c)
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), statsTimeout)
 	defer cancel()
 	d, err := g.openDead(ctx, r)
@@ -221,11 +261,53 @@ func (g *Gateway) purgeDeadLetters(w http.ResponseWriter, r *http.Request, _ ten
 	return nil
 }
 
+// purgeOwn deletes a tenant's own dead letters of the family, one by one,
+// among those there when the request came, for at most redriveBudget;
+// other tenants' stay. What a purge cut short by its time left is deleted
+// by the next one.
+func (g *Gateway) purgeOwn(w http.ResponseWriter, r *http.Request, c tenant.Caller) error {
+	ctx, cancel := context.WithTimeout(r.Context(), redriveBudget)
+	defer cancel()
+	d, err := g.openDead(ctx, r)
+	if err != nil {
+		return err
+	}
+	last := d.s.CachedInfo().State.LastSeq
+	var n uint64
+	for next := uint64(1); next <= last; {
+		m, err := d.next(ctx, next)
+		if err != nil {
+			if ctx.Err() != nil && n > 0 {
+				break // out of time: report what was deleted
+			}
+			return err
+		}
+		if m == nil || m.Sequence > last {
+			break
+		}
+		next = m.Sequence + 1
+		if !sees(c, m.Header) {
+			continue
+		}
+		if err := d.s.DeleteMsg(ctx, m.Sequence); err != nil {
+			if n > 0 && ctx.Err() != nil {
+				break
+			}
+			return fmt.Errorf("%w: deleting dead letter %d: %v", errBusUnavailable, m.Sequence, err)
+		}
+		n++
+	}
+	g.log.Info("dead letters purged", zap.String("topic", d.t.Name), zap.String("family", d.f.Name),
+		zap.String("tenant", c.Tenant.Name), zap.Uint64("count", n))
+	writeJSON(w, http.StatusOK, sluice.PurgeResult{Purged: n})
+	return nil
+}
+
 // deleteDeadLetter handles DELETE .../dead-letters/{seq}.
-func (g *Gateway) deleteDeadLetter(w http.ResponseWriter, r *http.Request, _ tenant.Caller) error {
+func (g *Gateway) deleteDeadLetter(w http.ResponseWriter, r *http.Request, c tenant.Caller) error {
 	ctx, cancel := context.WithTimeout(r.Context(), statsTimeout)
 	defer cancel()
-	d, m, err := g.oneDead(ctx, r)
+	d, m, err := g.oneDead(ctx, r, c)
 	if err != nil {
 		return err
 	}
@@ -268,6 +350,10 @@ func (g *Gateway) redriveDeadLetters(w http.ResponseWriter, r *http.Request, c t
 		if m == nil || m.Sequence > last {
 			break
 		}
+		if !sees(c, m.Header) {
+			next = m.Sequence + 1 // another tenant's
+			continue
+		}
 		seq, err := g.redrive(ctx, d, m, c)
 		if errors.Is(err, errRedriveTime) {
 			res.Stopped = "time"
@@ -287,7 +373,7 @@ func (g *Gateway) redriveDeadLetters(w http.ResponseWriter, r *http.Request, c t
 func (g *Gateway) redriveOne(w http.ResponseWriter, r *http.Request, c tenant.Caller) error {
 	ctx, cancel := context.WithTimeout(r.Context(), redriveBudget)
 	defer cancel()
-	d, m, err := g.oneDead(ctx, r)
+	d, m, err := g.oneDead(ctx, r, c)
 	if err != nil {
 		return err
 	}
@@ -358,14 +444,16 @@ func (g *Gateway) redrive(ctx context.Context, d *deadLetters, m *jetstream.RawS
 	msg := nats.NewMsg(sluice.RedriveSubject(t.Name, f.Name))
 	msg.Data = m.Data
 	for k, v := range m.Header {
-		if k == sluice.HeaderContentType || k == sluice.HeaderOriginalID || strings.HasPrefix(k, sluice.HeaderMetaPrefix) {
+		if k == sluice.HeaderContentType || k == sluice.HeaderOriginalID || k == sluice.HeaderTenant || strings.HasPrefix(k, sluice.HeaderMetaPrefix) {
 			msg.Header[k] = v
 		}
 	}
 	// The dead letter's seq and time: unique even if the dead-letter
 	// stream were recreated (and its sequence restarted) within the window.
 	id := fmt.Sprintf("redrive.%s.%d.%d", f.Name, m.Sequence, m.Time.UnixNano())
-	receipt, err := g.store(ctx, t.Name, f.Name, id, msg)
+	// The redriven message keeps its tenant (and its original id, the
+	// key its tenant sent); its own id is unique to the dead letter.
+	receipt, err := g.store(ctx, t.Name, f.Name, "", id, msg)
 	if err != nil {
 		return 0, err
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
 
+	"github.com/sluicebus/sluice/internal/tenant"
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
@@ -23,6 +24,26 @@ type Receipt struct {
 	Seq       uint64 `json:"seq"`
 	ID        string `json:"id"`
 	Duplicate bool   `json:"duplicate"`
+}
+
+// tenantName is the tenant a caller's messages are stored for: "" in open
+// mode (no tenants).
+func tenantName(c tenant.Caller) string {
+	if c.Tenant == nil {
+		return ""
+	}
+	return c.Tenant.Name
+}
+
+// stamp marks msg as name's (sluice.HeaderTenant), for its dead letter;
+// in open mode (name "") it carries none. The gateway alone sets it: what
+// a client sends becomes a header only as Sluice-Meta-*, and Set replaces
+// whatever is there.
+func stamp(msg *nats.Msg, name string) {
+	msg.Header.Del(sluice.HeaderTenant)
+	if name != "" {
+		msg.Header.Set(sluice.HeaderTenant, name)
+	}
 }
 
 // newID generates an idempotency key for a message that came without one.

@@ -76,7 +76,8 @@ func (g *Gateway) publish(w http.ResponseWriter, r *http.Request, c tenant.Calle
 	}
 	msg.Data = body
 	credit = credit.chargeBody(int64(len(body)))
-	receipt, err := g.store(r.Context(), t.Name, "", id, msg)
+	stamp(msg, tenantName(c))
+	receipt, err := g.store(r.Context(), t.Name, "", tenantName(c), id, msg)
 	if err != nil {
 		return err
 	}
@@ -143,13 +144,14 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 }
 
 // store passes msg through the publish window to topic's group commit
-// (committer.store), for family only when set (a redrive). The window wait
-// is bounded by publish_window_wait; the entry's deadline bounds the rest.
-func (g *Gateway) store(ctx context.Context, topic, family, key string, msg *nats.Msg) (Receipt, error) {
+// (committer.store), for family only when set (a redrive), deduplicated
+// among tenant's messages (sluice.TenantDedupID). The window wait is
+// bounded by publish_window_wait; the entry's deadline bounds the rest.
+func (g *Gateway) store(ctx context.Context, topic, family, tenant, key string, msg *nats.Msg) (Receipt, error) {
 	if !g.limits.acquirePublish(ctx) {
 		return Receipt{}, refuse("publish_window", g.adm.shedRetryAfter(),
 			fmt.Errorf("%w: %d publishes awaiting the bus's ack at this gateway", errOverloaded, g.cfg.PublishWindow))
 	}
 	defer g.limits.releasePublish()
-	return g.commits[topic].store(family, key, msg)
+	return g.commits[topic].store(family, tenant, key, msg)
 }

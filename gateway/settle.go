@@ -223,7 +223,7 @@ func (c *committer) repair(ctx context.Context, e *entry, families []string) err
 		m := nats.NewMsg(sluice.RedriveSubject(c.topic, f))
 		m.Data = e.msg.Data
 		for k, v := range e.msg.Header {
-			if k == sluice.HeaderContentType || strings.HasPrefix(k, sluice.HeaderMetaPrefix) {
+			if k == sluice.HeaderContentType || k == sluice.HeaderTenant || strings.HasPrefix(k, sluice.HeaderMetaPrefix) {
 				m.Header[k] = v
 			}
 		}

@@ -122,8 +122,6 @@ const (
 	// worker acks, naks, terms or extends it (v1 format:
 	// $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<time>.<pending>).
 	jsAck = "$JS.ACK."
-	// inboxes receive request replies, publish acks and pulled messages.
-	inboxes = "_INBOX.>"
 	// The gateways' admission heartbeats (gateway/admission.go).
 	gatewayHeartbeat = "sluice.gateway.heartbeat"
 	gatewayHello     = "sluice.gateway.hello"
@@ -137,9 +135,9 @@ const (
 func permissions(u User, topics map[string]topology.Topic) *server.Permissions {
 	switch u.Role {
 	case RoleGateway:
-		return gatewayPermissions(topics)
+		return gatewayPermissions(topics, inboxes(u))
 	case RoleWorker:
-		return workerPermissions(u.Families)
+		return workerPermissions(u.Families, inboxes(u))
 	case RoleAdmin:
 		return nil
 	}
@@ -148,6 +146,11 @@ func permissions(u User, topics map[string]topology.Topic) *server.Permissions {
 		Subscribe: &server.SubjectPermission{Deny: []string{">"}}}
 }
 
+// inboxes are u's own inboxes, where it receives request replies, publish
+// acks and pulled messages: no identity may subscribe to another's
+// (sluice.InboxPrefix; bus.WithNkeySeedFile connects with it).
+func inboxes(u User) string { return sluice.InboxPrefix(u.Nkey) + ".>" }
+
 // gatewayPermissions: publish messages and redrives (singly and as atomic
 // batches: the same subjects), read the topics' and families' state (each
 // commit is proven against the families' consumers), list, delete and
@@ -155,7 +158,7 @@ func permissions(u User, topics map[string]topology.Topic) *server.Permissions {
 // itself (its id holds a digest); its original's store time is read only
 // when a family's consumer is younger than the duplicate window.
 // No consumer is created and nothing is pulled or acknowledged.
-func gatewayPermissions(topics map[string]topology.Topic) *server.Permissions {
+func gatewayPermissions(topics map[string]topology.Topic, inboxes string) *server.Permissions {
 	pub := []string{gatewayHeartbeat, gatewayHello}
 	for _, name := range topology.Names(topics) {
 		t := topics[name]
@@ -183,24 +186,15 @@ func gatewayPermissions(topics map[string]topology.Topic) *server.Permissions {
 	}
 }
 
-// workerPermissions: for each family ("topic/family"), find and pull from
-// its consumer and settle the messages delivered, read the family's
-// dead-letter stream and look up whether a message is already in it, and
-// write dead letters. Nothing else: no topic publishes, no other family.
-func workerPermissions(families []string) *server.Permissions {
+// workerPermissions: the subjects of its families' imports
+// (familyImports), in its own account (busAccounts); nothing else.
+func workerPermissions(families []string, inboxes string) *server.Permissions {
 	var pub []string
 	for _, tf := range families {
 		topic, family, _ := strings.Cut(tf, "/")
-		stream := sluice.StreamName(topic)
-		dlq := sluice.DeadLetterStream(topic, family)
-		pub = append(pub,
-			apiConsumerInfo+stream+"."+family,                             // Worker.Run: the family and its policy
-			apiConsumerNext+stream+"."+family,                             // pull
-			jsAck+stream+"."+family+".>",                                  // ack, nak, term, in progress
-			apiStreamInfo+dlq,                                             // Worker.Run: the dead-letter stream
-			apiDirectGet+dlq+"."+sluice.DeadLetterSubjects(topic, family), // already dead-lettered?
-			sluice.DeadLetterSubjects(topic, family),                      // dead-letter a message
-		)
+		for _, imp := range familyImports(topic, family) {
+			pub = append(pub, imp.subject)
+		}
 	}
 	slices.Sort(pub)
 	return &server.Permissions{
@@ -209,13 +203,15 @@ func workerPermissions(families []string) *server.Permissions {
 	}
 }
 
-// nkeyUsers are the server's nkey users: the configured ones, and the
-// broker's own in-process user (full permissions, in-process connections
-// only, its key pair made at start and never written anywhere).
-func nkeyUsers(a Auth, topics map[string]topology.Topic, internal string) []*server.NkeyUser {
+// nkeyUsers are the server's nkey users: the configured ones, each worker
+// in its account (busAccounts' byUser; the others in the global account),
+// and the broker's own in-process user (full permissions, in-process
+// connections only, its key pair made at start and never written
+// anywhere).
+func nkeyUsers(a Auth, topics map[string]topology.Topic, internal string, byUser map[string]*server.Account) []*server.NkeyUser {
 	users := make([]*server.NkeyUser, 0, len(a.Users)+1)
 	for _, u := range a.Users {
-		users = append(users, &server.NkeyUser{Nkey: u.Nkey, Permissions: permissions(u, topics)})
+		users = append(users, &server.NkeyUser{Nkey: u.Nkey, Permissions: permissions(u, topics), Account: byUser[u.Name]})
 	}
 	return append(users, &server.NkeyUser{Nkey: internal,
 		AllowedConnectionTypes: map[string]struct{}{inProcess: {}}})

@@ -77,17 +77,17 @@ func (a authed) connect(t *testing.T, id identity, name string) (*nats.Conn, *ob
 	return nc, logs
 }
 
-// connectRaw signs in as id and collects the connection's async errors.
+// connectRaw signs in as id (with its inbox prefix) and collects the connection's async errors.
 func (a authed) connectRaw(t *testing.T, id identity) (*nats.Conn, *asyncErrs) {
 	t.Helper()
 	errs := &asyncErrs{}
-	opt, err := nats.NkeyOptionFromSeed(id.seedFile)
+	opts, err := sluice.Identity(id.seedFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(a.b.ClientURL(), opt, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+	nc, err := nats.Connect(a.b.ClientURL(), append(opts, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 		errs.add(err)
-	}))
+	}))...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -245,7 +245,12 @@ func serverOptions(cfg Config, self nkeys.KeyPair) (*server.Options, error) {
 		if err != nil {
 			return nil, fmt.Errorf("broker: in-process nkey: %w", err)
 		}
-		opts.Nkeys = nkeyUsers(cfg.Auth, cfg.Topics, pub)
+		accounts, byUser, err := busAccounts(cfg.Auth)
+		if err != nil {
+			return nil, err
+		}
+		opts.Accounts = accounts
+		opts.Nkeys = nkeyUsers(cfg.Auth, cfg.Topics, pub, byUser)
 	}
 	if cfg.LameDuck > 0 {
 		// Clients are told at once (they move on their own, see

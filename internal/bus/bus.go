@@ -6,15 +6,14 @@ package bus
 import (
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nkeys"
 	"go.uber.org/zap"
 
 	"github.com/sluicebus/sluice/internal/tlsconf"
+	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
 // Dead-connection detection: a ping every pingInterval, the connection
@@ -45,20 +44,19 @@ func WithTLS(c tlsconf.Config) Option {
 }
 
 // WithNkeySeedFile signs in with the user nkey whose seed is in file (from
-// `sluice nkey`); empty: no identity.
+// `sluice nkey`), using that identity's own inbox prefix
+// (sluice.InboxPrefix: brokers let an identity subscribe to its own
+// inboxes only); empty: no identity.
 func WithNkeySeedFile(file string) Option {
 	return func(opts *[]nats.Option) error {
 		if file == "" {
 			return nil
 		}
-		if err := CheckSeedFile(file); err != nil {
+		id, err := sluice.Identity(file)
+		if err != nil {
 			return err
 		}
-		o, err := nats.NkeyOptionFromSeed(file)
-		if err != nil {
-			return fmt.Errorf("nkey seed file %s: %w", file, err)
-		}
-		*opts = append(*opts, o)
+		*opts = append(*opts, id...)
 		return nil
 	}
 }
@@ -66,24 +64,8 @@ func WithNkeySeedFile(file string) Option {
 // CheckSeedFile reports whether file holds a user nkey seed, without
 // showing the seed in its error.
 func CheckSeedFile(file string) error {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return fmt.Errorf("reading the nkey seed: %w", err)
-	}
-	defer clear(b)
-	seed, err := nkeys.ParseDecoratedNKey(b)
-	if err != nil {
-		return fmt.Errorf("%s holds no nkey seed", file)
-	}
-	defer seed.Wipe()
-	pub, err := seed.PublicKey()
-	if err != nil || !nkeys.IsValidPublicUserKey(pub) {
-		return fmt.Errorf("%s: not a user nkey seed (want \"SU...\", from `sluice nkey`)", file)
-	}
-	if _, err := seed.Seed(); err != nil {
-		return fmt.Errorf("%s holds a public key, not a seed", file)
-	}
-	return nil
+	_, err := sluice.Identity(file)
+	return err
 }
 
 // Connect dials the brokers at urls (failing over between them) as name,

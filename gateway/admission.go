@@ -30,7 +30,29 @@ const (
 	helloSubject     = "sluice.gateway.hello"
 	// helloWait is how long a starting gateway listens for answers.
 	helloWait = 200 * time.Millisecond
+	// maxPeers bounds the other gateways heard from that share admission:
+	// heartbeats from more are ignored, so that a flood of made-up ids
+	// can shrink no gateway's share below 1/(maxPeers+1).
+	maxPeers = 64
 )
+
+// validGatewayID reports whether id has the shape of a gateway's id (a
+// nuid: nuid.Next's fixed length, base-62 digits). Heartbeats are plain bus
+// messages: anything else is not from a gateway.
+func validGatewayID(id []byte) bool {
+	if len(id) != gatewayIDLen {
+		return false
+	}
+	for _, c := range id {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+// gatewayIDLen is the length of a gateway's id (see newAdmission).
+var gatewayIDLen = len(nuid.Next())
 
 // topicAdmission is one topic's admission state at this gateway.
 type topicAdmission struct {
@@ -66,13 +88,19 @@ type admission struct {
 
 	mu   sync.Mutex
 	seen map[string]time.Time // gateway id -> last heartbeat
+	// loggedAt: when an ignored heartbeat was last logged, by reason.
+	loggedAt map[string]time.Time
 
 	gateways atomic.Int64
+	// ignored counts heartbeats not taken, by reason: malformed (not a
+	// gateway's id) or peers_full (maxPeers others heard from already).
+	ignored func(reason string)
 }
 
-func newAdmission(cfg Config, nc *nats.Conn, js jetstream.JetStream, log *zap.Logger) *admission {
+// newAdmission: ignored counts heartbeats not taken, by reason.
+func newAdmission(cfg Config, nc *nats.Conn, js jetstream.JetStream, log *zap.Logger, ignored func(reason string)) *admission {
 	a := &admission{cfg: cfg, nc: nc, js: js, log: log, id: nuid.Next(),
-		topics: map[string]*topicAdmission{}, seen: map[string]time.Time{}}
+		topics: map[string]*topicAdmission{}, seen: map[string]time.Time{}, ignored: ignored}
 	for name, t := range cfg.Topics {
 		a.topics[name] = &topicAdmission{drain: admit.NewDrain(2 * time.Second), maxMsgs: t.MaxMessages, alive: 1}
 	}
@@ -82,17 +110,13 @@ func newAdmission(cfg Config, nc *nats.Conn, js jetstream.JetStream, log *zap.Lo
 // run sends heartbeats, listens to the other gateways' and refills credit
 // until ctx ends.
 func (a *admission) run(ctx context.Context) error {
-	sub, err := a.nc.Subscribe(heartbeatSubject, func(m *nats.Msg) {
-		a.mu.Lock()
-		a.seen[string(m.Data)] = time.Now()
-		a.mu.Unlock()
-	})
+	sub, err := a.nc.Subscribe(heartbeatSubject, func(m *nats.Msg) { a.heard(m.Data, time.Now()) })
 	if err != nil {
 		return fmt.Errorf("gateway heartbeats: %w", err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	hello, err := a.nc.Subscribe(helloSubject, func(m *nats.Msg) {
-		if string(m.Data) != a.id {
+		if validGatewayID(m.Data) && string(m.Data) != a.id {
 			a.heartbeat()
 		}
 	})
@@ -124,6 +148,57 @@ func (a *admission) run(ctx context.Context) error {
 	}
 }
 
+// heard takes a heartbeat: a gateway with id is alive at now. A heartbeat
+// whose id is not a gateway's, or from a new gateway once maxPeers others
+// are alive, is ignored and counted; the first of each kind in a heartbeat
+// interval is logged.
+func (a *admission) heard(id []byte, now time.Time) {
+	reason := ""
+	a.mu.Lock()
+	switch _, known := a.seen[string(id)]; {
+	case !validGatewayID(id):
+		reason = "malformed"
+	case known:
+		a.seen[string(id)] = now
+	case a.peers(now) >= maxPeers:
+		reason = "peers_full"
+	default:
+		a.seen[string(id)] = now
+	}
+	logIt := reason != "" && now.Sub(a.loggedAt[reason]) >= a.cfg.HeartbeatInterval
+	if logIt {
+		if a.loggedAt == nil {
+			a.loggedAt = map[string]time.Time{}
+		}
+		a.loggedAt[reason] = now
+	}
+	a.mu.Unlock()
+	if reason == "" {
+		return
+	}
+	a.ignored(reason)
+	if logIt {
+		a.log.Warn("gateway heartbeat ignored: is something other than a gateway publishing on "+heartbeatSubject+"?",
+			zap.String("reason", reason), zap.Int("max_peers", maxPeers), zap.Int("id_bytes", len(id)))
+	}
+}
+
+// peers counts the other gateways alive at now, forgetting those silent
+// for three heartbeat intervals. Called with a.mu held.
+func (a *admission) peers(now time.Time) int {
+	n := 0
+	for id, at := range a.seen {
+		switch {
+		case id == a.id:
+		case now.Sub(at) > 3*a.cfg.HeartbeatInterval:
+			delete(a.seen, id)
+		default:
+			n++
+		}
+	}
+	return n
+}
+
 func (a *admission) heartbeat() {
 	a.mu.Lock()
 	a.seen[a.id] = time.Now() // this gateway is alive even when the bus is not
@@ -137,11 +212,7 @@ func (a *admission) alive(now time.Time) (n, rank int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.seen[a.id] = now
-	for id, at := range a.seen {
-		if id != a.id && now.Sub(at) > 3*a.cfg.HeartbeatInterval {
-			delete(a.seen, id)
-		}
-	}
+	a.peers(now)
 	for id := range a.seen {
 		if id < a.id {
 			rank++

@@ -1,8 +1,6 @@
 package gateway
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"net"
 	"net/http"
 	"strings"
@@ -35,21 +33,39 @@ func newClients(cfg Config) *clients {
 }
 
 // clientKey identifies the caller: its tenant's key when authenticated
-// (not the raw header, which has many spellings of one key), else a hash of
-// its bearer credentials when it sends them, else its address.
+// (not the raw header, which has many spellings of one key), else its
+// address. An unauthenticated caller's headers are not an identity: were
+// the Authorization header hashed into the key, a client in open mode would
+// send a new one with each request and never meet its rate.
 func clientKey(r *http.Request, c tenant.Caller) string {
 	if c.Tenant != nil {
 		return "tenant:" + c.Tenant.Name + "/" + c.KeyID
 	}
-	if auth := r.Header.Get("Authorization"); auth != "" {
-		sum := sha256.Sum256([]byte(auth))
-		return "key:" + hex.EncodeToString(sum[:8])
-	}
+	return addrKey(r)
+}
+
+// addrKey is the caller's address (its host: the port changes with every
+// connection).
+func addrKey(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr
 	}
 	return "addr:" + strings.ToLower(host)
+}
+
+// newReaders is the read rate's buckets: one per tenant (all its keys
+// together), else one per address (see clientKey for why not per header).
+func newReaders(cfg Config) *clients {
+	return &clients{rate: cfg.ReadRate, burst: cfg.ReadBurst, max: cfg.MaxClients, buckets: map[string]*admit.Bucket{}}
+}
+
+// readerKey is the caller's read rate bucket.
+func readerKey(r *http.Request, c tenant.Caller) string {
+	if c.Tenant != nil {
+		return "tenant:" + c.Tenant.Name
+	}
+	return addrKey(r)
 }
 
 // take takes n tokens from key's bucket; when refused it says how long

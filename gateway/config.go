@@ -50,6 +50,12 @@ type Config struct {
 	ClientRate  float64 `mapstructure:"client_rate"`
 	ClientBurst int     `mapstructure:"client_burst"`
 	MaxClients  int     `mapstructure:"max_clients"`
+	// ReadRate (requests/s) and ReadBurst bound the read endpoints (topic
+	// views, dead-letter lists and peeks, status, alarms) per tenant, or per
+	// client address when auth is open: reads cost the bus a round trip or
+	// more, and must not be free to repeat without end.
+	ReadRate  float64 `mapstructure:"read_rate"`
+	ReadBurst int     `mapstructure:"read_burst"`
 	// AdmissionRefresh is how often the gateway re-reads each topic's free
 	// capacity and refills its share of admission credit.
 	AdmissionRefresh time.Duration `mapstructure:"admission_refresh"`
@@ -129,6 +135,8 @@ func DefaultConfig() Config {
 		ClientRate:           0,
 		ClientBurst:          0,
 		MaxClients:           10000,
+		ReadRate:             100,
+		ReadBurst:            200,
 		AdmissionRefresh:     250 * time.Millisecond,
 		HeartbeatInterval:    time.Second,
 		MaxBatchBytes:        16 << 20,
@@ -197,6 +205,12 @@ func (c Config) Validate() error {
 	}
 	if c.ClientRate < 0 || (c.ClientRate > 0 && c.ClientBurst < 1) {
 		bad("client_burst", "must be at least 1 when client_rate is set (client_rate 0 turns the limit off)")
+	}
+	if !(c.ReadRate > 0) {
+		bad("read_rate", "must be positive (requests/s per tenant, or per client address when auth is open), got %v", c.ReadRate)
+	}
+	if c.ReadBurst < 1 {
+		bad("read_burst", "must be at least 1, got %d", c.ReadBurst)
 	}
 	if c.MaxClients < 1 {
 		bad("max_clients", "must be at least 1, got %d", c.MaxClients)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/sluicebus/sluice/internal/alarm"
 	"github.com/sluicebus/sluice/internal/tenant"
+	"github.com/sluicebus/sluice/internal/topology"
 	"github.com/sluicebus/sluice/pkg/sluice/busclock"
 )
 
@@ -34,6 +35,8 @@ type Gateway struct {
 	handler http.Handler
 	limits  *limits
 	clients *clients // nil: no per-client limit
+	readers *clients // the read rate, per tenant (per address when auth is open)
+	views   *topicViews
 	keys    *tenant.Keys
 	tenants *tenantLimits
 	adm     *admission
@@ -91,7 +94,8 @@ func New(cfg Config, nc *nats.Conn, logger *zap.Logger, reg prometheus.Registere
 		return nil, fmt.Errorf("gateway metrics: %w", err)
 	}
 	g := &Gateway{cfg: cfg, log: logger.Named("gateway"), nc: nc, js: js, metrics: m,
-		limits: newLimits(cfg), clients: newClients(cfg), redriveRate: rate.NewLimiter(rate.Limit(cfg.RedriveRate), 1),
+		limits: newLimits(cfg), clients: newClients(cfg), readers: newReaders(cfg),
+		views: newTopicViews(topology.Names(cfg.Topics), viewMaxAge(cfg.Alarms.Interval)), redriveRate: rate.NewLimiter(rate.Limit(cfg.RedriveRate), 1),
 		clock: busclock.New(nil)}
 	for _, o := range opts {
 		o(g)
@@ -111,7 +115,7 @@ func New(cfg Config, nc *nats.Conn, logger *zap.Logger, reg prometheus.Registere
 			return nil, fmt.Errorf("gateway metrics: %w", err)
 		}
 	}
-	g.adm = newAdmission(cfg, nc, js, g.log)
+	g.adm = newAdmission(cfg, nc, js, g.log, func(reason string) { m.heartbeatsIgnored.WithLabelValues(reason).Inc() })
 	g.commits = make(map[string]*committer, len(cfg.Topics))
 	for name, t := range cfg.Topics {
 		g.commits[name] = g.committer(name, t.Replicas)

@@ -17,6 +17,8 @@ type metrics struct {
 	commitFallbacks *prometheus.CounterVec
 	authFailures    *prometheus.CounterVec
 	tenantRefusals  *prometheus.CounterVec
+	// heartbeatsIgnored: reason is malformed or peers_full.
+	heartbeatsIgnored *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -41,7 +43,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"topic", "outcome"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_gateway_refusals_total",
-			Help: "429 and 503 answers by topic and reason: in_flight, body_bytes, publish_window, client_rate, tenant_rate, tenant_share, admission, topic_full, stream_busy, bus-unavailable, publish-outcome-unknown.",
+			Help: "429 and 503 answers by topic and reason: in_flight, body_bytes, publish_window, client_rate, tenant_rate, tenant_share, read_rate, admission, topic_full, stream_busy, bus-unavailable, publish-outcome-unknown.",
 		}, []string{"topic", "reason"}),
 		redriven: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_gateway_dead_letters_redriven_total",
@@ -64,10 +66,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "sluice_gateway_tenant_refusals_total",
 			Help: "Messages refused by a tenant's quota (429) by tenant and reason: tenant_rate, tenant_share.",
 		}, []string{"tenant", "reason"}),
+		heartbeatsIgnored: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_gateway_heartbeats_ignored_total",
+			Help: "Gateway heartbeats ignored by reason: malformed (not a gateway's id: something else publishes on sluice.gateway.heartbeat) or peers_full (64 other gateways alive already).",
+		}, []string{"reason"}),
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.requests, m.duration, m.publishDuration, m.messages, m.refusals, m.redriven,
-			m.commitSize, m.commitFallbacks, m.authFailures, m.tenantRefusals} {
+			m.commitSize, m.commitFallbacks, m.authFailures, m.tenantRefusals, m.heartbeatsIgnored} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

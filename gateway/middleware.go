@@ -27,15 +27,40 @@ func (g *Gateway) instrument(next http.Handler) http.Handler {
 					writeError(sw, fmt.Errorf("panic: %v", v), 0)
 				}
 			}
-			route := r.Pattern
+			route := r.Pattern // a registered pattern, never the raw path
 			if route == "" || route == "/" {
 				route = "unmatched"
 			}
-			g.metrics.requests.WithLabelValues(route, r.Method, strconv.Itoa(sw.status)).Inc()
+			g.metrics.requests.WithLabelValues(route, methodLabel(r.Method), codeLabel(sw.status)).Inc()
 			g.metrics.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
 		}()
 		next.ServeHTTP(sw, r)
 	})
+}
+
+// methodLabel is the method's metric label: one of the methods HTTP
+// defines, else "other". The method is the client's own bytes, counted
+// before authentication: as a label, every new one would add series (and
+// hold its bytes) for good.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	}
+	return "other"
+}
+
+// codeLabel is the status's metric label: the code for the statuses HTTP
+// names (the gateway answers no other), else "other".
+func codeLabel(status int) string {
+	if status == 0 {
+		status = http.StatusOK // nothing written: net/http answers 200
+	}
+	if http.StatusText(status) == "" {
+		return "other"
+	}
+	return strconv.Itoa(status)
 }
 
 // statusWriter records the status for metrics.

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -31,7 +32,7 @@ func (g *Gateway) routes(gatherer prometheus.Gatherer) http.Handler {
 		mux.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, fmt.Errorf("%w: %s %s", errRouteNotFound, r.Method, r.URL.Path), 0)
+		writeError(w, fmt.Errorf("%w: %s %s", errRouteNotFound, clip(r.Method), clip(r.URL.Path)), 0)
 	})
 	return g.instrument(g.guardHeaders(g.announceLameDuck(mux)))
 }
@@ -72,7 +73,7 @@ func (rt route) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		slices.Sort(allow)
 		w.Header().Set("Allow", strings.Join(allow, ", "))
-		writeError(w, fmt.Errorf("%w: %s %s (allowed: %s)", errMethodNotAllowed, r.Method, r.URL.Path, strings.Join(allow, ", ")), 0)
+		writeError(w, fmt.Errorf("%w: %s %s (allowed: %s)", errMethodNotAllowed, clip(r.Method), clip(r.URL.Path), strings.Join(allow, ", ")), 0)
 		return
 	}
 	g := rt.g
@@ -81,6 +82,16 @@ func (rt route) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		g.refused(w, r, err)
 		return
+	}
+	if r.Method == http.MethodGet && o.act != tenant.Public {
+		if err := g.admitRead(r, c); err != nil {
+			g.refused(w, r, err)
+			return
+		}
+	} else if _, ok := g.cfg.Topics[r.PathValue("topic")]; ok {
+		// A write here (publish, redrive, purge): the topic's next view
+		// here reads the bus again.
+		defer g.views.changed(r.PathValue("topic"))
 	}
 	if rt.bounded {
 		if !g.limits.enter() {
@@ -94,4 +105,19 @@ func (rt route) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := o.h(w, r, c); err != nil {
 		g.refused(w, r, err)
 	}
+}
+
+// admitRead takes one request of the caller's read rate, or refuses with
+// the wait until there is one.
+func (g *Gateway) admitRead(r *http.Request, c tenant.Caller) error {
+	ok, wait := g.readers.take(readerKey(r, c), 1, time.Now())
+	if ok {
+		return nil
+	}
+	who := "this client"
+	if c.Tenant != nil {
+		who = "tenant " + c.Tenant.Name
+	}
+	return refuse("read_rate", g.rateWait(wait),
+		fmt.Errorf("%w: %s is over the read rate of %v requests/s (burst %d)", errRateLimited, who, g.cfg.ReadRate, g.cfg.ReadBurst))
 }

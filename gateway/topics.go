@@ -55,8 +55,12 @@ func (g *Gateway) getTopic(w http.ResponseWriter, r *http.Request, _ tenant.Call
 }
 
 // topicView is a topic's state on the bus and its admission at this gateway.
+// The topic's state is the last reading if fresh (see topicViews).
 func (g *Gateway) topicView(ctx context.Context, name string) (status.Topic, error) {
-	st, err := g.readStats(ctx, g.cfg.Topics[name])
+	if !g.nc.IsConnected() {
+		return status.Topic{}, fmt.Errorf("%w: not connected to any broker", errBusUnavailable)
+	}
+	st, err := g.views.get(ctx, name, func(ctx context.Context) (busstats.Topic, error) { return g.readStats(ctx, g.cfg.Topics[name]) })
 	if err != nil {
 		return status.Topic{}, err
 	}

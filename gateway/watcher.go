@@ -84,8 +84,12 @@ func (w *watcher) evaluate(ctx context.Context) {
 	for _, name := range topology.Names(g.cfg.Topics) {
 		t := g.cfg.Topics[name]
 		rctx, cancel := context.WithTimeout(ctx, statsTimeout)
+		gen := g.views.begin(name)
 		st, err := busstats.Read(rctx, g.js, t)
 		cancel()
+		if err == nil {
+			g.views.store(name, gen, st, time.Now()) // the topic views serve it
+		}
 		if ctx.Err() != nil {
 			return
 		}

@@ -79,6 +79,12 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, fam *family, m *
 			fmt.Errorf("delivered %d times without an ack or a handler error (workers stopped or crashed holding it, or the handler outran the ack wait)", attempt-1), fam, m)
 		return
 	}
+	if id == "" {
+		// Stored without an id: published on the bus directly (an admin
+		// identity; only gateways and admins may publish to a topic). Its
+		// place in the topic stands in, stable across redeliveries.
+		id = "seq-" + strconv.FormatUint(md.Sequence.Stream, 10)
+	}
 	message := &Message{
 		Topic: w.topic, Family: w.family, ID: id,
 		Seq: md.Sequence.Stream, Attempt: attempt, Published: md.Timestamp,

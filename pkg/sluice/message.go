@@ -11,7 +11,9 @@ type Message struct {
 	Topic  string
 	Family string
 	// ID is the message's idempotency key; stable across redeliveries, so a
-	// handler can use it to make its own effects idempotent.
+	// handler can use it to make its own effects idempotent. A message
+	// published on the bus without one (by an admin identity, not through a
+	// gateway) has "seq-" and its Seq.
 	ID string
 	// Seq is the message's sequence in its topic.
 	Seq uint64

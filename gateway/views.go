@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -22,7 +23,7 @@ type topicViews struct {
 
 // topicView is one topic's last reading.
 type topicView struct {
-	read sync.Mutex // one bus read of the topic at a time; others wait for it
+	read chan struct{} // one bus read of the topic at a time; others wait for it (or their deadline)
 
 	mu  sync.Mutex
 	st  busstats.Topic
@@ -34,7 +35,7 @@ type topicView struct {
 func newTopicViews(names []string, maxAge time.Duration) *topicViews {
 	v := &topicViews{maxAge: maxAge, topics: make(map[string]*topicView, len(names))}
 	for _, n := range names {
-		v.topics[n] = &topicView{}
+		v.topics[n] = &topicView{read: make(chan struct{}, 1)}
 	}
 	return v
 }
@@ -86,8 +87,12 @@ func (v *topicViews) get(ctx context.Context, topic string, read func(context.Co
 		return st, nil
 	}
 	e := v.topics[topic]
-	e.read.Lock()
-	defer e.read.Unlock()
+	select {
+	case e.read <- struct{}{}:
+		defer func() { <-e.read }()
+	case <-ctx.Done():
+		return busstats.Topic{}, fmt.Errorf("%w: reading topic state: %w", errBusUnavailable, ctx.Err())
+	}
 	if st, ok := v.fresh(topic, time.Now()); ok {
 		return st, nil // read by whoever held the lock
 	}

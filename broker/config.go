@@ -36,6 +36,11 @@ type Config struct {
 	// OpsListen serves /healthz, /readyz and /metrics for a standalone broker
 	// (`sluice broker`); empty disables it.
 	OpsListen string `mapstructure:"ops_listen"`
+	// OpsToken lets callers other than the host itself read /v1/status and
+	// /v1/alarms on the ops listener (Authorization: Bearer <token>; set it
+	// from SLUICE_BROKER_OPS_TOKEN); empty: the host's own callers only
+	// (loopback). /healthz, /readyz and /metrics are open to all.
+	OpsToken string `mapstructure:"ops_token"`
 	// Cluster joins this broker to others; no name means a lone broker.
 	Cluster Cluster `mapstructure:"cluster"`
 	// LameDuck is how long a stopping broker takes to leave: it hands its
@@ -105,6 +110,9 @@ func (c Cluster) size() int {
 	return len(c.Routes) + 1
 }
 
+// minOpsToken is the shortest ops token accepted.
+const minOpsToken = 16
+
 // DefaultConfig returns the single-node development broker.
 func DefaultConfig() Config {
 	return Config{
@@ -168,6 +176,13 @@ func (c Config) Validate() error {
 			errs = append(errs, &topology.KeyError{Key: "broker.cluster.password",
 				Msg: "needed with broker.cluster.user (e.g. from SLUICE_BROKER_CLUSTER_PASSWORD)"})
 		}
+		if c.Cluster.User == "" && (c.Cluster.TLS.Enabled() || c.Auth.Enabled()) {
+			// Route TLS verifies a peer against the CA only: any
+			// certificate the CA signed (a client's, too) would be taken
+			// as a route, and a route carries every account's traffic.
+			errs = append(errs, &topology.KeyError{Key: "broker.cluster.user",
+				Msg: "a cluster with route TLS or client authentication needs route credentials (broker.cluster.user and broker.cluster.password): without them any certificate from the CA, or any process reaching the route port, joins as a broker"})
+		}
 		if strings.ContainsAny(c.Cluster.User, ":@/") {
 			errs = append(errs, &topology.KeyError{Key: "broker.cluster.user", Msg: "must not contain ':', '@' or '/'"})
 		}
@@ -177,6 +192,9 @@ func (c Config) Validate() error {
 					Msg: "credentials come from broker.cluster.user and broker.cluster.password, not the URL"})
 			}
 		}
+	}
+	if c.OpsToken != "" && len(c.OpsToken) < minOpsToken {
+		errs = append(errs, &topology.KeyError{Key: "broker.ops_token", Msg: fmt.Sprintf("must be at least %d characters", minOpsToken)})
 	}
 	if c.LameDuck < 0 {
 		errs = append(errs, &topology.KeyError{Key: "broker.lame_duck", Msg: "must not be negative"})

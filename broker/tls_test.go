@@ -201,7 +201,10 @@ func TestRouteTLSCluster(t *testing.T) {
 	certs := devCerts(t)
 	topics := r3("orders", "billing")
 	routeTLS := tlsconf.Config{CertFile: certs.Cert, KeyFile: certs.Key, CAFile: certs.CA}
-	tr := newTrio(t, topics, harness.Logger(t), func(_ int, c *broker.Config) { c.Cluster.TLS = routeTLS })
+	tr := newTrio(t, topics, harness.Logger(t), func(_ int, c *broker.Config) {
+		c.Cluster.TLS = routeTLS
+		c.Cluster.User, c.Cluster.Password = "route", "route-pass-7d2e"
+	})
 	bs := mustStart(t, tr, 0, 1, 2)
 	for i, b := range bs {
 		if got := b.Peers(); len(got) != 2 {
@@ -230,6 +233,7 @@ func TestRouteTLSRefusesForeignCA(t *testing.T) {
 	topics := harness.Topics(harness.Topic("orders", "billing")) // R1: two brokers make a quorum
 	tr := newTrio(t, topics, harness.Logger(t), func(i int, c *broker.Config) {
 		c.Cluster.TLS = tlsconf.Config{CertFile: certs.Cert, KeyFile: certs.Key, CAFile: certs.CA}
+		c.Cluster.User, c.Cluster.Password = "route", "route-pass-7d2e"
 		if i == 2 {
 			// Trusts the right CA, but shows a certificate it did not sign.
 			c.Cluster.TLS = tlsconf.Config{CertFile: foreign.Cert, KeyFile: foreign.Key, CAFile: certs.CA}
@@ -309,4 +313,31 @@ func allLogs(logs *observer.ObservedLogs) string {
 		fmt.Fprintf(&sb, "%s %s %v\n", e.LoggerName, e.Message, e.ContextMap())
 	}
 	return sb.String()
+}
+
+// TestRouteSecurityNeedsCredentials: a cluster with route TLS or client
+// authentication and no route credentials is refused at start, naming the
+// key: route TLS alone would take any certificate from the CA as a broker.
+func TestRouteSecurityNeedsCredentials(t *testing.T) {
+	certs := devCerts(t)
+	for name, mutate := range map[string]func(*broker.Config){
+		"route tls": func(c *broker.Config) {
+			c.Cluster.TLS = tlsconf.Config{CertFile: certs.Cert, KeyFile: certs.Key, CAFile: certs.CA}
+		},
+		"client auth": func(c *broker.Config) {
+			c.Auth.Users = []broker.User{{Name: "gw", Nkey: newIdentity(t).pub, Role: broker.RoleGateway}}
+		},
+	} {
+		cfg := harness.BrokerConfig(t.TempDir(), harness.Topics(harness.Topic("orders", "billing")))
+		cfg.Cluster = broker.Cluster{Name: "c", Listen: "127.0.0.1:-1", Routes: []string{"nats-route://127.0.0.1:1"}}
+		mutate(&cfg)
+		err := cfg.Validate()
+		if err == nil || !strings.Contains(err.Error(), "broker.cluster.user") {
+			t.Errorf("%s without route credentials: %v, want an error naming broker.cluster.user", name, err)
+		}
+		cfg.Cluster.User, cfg.Cluster.Password = "route", "route-pass-7d2e"
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("%s with route credentials: %v", name, err)
+		}
+	}
 }

@@ -263,8 +263,9 @@ func TestDemo(t *testing.T) {
 
 // demoBusSecured checks a demo broker's client port at addr: it asks for TLS
 // and authentication and answers no plain client, refuses a TLS client
-// without an nkey, and lets a worker's identity (billing) not publish to
-// the topic.
+// without an nkey, and lets a worker's identity (billing) neither publish to
+// the topic nor subscribe to every inbox, and keeps it in an account of its
+// own.
 func demoBusSecured(t *testing.T, addr, secrets string) {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
@@ -302,28 +303,42 @@ func demoBusSecured(t *testing.T, addr, secrets string) {
 		t.Fatalf("a TLS client without an nkey: want an authorization error, got %v", err)
 	}
 
-	seed, err := nats.NkeyOptionFromSeed(filepath.Join(secrets, "billing.nk"))
+	id, err := sluice.Identity(filepath.Join(secrets, "billing.nk"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	errs := make(chan error, 8)
-	nc, err := nats.Connect(url, ca, seed, only, nats.NoReconnect(),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err }))
+	nc, err := nats.Connect(url, append(id, ca, only, nats.NoReconnect(),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err }))...)
 	if err != nil {
 		t.Fatalf("the billing worker's identity: %v", err)
 	}
 	defer nc.Close()
+	violation := func(what string) {
+		t.Helper()
+		_ = nc.Flush()
+		select {
+		case err := <-errs:
+			if !strings.Contains(err.Error(), "Permissions Violation") {
+				t.Fatalf("%s: want a permissions violation, got %v", what, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s without a permissions violation", what)
+		}
+	}
 	if err := nc.Publish(sluice.Subject("orders"), []byte("not a worker's")); err != nil {
 		t.Fatal(err)
 	}
-	_ = nc.Flush()
-	select {
-	case err := <-errs:
-		if !strings.Contains(err.Error(), "Permissions Violation") {
-			t.Fatalf("a worker publishing to its topic: want a permissions violation, got %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("a worker's identity published to the topic without a permissions violation")
+	violation("a worker's identity published to the topic")
+	if _, err := nc.Subscribe("_INBOX.>", func(*nats.Msg) {}); err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("bus secured: TLS and auth required, no nkey refused, a worker may not publish to orders")
+	violation("a worker's identity subscribed to every inbox")
+	// In an account of its own the worker reaches its families' imports
+	// only: the streams' account info does not answer it (in the streams'
+	// account it would).
+	if _, err := nc.Request("$JS.API.INFO", nil, 5*time.Second); err == nil {
+		t.Fatal("the billing worker's identity got the streams' account info: it is not in an account of its own")
+	}
+	t.Logf("bus secured: TLS and auth required, no nkey refused, a worker may not publish to orders nor read every inbox, and is in an account of its own")
 }

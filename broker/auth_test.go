@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,7 +12,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nkeys"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/sluicebus/sluice/broker"
@@ -23,25 +20,10 @@ import (
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
-// identity is a user nkey with its seed in a file, as `sluice nkey --out` makes.
-type identity struct {
-	pub, seedFile string
-}
+// identity is a user nkey with its seed in a file.
+type identity = harness.Identity
 
-func newIdentity(t *testing.T) identity {
-	t.Helper()
-	kp, err := nkeys.CreateUser()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, _ := kp.PublicKey()
-	seed, _ := kp.Seed()
-	file := filepath.Join(t.TempDir(), "user.nk")
-	if err := os.WriteFile(file, seed, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return identity{pub: pub, seedFile: file}
-}
+func newIdentity(t *testing.T) identity { return harness.NewIdentity(t) }
 
 // authed is a broker with client auth on: a gateway, a worker for
 // orders/billing and an admin.
@@ -56,9 +38,9 @@ func startAuthed(t *testing.T) authed {
 	topics := harness.Topics(harness.Topic("orders", "billing", "shipping"))
 	a.b = startBroker(t, topics, func(c *broker.Config) {
 		c.Auth.Users = []broker.User{
-			{Name: "gw", Nkey: a.gateway.pub, Role: broker.RoleGateway},
-			{Name: "billing", Nkey: a.worker.pub, Role: broker.RoleWorker, Families: []string{"orders/billing"}},
-			{Name: "ops", Nkey: a.admin.pub, Role: broker.RoleAdmin},
+			{Name: "gw", Nkey: a.gateway.Pub, Role: broker.RoleGateway},
+			{Name: "billing", Nkey: a.worker.Pub, Role: broker.RoleWorker, Families: []string{"orders/billing"}},
+			{Name: "ops", Nkey: a.admin.Pub, Role: broker.RoleAdmin},
 		}
 	})
 	return a
@@ -69,7 +51,7 @@ func startAuthed(t *testing.T) authed {
 func (a authed) connect(t *testing.T, id identity, name string) (*nats.Conn, *observer.ObservedLogs) {
 	t.Helper()
 	log, logs := observed(t)
-	nc, err := bus.Connect([]string{a.b.ClientURL()}, 5*time.Second, name, log, bus.WithNkeySeedFile(id.seedFile))
+	nc, err := bus.Connect([]string{a.b.ClientURL()}, 5*time.Second, name, log, bus.WithNkeySeedFile(id.SeedFile))
 	if err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
@@ -81,7 +63,7 @@ func (a authed) connect(t *testing.T, id identity, name string) (*nats.Conn, *ob
 func (a authed) connectRaw(t *testing.T, id identity) (*nats.Conn, *asyncErrs) {
 	t.Helper()
 	errs := &asyncErrs{}
-	opts, err := sluice.Identity(id.seedFile)
+	opts, err := sluice.Identity(id.SeedFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,7 +294,7 @@ func TestAuthWorkerConfined(t *testing.T) {
 func TestAuthRefusesUnknownClients(t *testing.T) {
 	a := startAuthed(t)
 	stranger := newIdentity(t)
-	opt, err := nats.NkeyOptionFromSeed(stranger.seedFile)
+	opt, err := nats.NkeyOptionFromSeed(stranger.SeedFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,7 +310,7 @@ func TestAuthRefusesUnknownClients(t *testing.T) {
 		}
 		t.Fatalf("no credentials: %v, want an authorization violation", err)
 	}
-	_, err = bus.Connect([]string{a.b.ClientURL()}, 5*time.Second, "stranger", harness.Logger(t), bus.WithNkeySeedFile(stranger.seedFile))
+	_, err = bus.Connect([]string{a.b.ClientURL()}, 5*time.Second, "stranger", harness.Logger(t), bus.WithNkeySeedFile(stranger.SeedFile))
 	if !errors.Is(err, nats.ErrAuthorization) || !strings.Contains(err.Error(), "broker.auth.users") {
 		t.Fatalf("bus.Connect as a stranger: %v", err)
 	}

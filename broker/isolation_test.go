@@ -118,7 +118,7 @@ func TestInboxesArePrivate(t *testing.T) {
 		if c.id == a.worker {
 			other = a.gateway
 		}
-		for _, subj := range []string{"_INBOX.>", sluice.InboxPrefix(other.pub) + ".>", ">"} {
+		for _, subj := range []string{"_INBOX.>", sluice.InboxPrefix(other.Pub) + ".>", ">"} {
 			if _, err := nc.Subscribe(subj, func(*nats.Msg) {}); err != nil {
 				t.Fatal(err)
 			}

@@ -325,7 +325,7 @@ func TestRouteSecurityNeedsCredentials(t *testing.T) {
 			c.Cluster.TLS = tlsconf.Config{CertFile: certs.Cert, KeyFile: certs.Key, CAFile: certs.CA}
 		},
 		"client auth": func(c *broker.Config) {
-			c.Auth.Users = []broker.User{{Name: "gw", Nkey: newIdentity(t).pub, Role: broker.RoleGateway}}
+			c.Auth.Users = []broker.User{{Name: "gw", Nkey: newIdentity(t).Pub, Role: broker.RoleGateway}}
 		},
 	} {
 		cfg := harness.BrokerConfig(t.TempDir(), harness.Topics(harness.Topic("orders", "billing")))

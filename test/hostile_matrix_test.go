@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -16,7 +14,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nkeys"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
@@ -27,31 +24,13 @@ import (
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
-// busIdentity is a user nkey with its seed in a file.
-type busIdentity struct{ pub, seed string }
-
-func newBusIdentity(t *testing.T) busIdentity {
-	t.Helper()
-	kp, err := nkeys.CreateUser()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, _ := kp.PublicKey()
-	seed, _ := kp.Seed()
-	file := filepath.Join(t.TempDir(), "user.nk")
-	if err := os.WriteFile(file, seed, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return busIdentity{pub: pub, seed: file}
-}
-
 // hostileStack is a broker with nkey users (a gateway, the billing and
 // shipping workers, an admin; workers in accounts of their own) and a
 // gateway in keys mode with two tenants sharing topic orders: acme, honest,
 // and evil.
 type hostileStack struct {
 	b                            *broker.Broker
-	gw, billing, shipping, admin busIdentity
+	gw, billing, shipping, admin harness.Identity
 	url                          string
 	reg                          *prometheus.Registry
 	keys                         map[string]string
@@ -63,15 +42,15 @@ type hostileStack struct {
 
 func startHostileStack(t *testing.T) *hostileStack {
 	t.Helper()
-	s := &hostileStack{gw: newBusIdentity(t), billing: newBusIdentity(t), shipping: newBusIdentity(t), admin: newBusIdentity(t),
+	s := &hostileStack{gw: harness.NewIdentity(t), billing: harness.NewIdentity(t), shipping: harness.NewIdentity(t), admin: harness.NewIdentity(t),
 		handled: map[string]map[string][]uint64{"billing": {}, "shipping": {}}}
 	topics := harness.Topics(harness.Topic("orders", "billing", "shipping"))
 	cfg := harness.BrokerConfig(t.TempDir(), topics)
 	cfg.Auth.Users = []broker.User{
-		{Name: "gateway", Nkey: s.gw.pub, Role: broker.RoleGateway},
-		{Name: "billing", Nkey: s.billing.pub, Role: broker.RoleWorker, Families: []string{"orders/billing"}},
-		{Name: "shipping", Nkey: s.shipping.pub, Role: broker.RoleWorker, Families: []string{"orders/shipping"}},
-		{Name: "admin", Nkey: s.admin.pub, Role: broker.RoleAdmin},
+		{Name: "gateway", Nkey: s.gw.Pub, Role: broker.RoleGateway},
+		{Name: "billing", Nkey: s.billing.Pub, Role: broker.RoleWorker, Families: []string{"orders/billing"}},
+		{Name: "shipping", Nkey: s.shipping.Pub, Role: broker.RoleWorker, Families: []string{"orders/shipping"}},
+		{Name: "admin", Nkey: s.admin.Pub, Role: broker.RoleAdmin},
 	}
 	b, err := broker.New(cfg, harness.Logger(t), nil)
 	if err != nil {
@@ -101,7 +80,7 @@ func startHostileStack(t *testing.T) *hostileStack {
 		}
 		(*a).SetAPIKey(s.keys[name])
 	}
-	for family, id := range map[string]busIdentity{"billing": s.billing, "shipping": s.shipping} {
+	for family, id := range map[string]harness.Identity{"billing": s.billing, "shipping": s.shipping} {
 		harness.RunWorker(t, s.connect(t, id, family), "orders", family, func(_ context.Context, m *sluice.Message) error {
 			s.handledMu.Lock()
 			key := m.Header.Get(sluice.HeaderTenant) + "/" + string(m.Data) // evil reuses acme's payloads
@@ -117,9 +96,9 @@ func startHostileStack(t *testing.T) *hostileStack {
 }
 
 // connect signs in as id through internal/bus, as Sluice's nodes do.
-func (s *hostileStack) connect(t *testing.T, id busIdentity, name string) *nats.Conn {
+func (s *hostileStack) connect(t *testing.T, id harness.Identity, name string) *nats.Conn {
 	t.Helper()
-	nc, err := bus.Connect([]string{s.b.ClientURL()}, 5*time.Second, name, zap.NewNop(), bus.WithNkeySeedFile(id.seed))
+	nc, err := bus.Connect([]string{s.b.ClientURL()}, 5*time.Second, name, zap.NewNop(), bus.WithNkeySeedFile(id.SeedFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,38 +108,19 @@ func (s *hostileStack) connect(t *testing.T, id busIdentity, name string) *nats.
 
 // raw signs in as id with its inbox prefix and collects its async errors
 // (the broker's permission violations).
-func (s *hostileStack) raw(t *testing.T, id busIdentity) (*nats.Conn, chan error) {
+func (s *hostileStack) raw(t *testing.T, id harness.Identity) (*nats.Conn, harness.Violations) {
 	t.Helper()
-	opts, err := sluice.Identity(id.seed)
+	opts, err := sluice.Identity(id.SeedFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	errs := make(chan error, 64)
-	nc, err := nats.Connect(s.b.ClientURL(), append(opts, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-		select {
-		case errs <- err:
-		default:
-		}
-	}))...)
+	v := harness.NewViolations()
+	nc, err := nats.Connect(s.b.ClientURL(), append(opts, nats.ErrorHandler(v.Handler()))...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	return nc, errs
-}
-
-// denied waits for a permission violation on nc.
-func denied(t *testing.T, nc *nats.Conn, errs chan error, what string) {
-	t.Helper()
-	_ = nc.Flush()
-	select {
-	case err := <-errs:
-		if !strings.Contains(err.Error(), "Permissions Violation") {
-			t.Fatalf("%s: want a permissions violation, got %v", what, err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("%s: no permissions violation", what)
-	}
+	return nc, v
 }
 
 // call sends an API request as tenant who; it returns the status and body.
@@ -404,31 +364,31 @@ func TestHostileTenantMatrix(t *testing.T) {
 
 	t.Run("a worker snoops on inboxes, publishes past the gateway, spoofs heartbeats, uses another family", func(t *testing.T) {
 		nc, errs := s.raw(t, s.billing)
-		for _, subj := range []string{"_INBOX.>", sluice.InboxPrefix(s.gw.pub) + ".>"} {
+		for _, subj := range []string{"_INBOX.>", sluice.InboxPrefix(s.gw.Pub) + ".>"} {
 			if _, err := nc.Subscribe(subj, func(*nats.Msg) {}); err != nil {
 				t.Fatal(err)
 			}
-			denied(t, nc, errs, "subscribing to "+subj)
+			errs.Wait(t, nc, "subscribing to "+subj)
 		}
 		for _, subj := range []string{sluice.Subject("orders"), "sluice.gateway.heartbeat",
 			"$JS.API.CONSUMER.INFO." + sluice.StreamName("orders") + ".shipping", sluice.DeadLetterSubject("orders", "shipping", 9)} {
 			if err := nc.Publish(subj, []byte("x")); err != nil {
 				t.Fatal(err)
 			}
-			denied(t, nc, errs, "publishing to "+subj)
+			errs.Wait(t, nc, "publishing to "+subj)
 		}
 	})
 
 	t.Run("a gateway identity snoops on another's inbox and consumes", func(t *testing.T) {
 		nc, errs := s.raw(t, s.gw)
-		if _, err := nc.Subscribe(sluice.InboxPrefix(s.billing.pub)+".>", func(*nats.Msg) {}); err != nil {
+		if _, err := nc.Subscribe(sluice.InboxPrefix(s.billing.Pub)+".>", func(*nats.Msg) {}); err != nil {
 			t.Fatal(err)
 		}
-		denied(t, nc, errs, "a gateway subscribing to a worker's inbox")
+		errs.Wait(t, nc, "a gateway subscribing to a worker's inbox")
 		if err := nc.Publish("$JS.API.CONSUMER.MSG.NEXT."+sluice.StreamName("orders")+".billing", []byte(`{"batch":1}`)); err != nil {
 			t.Fatal(err)
 		}
-		denied(t, nc, errs, "a gateway pulling")
+		errs.Wait(t, nc, "a gateway pulling")
 	})
 
 	// acme's traffic is whole.

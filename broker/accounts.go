@@ -90,12 +90,31 @@ func streamsAccount() (*server.Account, error) {
 	return acc, nil
 }
 
-// busAccounts are the server's accounts when clients authenticate: the
-// streams' (global) account exporting each family's API to the accounts
-// of the workers granted it, and one account per worker user importing
-// its families. byUser maps each worker's name to its account; none
-// without workers (then every user is in the global account, as before).
+// busAccounts are the server's accounts when clients authenticate: those
+// of workerAccounts, and the system account ($SYS) when a system user is
+// configured. byUser maps each worker's name, and the system user's, to
+// its account.
 func busAccounts(a Auth) (accounts []*server.Account, byUser map[string]*server.Account, err error) {
+	accounts, byUser, err = workerAccounts(a)
+	if err != nil || !a.SystemUser.Enabled() {
+		return accounts, byUser, err
+	}
+	// Declared by its default name, the server takes it as its system
+	// account (it would otherwise make one with no users).
+	sys := server.NewAccount(server.DEFAULT_SYSTEM_ACCOUNT)
+	if byUser == nil {
+		byUser = map[string]*server.Account{}
+	}
+	byUser[a.SystemUser.Name] = sys
+	return append(accounts, sys), byUser, nil
+}
+
+// workerAccounts are the streams' (global) account exporting each
+// family's API to the accounts of the workers granted it, and one account
+// per worker user importing its families. byUser maps each worker's name
+// to its account; none without workers (then every user is in the global
+// account, as before).
+func workerAccounts(a Auth) (accounts []*server.Account, byUser map[string]*server.Account, err error) {
 	importers := map[string][]*server.Account{}
 	streamed := map[string]bool{}
 	byUser = map[string]*server.Account{}

@@ -33,7 +33,23 @@ type Auth struct {
 	// Users who may connect; none: authentication off, anyone may do
 	// anything.
 	Users []User `mapstructure:"users"`
+	// SystemUser, when set, signs in to the server's system account ($SYS)
+	// for NATS operator tools (`nats server ls`, `nats server report
+	// jetstream`): it sees every broker's server requests and events, and
+	// no topic. Needs Users (without them no client authenticates).
+	SystemUser SystemUser `mapstructure:"system_user"`
 }
+
+// SystemUser is the system account's user: a name and a public nkey.
+type SystemUser struct {
+	// Name identifies the user in logs and errors; unique among the users.
+	Name string `mapstructure:"name"`
+	// Nkey is its public nkey ("U...", from `sluice nkey`).
+	Nkey string `mapstructure:"nkey"`
+}
+
+// Enabled reports whether a system user is configured.
+func (s SystemUser) Enabled() bool { return s.Name != "" || s.Nkey != "" }
 
 // Enabled reports whether clients must authenticate.
 func (a Auth) Enabled() bool { return len(a.Users) > 0 }
@@ -96,6 +112,37 @@ func (a Auth) validate(topics map[string]topology.Topic) error {
 		default:
 			bad("role", "must be gateway, worker or admin, got %q", u.Role)
 		}
+	}
+	if err := a.SystemUser.validate(len(a.Users) > 0, names, keys); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// validate checks the system user against the other users' names and keys.
+func (s SystemUser) validate(users bool, names, keys map[string]bool) error {
+	if !s.Enabled() {
+		return nil
+	}
+	const key = "broker.auth.system_user"
+	var errs []error
+	bad := func(k, format string, args ...any) {
+		errs = append(errs, &topology.KeyError{Key: key + "." + k, Msg: fmt.Sprintf(format, args...)})
+	}
+	if !users {
+		errs = append(errs, &topology.KeyError{Key: key, Msg: "needs broker.auth.users: without users no client authenticates"})
+	}
+	switch {
+	case s.Name == "":
+		bad("name", "must not be empty")
+	case names[s.Name]:
+		bad("name", "%q is given to a user", s.Name)
+	}
+	switch {
+	case !nkeys.IsValidPublicUserKey(s.Nkey):
+		bad("nkey", "must be a public user nkey (\"U...\", from `sluice nkey`), got %q", truncate(s.Nkey))
+	case keys[s.Nkey]:
+		bad("nkey", "is given to a user")
 	}
 	return errors.Join(errs...)
 }
@@ -205,13 +252,16 @@ func workerPermissions(families []string, inboxes string) *server.Permissions {
 
 // nkeyUsers are the server's nkey users: the configured ones, each worker
 // in its account (busAccounts' byUser; the others in the global account),
-// and the broker's own in-process user (full permissions, in-process
-// connections only, its key pair made at start and never written
-// anywhere).
+// the system user in the system account, and the broker's own in-process
+// user (full permissions, in-process connections only, its key pair made
+// at start and never written anywhere).
 func nkeyUsers(a Auth, topics map[string]topology.Topic, internal string, byUser map[string]*server.Account) []*server.NkeyUser {
-	users := make([]*server.NkeyUser, 0, len(a.Users)+1)
+	users := make([]*server.NkeyUser, 0, len(a.Users)+2)
 	for _, u := range a.Users {
 		users = append(users, &server.NkeyUser{Nkey: u.Nkey, Permissions: permissions(u, topics), Account: byUser[u.Name]})
+	}
+	if s := a.SystemUser; s.Enabled() {
+		users = append(users, &server.NkeyUser{Nkey: s.Nkey, Account: byUser[s.Name]})
 	}
 	return append(users, &server.NkeyUser{Nkey: internal,
 		AllowedConnectionTypes: map[string]struct{}{inProcess: {}}})

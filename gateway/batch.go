@@ -220,6 +220,13 @@ func parseItem(line []byte, t topology.Topic) (string, *nats.Msg, error) {
 			return id, nil, err
 		}
 	}
+	if it.ID == "" {
+		// An item whose metadata is a CloudEvent's attributes (ce-id,
+		// ce-source, ce-specversion) is keyed by the event's identity.
+		if key := cloudEventKey(msg.Header); key != "" {
+			id = key
+		}
+	}
 	return id, msg, nil
 }
 

@@ -144,7 +144,7 @@ func deadView(m *jetstream.RawStreamMsg, full bool) sluice.DeadLetter {
 			if d.Meta == nil {
 				d.Meta = map[string]string{}
 			}
-			d.Meta[strings.ToLower(meta)] = v[0]
+			d.Meta[meta] = v[0] // as stored (and as a worker sees it), not lower-cased
 		}
 	}
 	if utf8.Valid(m.Data) {

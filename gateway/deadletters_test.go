@@ -93,7 +93,7 @@ func TestDeadLettersListPeekRedrivePurge(t *testing.T) {
 		t.Fatalf("second page: %+v, %v", rest, err)
 	}
 	peek, err := admin.PeekDeadLetter(ctx, "orders", "billing", first.Seq)
-	if err != nil || peek.Data == nil || *peek.Data != first.ID || peek.Meta["customer"] != "c42" {
+	if err != nil || peek.Data == nil || *peek.Data != first.ID || peek.Meta["Customer"] != "c42" || peek.MetaValue("customer") != "c42" {
 		t.Fatalf("peek: %+v, %v", peek, err)
 	}
 	redriven := []string{page.DeadLetters[0].ID, page.DeadLetters[1].ID, rest.DeadLetters[0].ID}

@@ -7,8 +7,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -104,6 +106,7 @@ func New(cfg Config, nc *nats.Conn, logger *zap.Logger, reg prometheus.Registere
 		return nil, err
 	}
 	g.tenants = newTenantLimits(g.keys, time.Now())
+	m.initialise(cfg, slices.Sorted(maps.Keys(g.keys.Tenants())))
 	if g.keys.Open() {
 		g.log.Warn("AUTHENTICATION IS OFF (auth.mode: open): anyone who reaches this gateway may publish to, read and redrive every topic; " +
 			"for development only, set auth.mode: keys with tenants in production")
@@ -187,12 +190,17 @@ func (g *Gateway) Run(ctx context.Context) error {
 		IdleTimeout:       g.cfg.IdleTimeout,
 		// Twice the limit: guardHeaders answers up to there with a problem.
 		MaxHeaderBytes: 2 * int(g.cfg.MaxHeaderBytes),
-		ErrorLog:       zap.NewStdLog(g.log.Named("http")),
-		Protocols:      new(http.Protocols),
+		ErrorLog: serverLog(g.log.Named("http"), func(kind string) {
+			g.metrics.protocolErrors.WithLabelValues(kind).Inc()
+		}),
+		Protocols: new(http.Protocols),
 	}
 	// Keep-alive HTTP/1.1, and HTTP/2: over TLS when the gateway has a
 	// certificate, else over cleartext (h2c) for clients that multiplex
-	// (TLS is then a load balancer's job).
+	// (TLS is then a load balancer's job). Cleartext HTTP/2 is by prior
+	// knowledge (RFC 9113 section 3.3) only: RFC 9113 deprecates the
+	// Upgrade: h2c mechanism, and a request that asks for it is answered
+	// over HTTP/1.1 as any other (the server may ignore an Upgrade).
 	srv.Protocols.SetHTTP1(true)
 	scheme := "http"
 	if g.cfg.TLS.Enabled() {

@@ -52,7 +52,14 @@ func newID() string { return nuid.Next() }
 // digest identifies what msg carries: its payload, content type and
 // metadata, so that a duplicate proves it is the same message
 // (sluice.DedupID). 128 bits of SHA-256, base64url.
+//
+// A CloudEvent's digest is its identity, source and id (eventIdentity):
+// the same event sent again is the same message whatever else changed
+// (an SDK stamps a new time on each send of an event that has none).
 func digest(msg *nats.Msg) string {
+	if sum, ok := eventIdentity(msg.Header); ok {
+		return base64.RawURLEncoding.EncodeToString(sum[16:])
+	}
 	h := sha256.New()
 	count := func(n int) {
 		var b [8]byte

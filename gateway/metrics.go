@@ -19,6 +19,8 @@ type metrics struct {
 	tenantRefusals  *prometheus.CounterVec
 	// heartbeatsIgnored: reason is malformed or peers_full.
 	heartbeatsIgnored *prometheus.CounterVec
+	// protocolErrors: kind is http2 or tls (serverLog).
+	protocolErrors *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -43,7 +45,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"topic", "outcome"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_gateway_refusals_total",
-			Help: "429 and 503 answers by topic and reason: in_flight, body_bytes, publish_window, client_rate, tenant_rate, tenant_share, read_rate, admission, topic_full, stream_busy, bus-unavailable, publish-outcome-unknown.",
+			Help: "429 and 503 answers by topic and reason: in_flight, body_bytes, publish_window, client_rate, tenant_rate, tenant_share, read_rate, admission, topic_full, stream_busy, family_missing, family_unknown, bus-unavailable, publish-outcome-unknown.",
 		}, []string{"topic", "reason"}),
 		redriven: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_gateway_dead_letters_redriven_total",
@@ -70,16 +72,74 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "sluice_gateway_heartbeats_ignored_total",
 			Help: "Gateway heartbeats ignored by reason: malformed (not a gateway's id: something else publishes on sluice.gateway.heartbeat) or peers_full (64 other gateways alive already).",
 		}, []string{"reason"}),
+		protocolErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_gateway_protocol_errors_total",
+			Help: "Connections a client broke the protocol on, by kind: http2 (a bad preface, frame or stream, a GOAWAY, a missed SETTINGS or PING) or tls (a failed handshake); each is logged at debug.",
+		}, []string{"kind"}),
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.requests, m.duration, m.publishDuration, m.messages, m.refusals, m.redriven,
-			m.commitSize, m.commitFallbacks, m.authFailures, m.tenantRefusals, m.heartbeatsIgnored} {
+			m.commitSize, m.commitFallbacks, m.authFailures, m.tenantRefusals, m.heartbeatsIgnored, m.protocolErrors} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
 		}
 	}
 	return m, nil
+}
+
+// Known label values, each counter's series exist at 0 from the start
+// (Prometheus's advice: a series that appears with its first event hides
+// that event from rate() and increase(), and from alerts on absence).
+var (
+	// messageOutcomes are outcomeOf's values.
+	messageOutcomes = []string{"accepted", "duplicate", "rejected", "refused_full", "unavailable", "unknown"}
+	// topicRefusals are the reasons a request about a topic is refused
+	// for (refuse's reasons, and the problem types of 503s without one).
+	topicRefusals = []string{"in_flight", "body_bytes", "publish_window", "client_rate", "tenant_rate", "tenant_share", "read_rate",
+		"admission", "topic_full", "stream_busy", "family_missing", "family_unknown", "bus-unavailable", "publish-outcome-unknown"}
+	// gatewayRefusals are those of requests about no topic (topic "").
+	gatewayRefusals = []string{"in_flight", "read_rate", "bus-unavailable"}
+	authReasons     = []string{"missing", "invalid", "expired", "forbidden"}
+	tenantReasons   = []string{"tenant_rate", "tenant_share"}
+	heartbeatIgnore = []string{"malformed", "peers_full"}
+	// keyStoredCode is JetStream's error code for a key already stored,
+	// the documented cause of a commit's fallback.
+	keyStoredCode = "10201"
+)
+
+// initialise creates every known series of cfg's topics, families and
+// tenants at 0.
+func (m *metrics) initialise(cfg Config, tenants []string) {
+	for name, t := range cfg.Topics {
+		for _, o := range messageOutcomes {
+			m.messages.WithLabelValues(name, o)
+		}
+		for _, r := range topicRefusals {
+			m.refusals.WithLabelValues(name, r)
+		}
+		for _, f := range t.FamilyNames() {
+			m.redriven.WithLabelValues(name, f)
+		}
+		m.commitFallbacks.WithLabelValues(name, keyStoredCode)
+	}
+	for _, r := range gatewayRefusals {
+		m.refusals.WithLabelValues("", r)
+	}
+	for _, r := range authReasons {
+		m.authFailures.WithLabelValues(r)
+	}
+	for _, tn := range tenants {
+		for _, r := range tenantReasons {
+			m.tenantRefusals.WithLabelValues(tn, r)
+		}
+	}
+	for _, r := range heartbeatIgnore {
+		m.heartbeatsIgnored.WithLabelValues(r)
+	}
+	for _, k := range []string{"http2", "tls"} {
+		m.protocolErrors.WithLabelValues(k)
+	}
 }
 
 // commitMetrics are the collectors a group commit counts on.

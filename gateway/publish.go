@@ -27,9 +27,13 @@ func (g *Gateway) publish(w http.ResponseWriter, r *http.Request, c tenant.Calle
 		return err
 	}
 	id := r.Header.Get(sluice.HeaderIdempotencyKey)
-	if id == "" {
-		id = newID()
-	} else if err := validateID(id); err != nil {
+	if id != "" {
+		if err := validateID(id); err != nil {
+			return err
+		}
+	}
+	event, err := cloudEventMode(r)
+	if err != nil {
 		return err
 	}
 	msg := nats.NewMsg(sluice.Subject(t.Name))
@@ -47,6 +51,11 @@ func (g *Gateway) publish(w http.ResponseWriter, r *http.Request, c tenant.Calle
 			if err := setMeta(msg.Header, meta, values...); err != nil {
 				return err
 			}
+		}
+	}
+	if event == "binary" {
+		if err := binaryEvent(r, msg.Header); err != nil {
+			return err
 		}
 	}
 	// Admission, before a byte of the body is read: a refusal is cheap. A
@@ -76,6 +85,17 @@ func (g *Gateway) publish(w http.ResponseWriter, r *http.Request, c tenant.Calle
 	}
 	msg.Data = body
 	credit = credit.chargeBody(int64(len(body)))
+	if event == "structured" {
+		if err := structuredEvent(body, msg); err != nil {
+			return err
+		}
+	}
+	if id == "" {
+		// An event's key is its identity; any other message's is new.
+		if id = cloudEventKey(msg.Header); id == "" {
+			id = newID()
+		}
+	}
 	stamp(msg, tenantName(c))
 	receipt, err := g.store(r.Context(), t.Name, "", tenantName(c), id, msg)
 	if err != nil {

@@ -11,6 +11,7 @@ package alarm
 
 import (
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -85,7 +86,28 @@ func SeverityOf(name Name) Severity {
 }
 
 // ID is an alarm's identity: name:subject, e.g. topic_throttled:orders.
+// A subject may hold colons (a gateway's host:port) and slashes
+// (topic/family); a name holds neither, so an id splits at its first colon
+// (ParseID).
 func ID(name Name, subject string) string { return string(name) + ":" + subject }
+
+// ParseID splits an alarm id into its name and subject at its first colon:
+// alarm names are lower-case letters and '_', never a colon, so whatever
+// the subject holds (bus_unreachable:gw-1:8080 is bus_unreachable for
+// gw-1:8080) the split is unambiguous. ok is false for an id without a
+// colon or whose name is not in the Catalog.
+func ParseID(id string) (name Name, subject string, ok bool) {
+	n, subject, found := strings.Cut(id, ":")
+	if !found || subject == "" {
+		return "", "", false
+	}
+	for _, c := range Catalog {
+		if string(c.Name) == n {
+			return c.Name, subject, true
+		}
+	}
+	return "", "", false
+}
 
 // Alarm is one alarm, active or cleared.
 type Alarm struct {
@@ -141,11 +163,15 @@ func NewStamped(node string, hold time.Duration, log *zap.Logger, now, stamp fun
 	if stamp == nil {
 		stamp = now
 	}
-	return &Manager{node: node, hold: hold, log: log, now: now, stamp: stamp, active: map[string]*state{}, known: map[string]Alarm{},
+	m := &Manager{node: node, hold: hold, log: log, now: now, stamp: stamp, active: map[string]*state{}, known: map[string]Alarm{},
 		raised: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_alarms_raised_total",
 			Help: "Alarms raised, by name (a raise while active does not count).",
 		}, []string{"name"})}
+	for _, c := range Catalog {
+		m.raised.WithLabelValues(string(c.Name)) // 0 until the first raise, so rate() sees it start
+	}
+	return m
 }
 
 // Raise reports name's condition for subject as present, with its cause,
@@ -230,7 +256,7 @@ func (m *Manager) List() (active, cleared []Alarm) {
 		active = append(active, st.Alarm)
 	}
 	Sort(active)
-	cleared = slices.Clone(m.history)
+	cleared = append(make([]Alarm, 0, len(m.history)), m.history...) // [] when none: never null in JSON
 	slices.Reverse(cleared)
 	return active, cleared
 }

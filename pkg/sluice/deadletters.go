@@ -28,11 +28,28 @@ type DeadLetter struct {
 	DeadAt      time.Time `json:"dead_at"`
 	Size        int       `json:"size"`
 	// Peek only: the payload (Data when it is valid UTF-8, else
-	// DataBase64), its content type and metadata.
+	// DataBase64), its content type and metadata. Meta's names are as the
+	// message stored them: HTTP's canonical case (Customer, Order-Id), as
+	// a worker's Message.Header has them after Sluice-Meta-; MetaValue
+	// looks one up whatever its case.
 	ContentType string            `json:"content_type,omitempty"`
 	Meta        map[string]string `json:"meta,omitempty"`
 	Data        *string           `json:"data,omitempty"`
 	DataBase64  []byte            `json:"data_base64,omitempty"`
+}
+
+// MetaValue is the dead letter's metadata value under name, whatever the
+// case of name (metadata names are HTTP field names: case-insensitive).
+func (d DeadLetter) MetaValue(name string) string {
+	if v, ok := d.Meta[canonicalName(name)]; ok {
+		return v
+	}
+	for k, v := range d.Meta {
+		if strings.EqualFold(k, name) {
+			return v
+		}
+	}
+	return ""
 }
 
 // DeadLetterPage is a page of a family's dead letters, oldest first.
@@ -55,9 +72,14 @@ type RedriveResult struct {
 	Redriven  int    `json:"redriven"`
 	Remaining uint64 `json:"remaining"`
 	// Seqs are the dead letters redriven, each with its new topic sequence.
-	Seqs       []RedrivenSeq `json:"seqs"`
-	Stopped    string        `json:"stopped,omitempty"`
-	RetryAfter int           `json:"retry_after_seconds,omitempty"`
+	Seqs []RedrivenSeq `json:"seqs"`
+	// Stopped is "" when the redrive did what it was asked (or ran out
+	// of dead letters), else why it stopped: "time", or the problem type
+	// that refused it (e.g. "rate-limited"); RetryAfter is then when to
+	// go on, in seconds (0 when there is nothing to wait for). Both are
+	// always in the answer.
+	Stopped    string `json:"stopped"`
+	RetryAfter int    `json:"retry_after_seconds"`
 }
 
 // RedrivenSeq maps a dead letter to the topic sequence it was redriven to.

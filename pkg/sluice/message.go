@@ -1,6 +1,7 @@
 package sluice
 
 import (
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -35,6 +36,40 @@ func (m *Message) ContentType() string { return m.Header.Get(HeaderContentType) 
 // (the Sluice-Meta-<Name> header).
 func (m *Message) Meta(name string) string {
 	return m.Header.Get(HeaderMetaPrefix + canonicalName(name))
+}
+
+// CloudEventMetaPrefix is the metadata prefix under which a gateway
+// stores a CloudEvent's attributes: attribute id is the metadata Ce-Id,
+// the header Sluice-Meta-Ce-Id.
+const CloudEventMetaPrefix = "Ce-"
+
+// CloudEvent returns the CloudEvents attributes of a message that a
+// gateway took as a CloudEvent (binary or structured mode), by attribute
+// name: specversion, id, source, type, any other it had (subject, time,
+// dataschema, extensions) and datacontenttype (the Content-Type) if set.
+// Data is the event's data. It is nil for a message that is not an event.
+// Attribute names are lower-case letters and digits, so the names given
+// back are the event's own: ce-<name> headers rebuild the binary mode.
+func (m *Message) CloudEvent() map[string]string {
+	prefix := HeaderMetaPrefix + CloudEventMetaPrefix
+	var attrs map[string]string
+	for k, v := range m.Header {
+		name, ok := strings.CutPrefix(k, prefix)
+		if !ok || len(v) == 0 || name == "" {
+			continue
+		}
+		if attrs == nil {
+			attrs = map[string]string{}
+		}
+		attrs[strings.ToLower(name)] = v[0]
+	}
+	if attrs["specversion"] == "" {
+		return nil
+	}
+	if ct := m.ContentType(); ct != "" {
+		attrs["datacontenttype"] = ct
+	}
+	return attrs
 }
 
 // canonicalName capitalises like HTTP header canonicalisation, which the

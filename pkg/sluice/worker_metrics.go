@@ -18,6 +18,10 @@ type workerMetrics struct {
 
 func (m *workerMetrics) outcome(o string) { m.messages.WithLabelValues(o).Inc() }
 
+// workerOutcomes are the outcome label's values of
+// sluice_worker_messages_total.
+var workerOutcomes = []string{"acked", "retried", "dead_lettered", "dead_letter_failed", "dead_letter_refused", "handed_back"}
+
 // newWorkerMetrics registers the worker metrics on reg, or reuses those a
 // worker registered before; reg nil gives unregistered metrics.
 func newWorkerMetrics(reg prometheus.Registerer, topic, family string) *workerMetrics {
@@ -48,8 +52,12 @@ func newWorkerMetrics(reg prometheus.Registerer, topic, family string) *workerMe
 		Help: "How far the worker's wall clock is ahead of the bus's (negative: behind), as of its last reading of the bus's clock (every minute, within half a round trip). Retry deadlines and dead-letter times use the bus's clock; alert past a second: the host's clock is not kept (NTP).",
 	}, labels))
 	l := prometheus.Labels{"topic": topic, "family": family}
+	curried := messages.MustCurryWith(l)
+	for _, o := range workerOutcomes {
+		curried.WithLabelValues(o) // 0 from the start, so rate() sees the first of each
+	}
 	return &workerMetrics{
-		messages:       messages.MustCurryWith(l),
+		messages:       curried,
 		redeliveries:   redeliveries.With(l),
 		handlerSeconds: handler.With(l),
 		creditLimit:    limit.With(l),

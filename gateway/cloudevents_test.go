@@ -174,3 +174,22 @@ func TestCloudEventsKeepTheirIdentity(t *testing.T) {
 		})
 	}
 }
+
+// TestCloudEventBatchItemsKeyedByIdentity: a batch line whose metadata is
+// a CloudEvent's attributes (ce-specversion, ce-id, ce-source, ce-type) and
+// that has no id is keyed by the event's identity: sent again, even in
+// another batch with another time, it is a duplicate.
+func TestCloudEventBatchItemsKeyedByIdentity(t *testing.T) {
+	topics := harness.Topics(harness.Topic("orders", "billing"))
+	b := harness.StartBroker(t, topics)
+	_, srv := harness.StartGateway(t, harness.GatewayConfig(topics), harness.Connect(t, b))
+	line := func(id, time string) string {
+		return `{"data":{"n":1},"meta":{"ce-specversion":"1.0","ce-id":"` + id + `","ce-source":"/shop","ce-type":"t","ce-time":"` + time + `"}}`
+	}
+	first := postBatch(t, srv.URL, []string{line("e-1", "2026-01-01T00:00:00Z"), line("e-2", "2026-01-01T00:00:00Z")})
+	again := postBatch(t, srv.URL, []string{line("e-1", "2026-01-01T00:00:05Z")})
+	if len(first) != 2 || len(again) != 1 || first[0].Duplicate || first[1].Duplicate || !strings.HasPrefix(first[0].ID, "ce:") ||
+		first[0].ID == first[1].ID || !again[0].Duplicate || again[0].Seq != first[0].Seq || again[0].ID != first[0].ID {
+		t.Fatalf("first batch %+v, again %+v", first, again)
+	}
+}

@@ -359,19 +359,22 @@ func (a *admission) retryAfter(topic string) time.Duration {
 // gateway credit again (at least 1% of the topic, at least one message per
 // gateway), clamped, then jittered up to twice as long (never past the max).
 func (a *admission) retryAfterLocked(ta *topicAdmission) time.Duration {
-	return a.wait(ta, rand.Float64())
+	return a.wait(ta, time.Now(), rand.Float64())
 }
 
 // wait is the time until the topic has room for every gateway again: the
-// minimum when it has room now.
-func (a *admission) wait(ta *topicAdmission, jitter float64) time.Duration {
-	return admit.Wait(admit.Deficit(ta.free, ta.maxMsgs, ta.alive), ta.drain.Rate(), jitter, a.cfg.RetryAfterMin, a.cfg.RetryAfterMax)
+// minimum when it has room now. It comes from the rate the families drain
+// the topic at while messages wait (not from an idle average) or, with no
+// such rate known yet, from how long the topic has been stalled at now.
+func (a *admission) wait(ta *topicAdmission, now time.Time, jitter float64) time.Duration {
+	return admit.Wait(admit.Deficit(ta.free, ta.maxMsgs, ta.alive), ta.drain.Rate(), ta.drain.Stalled(now),
+		jitter, a.cfg.RetryAfterMin, a.cfg.RetryAfterMax)
 }
 
 // shedRetryAfter is the Retry-After of a gateway-side shed (503): the
 // bounds there free up in milliseconds, so the minimum, jittered.
 func (a *admission) shedRetryAfter() time.Duration {
-	return admit.Wait(0, 0, rand.Float64(), a.cfg.RetryAfterMin, a.cfg.RetryAfterMax)
+	return admit.Wait(0, 0, 0, rand.Float64(), a.cfg.RetryAfterMin, a.cfg.RetryAfterMax)
 }
 
 // setHeaders advertises the topic's admission credit (IETF httpapi
@@ -385,7 +388,7 @@ func (a *admission) setHeaders(h http.Header, topic string) {
 	window := int(math.Ceil(a.cfg.AdmissionRefresh.Seconds()))
 	reset := window
 	if left == 0 {
-		reset = max(window, int(math.Ceil(a.wait(ta, 0).Seconds())))
+		reset = max(window, int(math.Ceil(a.wait(ta, time.Now(), 0).Seconds())))
 	}
 	ta.mu.Unlock()
 	if !refilled {
@@ -404,6 +407,6 @@ func (a *admission) state(topic string) status.Admission {
 	return status.Admission{
 		Share: ta.credit.Share(), Remaining: ta.credit.Remaining(), Gateways: ta.alive,
 		DrainRate:  math.Round(ta.drain.Rate()*10) / 10,
-		RetryAfter: a.wait(ta, 0).Seconds(),
+		RetryAfter: a.wait(ta, time.Now(), 0).Seconds(),
 	}
 }

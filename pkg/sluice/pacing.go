@@ -40,7 +40,10 @@ func (p *pacer) observe(topic string, h http.Header) {
 }
 
 // wait blocks until topic may be sent to again. If ctx would end first it
-// returns ErrThrottled at once, without sending.
+// waits until lastTry before the deadline (the advertised time is an
+// estimate) and lets the request go; with less than half of lastTry left
+// (too little for an answer) it returns ErrThrottled at once, without
+// sending.
 func (p *pacer) wait(ctx context.Context, topic string) error {
 	p.mu.Lock()
 	until := p.notBefore[topic]
@@ -50,7 +53,11 @@ func (p *pacer) wait(ctx context.Context, topic string) error {
 		return nil
 	}
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
-		return fmt.Errorf("%w: the gateway advertised no credit for %s for another %v", ErrThrottled, topic, d.Round(time.Millisecond))
+		left := time.Until(dl)
+		if left < lastTry/2 {
+			return fmt.Errorf("%w: the gateway advertised no credit for %s for another %v", ErrThrottled, topic, d.Round(time.Millisecond))
+		}
+		d = left - lastTry // at most 0: send now, the retry loop waited already
 	}
 	if !sleep(ctx.Done(), d) {
 		return ctx.Err()

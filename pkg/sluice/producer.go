@@ -38,7 +38,9 @@ type Receipt struct {
 // unknown outcome are stored once. It retries 429, 503 and network errors
 // with jittered exponential backoff, honouring Retry-After, moving to the
 // next gateway after a failure, within the context's deadline and a
-// bounded number of attempts. Safe for concurrent use.
+// bounded number of attempts. When the gateway asks for a wait longer than
+// the deadline leaves, it waits until a second before the deadline and
+// tries once more rather than give up at once. Safe for concurrent use.
 type Producer struct {
 	urls        []string
 	client      *http.Client
@@ -322,9 +324,11 @@ func (p *Producer) retry(ctx context.Context, attempt func(ctx context.Context, 
 		var wait time.Duration
 		var se *Error
 		var te *transportError
+		paced := false // a 429: the gateway pacing its admission
 		switch {
 		case errors.As(err, &se) && se.Temporary():
 			wait = max(se.RetryAfter, p.backoff.wait(n))
+			paced = se.Status == http.StatusTooManyRequests
 			if se.Status != http.StatusTooManyRequests { // a full topic is full at every gateway
 				failover()
 			}
@@ -338,9 +342,16 @@ func (p *Producer) retry(ctx context.Context, attempt func(ctx context.Context, 
 			break
 		}
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
-			break // the next attempt could not start before the deadline
+			// Retry-After is the gateway's estimate, not a promise: rather
+			// than fail now, try once more just before the deadline.
+			if wait = time.Until(dl) - lastTry; wait <= 0 {
+				break // no time left for an attempt to be answered
+			}
 		}
-		if p.budget != nil && !p.budget.withdraw() {
+		// A 429 is the gateway pacing its own admission (with Retry-After),
+		// answered before the body is read: not the load an outage
+		// multiplies, so its retry does not draw on the budget.
+		if p.budget != nil && !paced && !p.budget.withdraw() {
 			return withDoubt(fmt.Errorf("%w: %w", last, ErrRetryBudget), doubt)
 		}
 		p.log.Debug("retrying", zap.Int("attempt", n+1), zap.Duration("wait", wait), zap.Error(err))
@@ -353,6 +364,10 @@ func (p *Producer) retry(ctx context.Context, attempt func(ctx context.Context, 
 	}
 	return withDoubt(last, doubt)
 }
+
+// lastTry is what a producer keeps of its deadline for a last attempt to
+// be answered, when the gateway asks it to wait past the deadline.
+const lastTry = time.Second
 
 // withDoubt makes err match ErrOutcomeUnknown when doubt is set.
 func withDoubt(err error, doubt bool) error {

@@ -63,7 +63,9 @@ type RetryPolicy struct {
 	// attempts (0.2: at most one retry per five messages, plus a reserve
 	// of 10 retries), so an outage does not multiply the load on the
 	// gateways; 0 disables the budget. Past it a message fails with its
-	// last error, wrapped with ErrRetryBudget.
+	// last error, wrapped with ErrRetryBudget. Retries after a 429 (a
+	// full topic, a client over its rate) do not draw on it: the gateway
+	// paces them with Retry-After and refuses them before reading the body.
 	Budget float64 `mapstructure:"budget"`
 }
 

@@ -74,9 +74,13 @@ func (a *Admission) Share() int64 { return a.shareMsgs }
 // Refilled reports whether the credit was ever measured.
 func (a *Admission) Refilled() bool { return a.refilled }
 
-// Drain estimates how fast a topic empties: messages leaving it (acked by
-// every family, or dead-lettered) per second, from successive readings of
-// the stream's last sequence and message count.
+// Drain estimates how fast a topic's families empty it: messages leaving it
+// (acked by every family, or dead-lettered) per second, from successive
+// readings of the stream's last sequence and message count. Only readings
+// that find messages waiting count: an idle topic drains nothing because
+// nothing is there, which says nothing of how fast its families work, so
+// after an idle spell the rate is still the one they last worked at. A
+// backlog that does not move decays it.
 type Drain struct {
 	halfLife time.Duration
 	rate     float64
@@ -84,6 +88,10 @@ type Drain struct {
 	msgs     uint64
 	at       time.Time
 	observed bool
+	// moved is the last reading at which the topic was empty or had
+	// drained since the one before: nothing has waited on the families
+	// for longer than since then.
+	moved time.Time
 }
 
 // NewDrain returns an estimator whose average halves its memory every halfLife.
@@ -95,30 +103,56 @@ func (d *Drain) Observe(now time.Time, lastSeq, msgs uint64) {
 		// In = new sequences; out = in minus the growth of the backlog.
 		in := float64(lastSeq - d.lastSeq)
 		out := max(0, in-(float64(msgs)-float64(d.msgs)))
-		dt := now.Sub(d.at).Seconds()
-		alpha := 1 - math.Exp2(-dt/d.halfLife.Seconds())
-		d.rate += alpha * (out/dt - d.rate)
+		// Only an interval that began with messages waiting measures the
+		// families; one that began empty measures the producers.
+		if d.msgs > 0 {
+			dt := now.Sub(d.at).Seconds()
+			alpha := 1 - math.Exp2(-dt/d.halfLife.Seconds())
+			d.rate += alpha * (out/dt - d.rate)
+		}
+		if out > 0 {
+			d.moved = now
+		}
+	}
+	if msgs == 0 || !d.observed {
+		d.moved = now
 	}
 	d.lastSeq, d.msgs, d.at, d.observed = lastSeq, msgs, now, true
 }
 
-// Rate is the estimated drain in messages per second.
+// Rate is the estimated drain in messages per second while messages wait.
 func (d *Drain) Rate() float64 { return d.rate }
+
+// Stalled is how long before now messages have been waiting on the topic
+// without any leaving it: 0 when it drained or was empty at the last reading.
+func (d *Drain) Stalled(now time.Time) time.Duration {
+	if !d.observed {
+		return 0
+	}
+	return max(0, now.Sub(d.moved))
+}
 
 // RetryAfter is how long a refused client should wait: the time for the
 // topic to drain deficit messages at rate, clamped to [lo, hi], then
 // stretched by jitter (a draw in [0, 1): up to twice as long, still at most
-// hi) so refused clients do not come back together. With no drain at all
-// it is hi.
-func RetryAfter(deficit int64, rate, jitter float64, lo, hi time.Duration) time.Duration {
+// hi) so refused clients do not come back together. With no drain rate
+// known (never measured, or decayed to nothing by a backlog that does not
+// move) it is as long again as the topic has been stalled: refused clients
+// probe at growing intervals (lo, then about twice each time) instead of
+// being sent away for hi at the first refusal.
+func RetryAfter(deficit int64, rate float64, stalled time.Duration, jitter float64, lo, hi time.Duration) time.Duration {
 	// In float seconds: a rate decaying towards zero would overflow a Duration.
-	secs := hi.Seconds()
-	if rate > 1e-9 {
-		secs = min(secs, float64(max(1, deficit))/rate)
+	secs := min(hi.Seconds(), stalled.Seconds())
+	if rate > minRate {
+		secs = min(hi.Seconds(), float64(max(1, deficit))/rate)
 	}
 	secs = max(lo.Seconds(), secs)
 	return time.Duration(min(hi.Seconds(), secs*(1+jitter)) * float64(time.Second))
 }
+
+// minRate is the drain, in messages per second, below which the rate is
+// taken as unknown: at it, one message would take more than a day.
+const minRate = 1e-5
 
 // Share splits free among n gateways so the shares add up to free: the
 // first free%n by rank get one more. Over-full (free < 0), each share is
@@ -143,13 +177,13 @@ func Deficit(free, maxMsgs int64, gateways int) int64 {
 }
 
 // Wait is the Retry-After of a topic deficit messages short of room,
-// draining at rate: RetryAfter, or with room now (deficit 0) the minimum,
-// jittered, whatever the rate.
-func Wait(deficit int64, rate, jitter float64, lo, hi time.Duration) time.Duration {
+// draining at rate, stalled for stalled: RetryAfter, or with room now
+// (deficit 0) the minimum, jittered, whatever the rate.
+func Wait(deficit int64, rate float64, stalled time.Duration, jitter float64, lo, hi time.Duration) time.Duration {
 	if deficit <= 0 {
-		return RetryAfter(0, math.Inf(1), jitter, lo, hi)
+		return RetryAfter(0, math.Inf(1), 0, jitter, lo, hi)
 	}
-	return RetryAfter(deficit, rate, jitter, lo, hi)
+	return RetryAfter(deficit, rate, stalled, jitter, lo, hi)
 }
 
 // TenantShare is how many messages of a refill of share messages a tenant

@@ -74,19 +74,22 @@ func TestWait(t *testing.T) {
 		name    string
 		deficit int64
 		rate    float64
+		stalled time.Duration
 		jitter  float64
 		want    time.Duration
 	}{
-		{"room now: the minimum", 0, 0, 0, lo},
-		{"room now: the minimum whatever the rate", 0, 0.001, 0, lo},
-		{"room now, jittered", 0, 0, 0.5, 1500 * time.Millisecond},
-		{"drains in 10s", 100, 10, 0, 10 * time.Second},
-		{"drains in 10s, jittered to at most twice", 100, 10, 0.99, 19900 * time.Millisecond},
-		{"no drain: the maximum", 100, 0, 0, hi},
-		{"slow drain: clamped to the maximum", 100, 0.1, 0.5, hi},
-		{"fast drain: clamped to the minimum", 1, 1000, 0, lo},
+		{"room now: the minimum", 0, 0, 0, 0, lo},
+		{"room now: the minimum whatever the rate", 0, 0.001, 0, 0, lo},
+		{"room now: the minimum whatever the stall", 0, 0, time.Hour, 0, lo},
+		{"room now, jittered", 0, 0, 0, 0.5, 1500 * time.Millisecond},
+		{"drains in 10s", 100, 10, 0, 0, 10 * time.Second},
+		{"drains in 10s, jittered to at most twice", 100, 10, 0, 0.99, 19900 * time.Millisecond},
+		{"no drain known, stalled long: the maximum", 100, 0, 10 * time.Minute, 0, hi},
+		{"no drain known, just filled: the minimum", 100, 0, 0, 0, lo},
+		{"slow drain: clamped to the maximum", 100, 0.1, 0, 0.5, hi},
+		{"fast drain: clamped to the minimum", 1, 1000, 0, 0, lo},
 	} {
-		if got := Wait(tc.deficit, tc.rate, tc.jitter, lo, hi); got != tc.want {
+		if got := Wait(tc.deficit, tc.rate, tc.stalled, tc.jitter, lo, hi); got != tc.want {
 			t.Errorf("%s: Wait(%d, %v, %v) = %v, want %v", tc.name, tc.deficit, tc.rate, tc.jitter, got, tc.want)
 		}
 	}

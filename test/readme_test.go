@@ -48,7 +48,7 @@ func (b readmeBlock) name() string { return fmt.Sprintf("%s_line_%d", b.lang, b.
 func readmeBlocks(t *testing.T) []readmeBlock {
 	t.Helper()
 	path := filepath.Join(repoRoot, "README.md")
-	if p := os.Getenv("SLUICE_TEST_README"); p != "" {
+	if p := os.Getenv("README_UNDER_TEST"); p != "" {
 		path = p // a changed copy, to see the test catch a broken example
 	}
 	raw, err := os.ReadFile(path)

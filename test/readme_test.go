@@ -188,11 +188,16 @@ func runShellLine(t *testing.T, st readmeStack, line string) {
 			t.Fatalf("%s answered:\n%s", line, out)
 		}
 		t.Logf("%s\n%s", line, out)
-	case (fields[0] == "./bin/sluice" || fields[0] == "sluice") && len(fields) > 1:
+	case sluiceLine.MatchString(line):
+		// Leading NAME=value words are the command's environment.
+		var env []string
+		for strings.Contains(fields[0], "=") {
+			env, fields = append(env, fields[0]), fields[1:]
+		}
 		args := fields[1:]
 		switch args[0] {
 		case "dev":
-			runDevUntilReady(t, args)
+			runDevUntilReady(t, env, args)
 			return
 		case "dlq":
 			args = append(args, "--gateway", st.gateways[0])
@@ -203,6 +208,7 @@ func runShellLine(t *testing.T, st readmeStack, line string) {
 		}
 		cmd := exec.Command(sluiceBin, args...)
 		cmd.Dir = t.TempDir()
+		cmd.Env = append(os.Environ(), env...)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("%s: %v\n%s", line, err, out)
@@ -213,15 +219,19 @@ func runShellLine(t *testing.T, st readmeStack, line string) {
 	}
 }
 
+// sluiceLine is a sluice command, after environment assignments if any.
+var sluiceLine = regexp.MustCompile(`^([A-Z][A-Z0-9_]*=\S* +)*(\./bin/)?sluice +\S`)
+
 // devReady is the hint `sluice dev` prints once it serves.
 var devReady = regexp.MustCompile(`curl .*https?://127\.0\.0\.1:\d+/v1/topics`)
 
-// runDevUntilReady starts `sluice dev` with README's flags on free ports
-// and a fresh store, waits until it is ready, and stops it with SIGTERM.
-func runDevUntilReady(t *testing.T, args []string) {
+// runDevUntilReady starts `sluice dev` with README's environment and flags
+// on free ports and a fresh store, waits until it is ready, and stops it
+// with SIGTERM.
+func runDevUntilReady(t *testing.T, env, args []string) {
 	cmd := exec.Command(sluiceBin, args...)
 	cmd.Dir = t.TempDir()
-	cmd.Env = append(os.Environ(), "SLUICE_GATEWAY_LISTEN=127.0.0.1:0", "SLUICE_BROKER_LISTEN=127.0.0.1:-1",
+	cmd.Env = append(append(os.Environ(), env...), "SLUICE_GATEWAY_LISTEN=127.0.0.1:0", "SLUICE_BROKER_LISTEN=127.0.0.1:-1",
 		"SLUICE_BROKER_DATA_DIR="+t.TempDir())
 	waitLogLine(t, cmd, devReady, 60*time.Second)
 }

@@ -17,13 +17,12 @@ import (
 // TestReadmeFullTopicProducerRidesItOut is README's full-topic scenario as
 // a newcomer runs it: `sluice dev --topic-max-messages 5 --demo-delay 2s`,
 // left idle for a while, then `sluice produce --count 20` (twice, idle
-// between) with the
-// producer's default retry policy (30 s deadline, 0.2 retry budget). The
-// topic holds 5 and its families take 2 s for them, so most messages are
-// refused with 429 at first; every one must be acked in the end, none
-// failed. Before issue 19 the idle spell had decayed the drain rate to
-// nothing, refusals advertised Retry-After: 60 and the producer failed most
-// messages at once.
+// between) with the producer's default retry policy (30 s deadline, 0.2
+// retry budget). The topic holds 5 and its families take 2 s for them, so
+// most messages are refused with 429 at first; every one must be acked in
+// the end, none failed. Before issue 19 an idle topic had no drain rate,
+// refusals advertised Retry-After: 60 and RateLimit t=60, and the producer
+// failed 15 of 20 messages at once.
 func TestReadmeFullTopicProducerRidesItOut(t *testing.T) {
 	dev := command(t, "dev", "--topic-max-messages", "5", "--demo-delay", "2s",
 		"--listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:-1")

@@ -197,7 +197,7 @@ func checkStreamStore(dir string) (replicas int, err error) {
 	if err := checkIndex(meta.Name, dir, lastSeq); err != nil {
 		return meta.Replicas, err
 	}
-	return meta.Replicas, checkConsumers(dir, lastSeq)
+	return meta.Replicas, checkConsumers(dir, lastSeq, meta.Replicas > 1)
 }
 
 // messageBlock is a block file and its index (N in N.blk).
@@ -366,9 +366,22 @@ const (
 )
 
 // checkConsumers reads each consumer's state file: one that does not
-// parse to its end, whose ack floor is past what it delivered, or that
-// delivered past the stream's last sequence (lastSeq) is damage.
-func checkConsumers(dir string, lastSeq uint64) error {
+// parse to its end, whose ack floor is past what it delivered, or (for a
+// stream with one replica) that delivered past the stream's last sequence
+// (lastSeq) is damage.
+//
+// replicated: the stream has more than one replica. A follower then
+// applies its consumers' Raft groups apart from its stream's: stopped
+// under load, its consumer state can be past its stream's last message,
+// which the stream's own Raft log and leader bring in after the start.
+// That is no damage (nats-server itself only warns "ack floor ... is ahead
+// of stream's last sequence"), and moving the store aside for it costs
+// more than it mends: the whole replica is rebuilt, its messages fetched
+// again from the leader. (Before v2.15.3 the rebuilt replica, its
+// consumers ahead of its stream, compacted its stream to a check floor of
+// 0 in checkInterestState: a purge of what it held, lost to the families
+// whose leaders later sat on it.)
+func checkConsumers(dir string, lastSeq uint64, replicated bool) error {
 	files, err := filepath.Glob(filepath.Join(dir, "obs", "*", "o.dat"))
 	if err != nil {
 		return err
@@ -378,7 +391,11 @@ func checkConsumers(dir string, lastSeq uint64) error {
 		if err != nil || len(buf) == 0 {
 			continue // none written yet: the server starts from its Raft group
 		}
-		if err := consumerStateFits(buf, lastSeq); err != nil {
+		limit := lastSeq
+		if replicated {
+			limit = 0 // no bound: see above
+		}
+		if err := consumerStateFits(buf, limit); err != nil {
 			return fmt.Errorf("%w: %s: %w", ErrStoreDamaged, filepath.Join(filepath.Base(filepath.Dir(f)), "o.dat"), err)
 		}
 	}

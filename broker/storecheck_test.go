@@ -329,3 +329,47 @@ func TestCheckRaftSnapshots(t *testing.T) {
 		t.Fatalf("garbled snapshot: %v, want ErrStoreDamaged", err)
 	}
 }
+
+// consumerState is a version 2 consumer state file (o.dat) with nothing
+// pending or redelivered.
+func consumerState(ackC, ackS, delC, delS uint64) []byte {
+	buf := []byte{consumerMagic, 2}
+	for _, v := range []uint64{ackC, ackS, delC, delS, 0, 0} {
+		buf = binary.AppendUvarint(buf, v)
+	}
+	return buf
+}
+
+// TestCheckStreamStoreFollowerConsumerAhead: a consumer state past the
+// stream's last message is damage for a stream with one replica, but not
+// for a replicated one: a follower applies its consumers' Raft groups
+// apart from its stream's, and stopped under load it is found so (a
+// rolling restart of a cluster under load). Moving that store aside had
+// the replica rebuilt without its consumers, and nats-server 2.15.2 then
+// purged the messages it held (family-lost in TestRollingRestartUnderLoad).
+func TestCheckStreamStoreFollowerConsumerAhead(t *testing.T) {
+	for _, c := range []struct {
+		replicas int
+		damaged  bool
+	}{{1, true}, {3, false}} {
+		t.Run(fmt.Sprintf("R%d", c.replicas), func(t *testing.T) {
+			dir, _ := streamStoreWith(t, 50)
+			setReplicas(t, dir, c.replicas)
+			files, _ := filepath.Glob(filepath.Join(dir, "obs", "*", "o.dat"))
+			if len(files) != 1 {
+				t.Fatalf("consumer state files: %v", files)
+			}
+			// The consumer acked and delivered 3 past the 50 stored.
+			write(t, files[0], consumerState(53, 53, 53, 53))
+			_, err := checkStreamStore(dir)
+			if got := errors.Is(err, ErrStoreDamaged); got != c.damaged {
+				t.Fatalf("damaged = %v (%v), want %v", got, err, c.damaged)
+			}
+			// A garbled state stays damage either way.
+			write(t, files[0], append(consumerState(53, 53, 53, 53), 0xff))
+			if _, err := checkStreamStore(dir); !errors.Is(err, ErrStoreDamaged) {
+				t.Fatalf("garbled consumer state not found damaged: %v", err)
+			}
+		})
+	}
+}

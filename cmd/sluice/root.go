@@ -14,8 +14,10 @@ import (
 const configHelp = `
 Configuration: a YAML file (--config; without one, the built-in defaults, which
 equal configs/dev.yaml), then SLUICE_* environment variables (SLUICE_GATEWAY_LISTEN
-sets gateway.listen), then flags. Unknown keys and bad values stop the start with
-an error naming the key and the file. See README.md, "Configuration".`
+sets gateway.listen, SLUICE_TOPICS_ORDERS_MAX_MESSAGES topics.orders.max_messages,
+with or without a file), then flags. Unknown keys, SLUICE_* variables that name
+no key, and bad values stop the start with an error naming the key, the
+variable and the file. See README.md, "Configuration".`
 
 func newRootCmd() *cobra.Command {
 	root := &cobra.Command{

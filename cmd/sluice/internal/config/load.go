@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -59,9 +60,6 @@ func load(roles Role, path string, flags *pflag.FlagSet, flagKeys map[string]str
 	for key, val := range flatten(reflect.ValueOf(def), "") {
 		v.SetDefault(key, val)
 	}
-	v.SetEnvPrefix(EnvPrefix)
-	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
-	v.AutomaticEnv()
 	if path != "" {
 		if err := checkFile(path); err != nil {
 			return Config{}, err
@@ -70,6 +68,32 @@ func load(roles Role, path string, flags *pflag.FlagSet, flagKeys map[string]str
 		if err := v.ReadInConfig(); err != nil {
 			return Config{}, err
 		}
+	}
+	// The topics as the file's raw tree (a family declared with no
+	// settings, "audit: {}", is kept), else the defaults' as the same tree:
+	// environment overrides of topics work alike with and without a file.
+	rawTopics := v.Get("topics")
+	if rawTopics == nil {
+		rawTopics = topicTree(def.Topics)
+	}
+	tree, _ := rawTopics.(map[string]any)
+	// Variables are bound one by one, not with AutomaticEnv: viper would
+	// ignore a variable naming no key, or a topic's with no file.
+	ovs, err := overrides(os.Environ(), tree)
+	if err != nil {
+		return Config{}, err
+	}
+	byKey := make(map[string]string, len(ovs))
+	for _, o := range ovs {
+		byKey[o.key] = o.name
+		if !strings.HasPrefix(o.key, "topics.") {
+			if err := v.BindEnv(o.key, o.name); err != nil {
+				return Config{}, err
+			}
+		}
+	}
+	if tree != nil {
+		rawTopics = applyTopics(tree, ovs)
 	}
 	for name, key := range flagKeys {
 		f := flags.Lookup(name)
@@ -82,32 +106,18 @@ func load(roles Role, path string, flags *pflag.FlagSet, flagKeys map[string]str
 	}
 
 	settings := v.AllSettings()
-	// AllSettings flattens to leaf keys, so a family declared with no
-	// settings ("audit: {}") would vanish; take the file's raw tree and lay
-	// the flattened values (which carry environment overrides) over it.
-	rawTopics := v.Get("topics")
-	if flat, ok := settings["topics"].(map[string]any); ok {
-		if tree, ok := rawTopics.(map[string]any); ok {
-			rawTopics = overlay(tree, flat)
-		} else {
-			rawTopics = flat
-		}
-	}
-	hasTopics := rawTopics != nil
 	delete(settings, "topics")
 	cfg := def
 	if err := decode(settings, &cfg, ""); err != nil {
 		return Config{}, err
 	}
-	if hasTopics {
-		topics, err := decodeTopics(rawTopics)
-		if err != nil {
-			return Config{}, err
-		}
-		cfg.Topics = topics
+	topics, err := decodeTopics(rawTopics)
+	if err != nil {
+		return Config{}, nameVariables(err, byKey)
 	}
+	cfg.Topics = topics
 	if err := cfg.ValidateFor(roles); err != nil {
-		return Config{}, err
+		return Config{}, nameVariables(err, byKey)
 	}
 	return cfg, nil
 }
@@ -161,21 +171,6 @@ func decodeTopics(raw any) (map[string]topology.Topic, error) {
 	return topics, errors.Join(errs...)
 }
 
-// overlay returns a copy of base with every leaf of top laid over it.
-func overlay(base, top map[string]any) map[string]any {
-	out := maps.Clone(base)
-	for k, tv := range top {
-		bm, bok := out[k].(map[string]any)
-		tm, tok := tv.(map[string]any)
-		if bok && tok {
-			out[k] = overlay(bm, tm)
-			continue
-		}
-		out[k] = tv
-	}
-	return out
-}
-
 func asMap(raw any, key string) (map[string]any, error) {
 	switch m := raw.(type) {
 	case nil:
@@ -195,13 +190,7 @@ func decode(input map[string]any, out any, prefix string) error {
 		Result:     out,
 		Metadata:   &md,
 		ZeroFields: true, // a list in the file replaces the default list
-		DecodeHook: mapstructure.ComposeDecodeHookFunc(
-			durationNeedsUnit,
-			parseDuration,
-			mapstructure.TextUnmarshallerHookFunc(),
-			mapstructure.StringToSliceHookFunc(","), // lists from the environment
-			strictScalars,                           // numbers and booleans from the environment
-		),
+		DecodeHook: decodeHooks(),
 	})
 	if err != nil {
 		return err
@@ -224,6 +213,31 @@ func decode(input map[string]any, out any, prefix string) error {
 		return errors.Join(errs...)
 	}
 	return nil
+}
+
+// decodeHooks are how files and environment values become Go values.
+func decodeHooks() mapstructure.DecodeHookFunc {
+	return mapstructure.ComposeDecodeHookFunc(
+		durationNeedsUnit,
+		parseDuration,
+		mapstructure.TextUnmarshallerHookFunc(),
+		stringToList,  // lists from the environment
+		strictScalars, // numbers and booleans from the environment
+	)
+}
+
+// stringToList splits a string for a list at its commas: "2s,4s" from
+// the environment is a list of durations (mapstructure's own hook makes
+// lists of strings only).
+func stringToList(from, to reflect.Type, data any) (any, error) {
+	if from.Kind() != reflect.String || to.Kind() != reflect.Slice {
+		return data, nil
+	}
+	s := data.(string)
+	if s == "" {
+		return []string{}, nil
+	}
+	return strings.Split(s, ","), nil
 }
 
 func keyPrefix(prefix string) string {

@@ -40,7 +40,7 @@ func TestDevStartFailures(t *testing.T) {
 		asUser bool
 		want   []string
 	}{
-		{"broker port in use", []string{"--nats-listen", addr, "--listen", "127.0.0.1:0"}, false, []string{addr, "address already in use"}},
+		{"broker port in use", []string{"--nats-listen", addr, "--listen", "127.0.0.1:0"}, false, []string{"broker.listen", addr, "address already in use"}},
 		{"gateway port in use", []string{"--nats-listen", "127.0.0.1:-1", "--listen", addr}, false, []string{"gateway.listen", addr, "address already in use"}},
 		{"data dir under a regular file", []string{"--data-dir", filepath.Join(file, "store"), "--nats-listen", "127.0.0.1:-1", "--listen", "127.0.0.1:0"}, false,
 			[]string{"broker.data_dir", filepath.Join(file, "store"), "not a directory"}},

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -64,6 +65,11 @@ func (s *Stack) start(reg *prometheus.Registry) error {
 	bcfg := s.cfg.Broker
 	bcfg.SharedAlarms = true
 	if s.broker, err = broker.New(bcfg, s.log, reg); err != nil {
+		// nats-server says which address it could not listen on, not which
+		// key set it: name the key a newcomer would change.
+		if l := bcfg.Listen; l != "" && !strings.HasPrefix(err.Error(), "broker.listen") && strings.Contains(err.Error(), l) {
+			return fmt.Errorf("broker.listen: %w", err)
+		}
 		return err
 	}
 	gnc, err := s.connect("sluice-gateway")
@@ -123,6 +129,14 @@ func (s *Stack) connect(name string) (*nats.Conn, error) {
 // Addr is the gateway's HTTP address.
 func (s *Stack) Addr() net.Addr { return s.addr }
 
+// scheme is the gateway's: https when gateway.tls serves it.
+func (s *Stack) scheme() string {
+	if s.cfg.Gateway.TLS.CertFile != "" {
+		return "https"
+	}
+	return "http"
+}
+
 // BrokerURL is where NATS clients (your own SDK workers) connect.
 func (s *Stack) BrokerURL() string { return s.broker.ClientURL() }
 
@@ -151,7 +165,7 @@ func (s *Stack) Run(ctx context.Context, ready func()) error {
 		})
 	}
 	s.log.Info("sluice dev ready",
-		zap.String("gateway", "http://"+s.addr.String()),
+		zap.String("gateway", s.scheme()+"://"+s.addr.String()),
 		zap.String("nats", s.broker.ClientURL()),
 		zap.Int("demo_workers", len(s.workers)),
 		zap.Duration("startup", time.Since(s.started)))

@@ -49,7 +49,7 @@ func TestStartFailsCleanly(t *testing.T) {
 	}{
 		{"broker port in use", func(t *testing.T) (string, string, string, []string) {
 			busy := taken(t)
-			return t.TempDir(), busy, freeAddr(t), []string{busy, "address already in use"}
+			return t.TempDir(), busy, freeAddr(t), []string{"broker.listen", busy, "address already in use"}
 		}},
 		{"gateway port in use", func(t *testing.T) (string, string, string, []string) {
 			busy := taken(t)

@@ -12,13 +12,15 @@ DEMO    := $(COMPOSE) -f deploy/docker-compose.yml -p sluice-demo
 .PHONY: build run test lint fuzz mutate power power-short bench bench-overload cluster cluster-down chaos image demo demo-down demo-test demo-secrets clean certs
 
 build: ## static, trimmed binary in bin/sluice
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/sluice
+	@echo "== go build $(BIN): the first build compiles every dependency (nats-server, Prometheus, zap...) and takes minutes on 2 cores; later builds reuse Go's build cache and take seconds"
+	@start=$$(date +%s); CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/sluice && echo "== built $(BIN) in $$(( $$(date +%s) - start ))s"
 
 run: build ## single-node Sluice: broker, gateway on :8080, demo families (configs/dev.yaml)
+	@echo "== starting $(BIN) dev --config configs/dev.yaml (Ctrl-C stops it)"
 	./$(BIN) dev --config configs/dev.yaml
 
 test: ## every test, with the race detector
-	$(GO) test -race -count=1 -timeout 10m ./...
+	$(GO) test -race -count=1 -timeout 15m ./...
 
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -29,9 +29,24 @@ with ECDSA P-256 keys:
   node-key.pem  its key (mode 0600): key_file
 
 For development and tests only: every node shares one key. Existing files are
-kept unless --force.`,
+kept unless --force: when all four are there, nothing is written and the
+command succeeds (make certs can run again); when only some are, or --hosts
+is given, it fails.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !force {
+				kept, err := allExist(devcerts.PathsIn(out))
+				if err != nil {
+					return err
+				}
+				if kept && cmd.Flags().Changed("hosts") {
+					return fmt.Errorf("certificate files exist in %s: --hosts needs --force to replace them", out)
+				}
+				if kept {
+					fmt.Fprintf(cmd.OutOrStdout(), "kept the existing files in %s (sluice certs --force replaces them)\n", out)
+					return nil
+				}
+			}
 			gen := devcerts.Generate
 			if force {
 				gen = devcerts.Regenerate
@@ -50,6 +65,18 @@ kept unless --force.`,
 	cmd.Flags().StringSliceVar(&hosts, "hosts", devcerts.DefaultHosts, "host names and IP addresses the certificate is valid for")
 	cmd.Flags().BoolVar(&force, "force", false, "replace existing files")
 	return cmd
+}
+
+// allExist reports whether every file of files is there.
+func allExist(files devcerts.Files) (bool, error) {
+	for _, p := range []string{files.CA, files.CAKey, files.Cert, files.Key} {
+		if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
+			return false, nil
+		} else if err != nil {
+			return false, err
+		}
+	}
+	return true, nil
 }
 
 func hostsOr(hosts []string) []string {

@@ -57,8 +57,7 @@ gateway.* (all), demo.* (enabled, delay, failure_rate, credit), topics.*.` + con
 				return err
 			}
 			return stack.Run(cmd.Context(), func() {
-				fmt.Fprintf(os.Stderr, "\nSluice is ready. Try:\n  curl -i -X POST http://%s/v1/topics/orders/messages -d '{\"id\":42}'\n  curl -s http://%s/v1/topics/orders\n\n",
-					stack.Addr(), stack.Addr())
+				fmt.Fprint(os.Stderr, readyHint(cfg, stack.Addr()))
 			})
 		},
 	}

@@ -181,6 +181,7 @@ func (f *dlqFlags) print(out io.Writer, v any, err error) error {
 	}
 	enc := json.NewEncoder(out)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false) // a dead letter's error reads "<key>", not "\u003ckey\u003e"
 	return enc.Encode(v)
 }
 

@@ -109,7 +109,7 @@ func fetchStatus(ctx context.Context, base string, timeout time.Duration, client
 		return status.Status{}, nil, fmt.Errorf("status: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return status.Status{}, nil, fmt.Errorf("status: %s: %s", resp.Status, bytes.TrimSpace(raw))
+		return status.Status{}, nil, fmt.Errorf("status: %s: %s", resp.Status, answerText(raw))
 	}
 	var st status.Status
 	if err := json.Unmarshal(raw, &st); err != nil {

@@ -203,8 +203,13 @@ func Build(in Input, cal Calibration) (Blueprint, error) {
 	lat := cal.latency(maxR)
 	b.PublishP99Millis, b.EndToEndP99Millis = lat.PublishP99Millis, lat.EndToEndP99Millis
 	if b.P99Millis < lat.PublishP99Millis {
-		warn("--p99 %v is below the measured publish p99 of R%d (%s ms at half load): queuing cannot beat the fsync and replication it includes; expect ~%s ms",
-			in.P99, lat.Replicas, num(lat.PublishP99Millis), num(lat.PublishP99Millis))
+		if lat.Replicas == maxR {
+			warn("--p99 %v is below the measured publish p99 of R%d (%s ms at half load): queuing cannot beat the fsync and replication it includes; expect ~%s ms",
+				in.P99, maxR, num(lat.PublishP99Millis), num(lat.PublishP99Millis))
+		} else {
+			warn("--p99 %v is below the publish p99 of R%d (%s ms at half load, measured at R%d; R%d was not measured): queuing cannot beat the fsync and replication it includes; expect ~%s ms",
+				in.P99, maxR, num(lat.PublishP99Millis), lat.Replicas, maxR, num(lat.PublishP99Millis))
+		}
 	}
 
 	// Gateways: capacity at rho, plus one.

@@ -230,17 +230,17 @@ func (c Calibration) BrokerCPU(replicas int, size int64) (float64, error) {
 }
 
 // latency is the measured point for replicas: the same count, else the
-// nearest lower one, else the lowest.
+// nearest higher one (more replicas wait for more acks: a lower count's p99
+// would promise too little), else the highest.
 func (c Calibration) latency(replicas int) LatencyPoint {
 	pts := slices.Clone(c.Latency)
 	slices.SortFunc(pts, func(x, y LatencyPoint) int { return x.Replicas - y.Replicas })
-	best := pts[0]
 	for _, p := range pts {
-		if p.Replicas <= replicas {
-			best = p
+		if p.Replicas >= replicas {
+			return p
 		}
 	}
-	return best
+	return pts[len(pts)-1]
 }
 
 func mean(xs []float64) float64 {

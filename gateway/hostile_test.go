@@ -269,7 +269,9 @@ func TestSpoofedHeartbeatsDoNotShrinkShare(t *testing.T) {
 	topics := harness.Topics(orders)
 	b := harness.StartBroker(t, topics)
 	cfg := harness.GatewayConfig(topics)
-	cfg.HeartbeatInterval = 200 * time.Millisecond
+	// Peers are forgotten after 3 intervals: long enough that a loaded
+	// machine still sees each state (a peer alive, 64 alive) before it ends.
+	cfg.HeartbeatInterval = 3 * time.Second
 	url, reg := startGatewayReg(t, cfg, harness.Connect(t, b))
 	share := topicView(t, url).Admission.Share
 	if share != 65_000 {
@@ -295,7 +297,7 @@ func TestSpoofedHeartbeatsDoNotShrinkShare(t *testing.T) {
 	if err := spoofer.Publish("sluice.gateway.heartbeat", []byte(peer)); err != nil {
 		t.Fatal(err)
 	}
-	harness.Eventually(t, 10*time.Second, func() bool {
+	harness.Eventually(t, time.Minute, func() bool {
 		return gaugeValue(t, reg, "sluice_gateway_gateways_alive") == 2
 	}, "the well-formed peer should count, and nothing else: gateways_alive %v", gaugeValue(t, reg, "sluice_gateway_gateways_alive"))
 	if n := ignoredHeartbeats(t, reg, "malformed"); n != 1000 {
@@ -303,7 +305,7 @@ func TestSpoofedHeartbeatsDoNotShrinkShare(t *testing.T) {
 	}
 	// Without more heartbeats the peer is forgotten and the share is whole
 	// again.
-	harness.Eventually(t, 10*time.Second, func() bool { return topicView(t, url).Admission.Share == share },
+	harness.Eventually(t, time.Minute, func() bool { return topicView(t, url).Admission.Share == share },
 		"share should be back to %d once the spoofed peer is silent", share)
 
 	// Well-formed made-up ids: at most 64 count.
@@ -314,7 +316,7 @@ func TestSpoofedHeartbeatsDoNotShrinkShare(t *testing.T) {
 	for _, id := range ids {
 		_ = spoofer.Publish("sluice.gateway.heartbeat", []byte(id))
 	}
-	harness.Eventually(t, 10*time.Second, func() bool {
+	harness.Eventually(t, time.Minute, func() bool {
 		return gaugeValue(t, reg, "sluice_gateway_gateways_alive") == 65 && ignoredHeartbeats(t, reg, "peers_full") == 1000-64
 	}, "64 made-up peers at most should count: alive %v", gaugeValue(t, reg, "sluice_gateway_gateways_alive"))
 	if v := topicView(t, url).Admission; v.Share < 65_000/65-1 {

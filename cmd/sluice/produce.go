@@ -89,8 +89,9 @@ $SLUICE_PRODUCER_API_KEY than in a file).` + configHelp,
 				defer cancel()
 			}
 			rep := produce(ctx, p, topic, prefix, count, size, conc, perSec, n.log)
-			out, _ := json.Marshal(rep)
-			fmt.Fprintln(cmd.OutOrStdout(), string(out))
+			enc := json.NewEncoder(cmd.OutOrStdout())
+			enc.SetEscapeHTML(false) // errors quote <key> as is
+			_ = enc.Encode(rep)
 			if rep.Failed > 0 || rep.Unknown > 0 {
 				return fmt.Errorf("of %d messages, %d failed and %d have an unknown outcome (may be stored; publish again with the same --id-prefix)",
 					rep.Sent, rep.Failed, rep.Unknown)

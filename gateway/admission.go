@@ -282,10 +282,17 @@ func (a *admission) readStatus(topic string, now time.Time) string {
 // wait. A tenant with an admission share (t nil: none) takes at most that
 // share of each refill's credit; over it, shareFull and the wait until the
 // next refill.
-func (a *admission) take(topic string, size int64, t *tenant.Tenant) (ok bool, wait time.Duration, shareFull bool) {
+//
+// h, when not nil, gets the topic's RateLimit headers as the decision
+// left them, under the same lock: a refill between the two must not
+// advertise credit beside a refusal.
+func (a *admission) take(topic string, size int64, t *tenant.Tenant, h http.Header) (ok bool, wait time.Duration, shareFull bool) {
 	ta := a.topics[topic]
 	ta.mu.Lock()
 	defer ta.mu.Unlock()
+	if h != nil {
+		defer a.headersLocked(h, ta)
+	}
 	limited := t != nil && t.Limited() && ta.credit.Refilled()
 	if limited && ta.byTenant[t.Name] >= admit.TenantShare(t.AdmissionShare, ta.credit.Share()) {
 		return false, a.shedRetryAfter(), true
@@ -382,17 +389,22 @@ func (a *admission) shedRetryAfter() time.Duration {
 func (a *admission) setHeaders(h http.Header, topic string) {
 	ta := a.topics[topic]
 	ta.mu.Lock()
-	share, left, refilled := ta.credit.Share(), ta.credit.Remaining(), ta.credit.Refilled()
+	defer ta.mu.Unlock()
+	a.headersLocked(h, ta)
+}
+
+// headersLocked sets setHeaders' headers; called with ta.mu held.
+func (a *admission) headersLocked(h http.Header, ta *topicAdmission) {
+	if !ta.credit.Refilled() {
+		return
+	}
+	share, left := ta.credit.Share(), ta.credit.Remaining()
 	// t: when the credit comes back. A refill happens every window, but
 	// with nothing left it brings credit only once the topic has drained.
 	window := int(math.Ceil(a.cfg.AdmissionRefresh.Seconds()))
 	reset := window
 	if left == 0 {
 		reset = max(window, int(math.Ceil(a.wait(ta, time.Now(), 0).Seconds())))
-	}
-	ta.mu.Unlock()
-	if !refilled {
-		return
 	}
 	h.Set("RateLimit-Policy", fmt.Sprintf(`"topic";q=%d;w=%d`, share, window))
 	h.Set("RateLimit", fmt.Sprintf(`"topic";r=%d;t=%d`, left, reset))

@@ -79,11 +79,7 @@ func (g *Gateway) admit(in entrance) (settlement, error) {
 			return settlement{}, err
 		}
 	}
-	err := g.takeCredit(in.topic, in.size, in.caller)
-	if in.header != nil {
-		g.adm.setHeaders(in.header, in.topic)
-	}
-	if err != nil {
+	if err := g.takeCredit(in.topic, in.size, in.caller, in.header); err != nil {
 		return settlement{}, err
 	}
 	return settlement{adm: g.adm, topic: in.topic, size: in.size}, nil
@@ -120,9 +116,10 @@ func (g *Gateway) admitClient(r *http.Request, c tenant.Caller) error {
 }
 
 // takeCredit takes one message of size bytes of topic's admission credit
-// for the caller, or refuses with the advertised wait.
-func (g *Gateway) takeCredit(topic string, size int64, c tenant.Caller) error {
-	ok, wait, shareFull := g.adm.take(topic, size, c.Tenant)
+// for the caller, or refuses with the advertised wait; h (if not nil) gets
+// the RateLimit headers as the decision left the credit.
+func (g *Gateway) takeCredit(topic string, size int64, c tenant.Caller, h http.Header) error {
+	ok, wait, shareFull := g.adm.take(topic, size, c.Tenant, h)
 	switch {
 	case ok:
 		return nil

@@ -436,6 +436,13 @@ func (b *Broker) keepTopology() {
 		}
 		subs = append(subs, sub)
 	}
+	// The subscriptions are in place on the server before New returns: a
+	// deletion right after start must not go unannounced until the
+	// interval (a subscription is sent asynchronously; seen on a loaded
+	// machine).
+	if err := b.nc.FlushTimeout(5 * time.Second); err != nil {
+		b.log.Warn("deletion advisories may be missed until the bus answers", zap.Error(err))
+	}
 	p := provisioner{js: b.js, log: b.log, repair: true, absent: map[string]time.Time{}}
 	b.keeping.Go(func() {
 		defer func() {

@@ -1,16 +1,13 @@
 package test
 
 import (
-	"bufio"
 	"encoding/json"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
-	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -61,40 +58,10 @@ func TestQuickstart(t *testing.T) {
 		t.Fatal("the quickstart test needs curl, as README does")
 	}
 	curls := readmeCurls(t)
-	cmd := command(t, "dev", "--config", "configs/dev.yaml")
-	cmd.Env = append(cmd.Env, "SLUICE_GATEWAY_LISTEN=127.0.0.1:0", "SLUICE_BROKER_LISTEN=127.0.0.1:-1")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	var logs logBuffer
-	addrc := make(chan string, 1)
-	go func() {
-		re := regexp.MustCompile(`curl -i -X POST http://(127\.0\.0\.1:\d+)/`)
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			logs.add(sc.Text())
-			if m := re.FindStringSubmatch(sc.Text()); m != nil {
-				addrc <- m[1]
-			}
-		}
-		exited <- cmd.Wait()
-	}()
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
-
-	var addr string
-	select {
-	case addr = <-addrc:
-	case err := <-exited:
-		t.Fatalf("sluice dev exited before ready: %v\n%s", err, logs.String())
-	case <-time.After(60 * time.Second):
-		t.Fatalf("sluice dev not ready after 60s\n%s", logs.String())
-	}
+	dev, addr := startNode(t, []string{"SLUICE_GATEWAY_LISTEN=127.0.0.1:0", "SLUICE_BROKER_LISTEN=127.0.0.1:-1"},
+		`curl -i -X POST http://(127\.0\.0\.1:\d+)/`, "dev", "--config", "configs/dev.yaml")
+	logs := dev.logs
 	t.Logf("sluice dev ready %v after exec", time.Since(start).Round(time.Millisecond))
 
 	sh := func(line string) string {
@@ -170,16 +137,6 @@ func TestQuickstart(t *testing.T) {
 
 	// SIGTERM: a clean, prompt exit.
 	stopAt := time.Now()
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v\n%s", err, logs.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("no exit 30s after SIGTERM")
-	}
+	dev.stop(t)
 	t.Logf("stopped %v after SIGTERM", time.Since(stopAt).Round(time.Millisecond))
 }

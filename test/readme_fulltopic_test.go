@@ -1,13 +1,11 @@
 package test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"os/exec"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -24,41 +22,8 @@ import (
 // refusals advertised Retry-After: 60 and RateLimit t=60, and the producer
 // failed 15 of 20 messages at once.
 func TestReadmeFullTopicProducerRidesItOut(t *testing.T) {
-	dev := command(t, "dev", "--topic-max-messages", "5", "--demo-delay", "2s",
+	_, addr := startNode(t, nil, `http://(127\.0\.0\.1:\d+)/v1/topics`, "dev", "--topic-max-messages", "5", "--demo-delay", "2s",
 		"--listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:-1")
-	stderr, err := dev.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := dev.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	var logs logBuffer
-	addrc := make(chan string, 1)
-	go func() {
-		re := regexp.MustCompile(`http://(127\.0\.0\.1:\d+)/v1/topics`)
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			logs.add(sc.Text())
-			if m := re.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case addrc <- m[1]:
-				default:
-				}
-			}
-		}
-		exited <- dev.Wait()
-	}()
-	t.Cleanup(func() { _ = dev.Process.Kill() })
-	var addr string
-	select {
-	case addr = <-addrc:
-	case err := <-exited:
-		t.Fatalf("sluice dev exited before ready: %v\n%s", err, logs.String())
-	case <-time.After(60 * time.Second):
-		t.Fatalf("sluice dev not ready after 60s\n%s", logs.String())
-	}
 
 	// Twice: on a fresh topic (no drain rate measured yet) and again
 	// after an idle spell following real work (the rate the families last

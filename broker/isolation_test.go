@@ -13,20 +13,6 @@ import (
 	"github.com/sluicebus/sluice/pkg/sluice"
 )
 
-// streamMsgs is how many messages stream holds, read as the admin.
-func streamMsgs(t *testing.T, js jetstream.JetStream, stream string) uint64 {
-	t.Helper()
-	s, err := js.Stream(context.Background(), stream)
-	if err != nil {
-		t.Fatalf("stream %s: %v", stream, err)
-	}
-	info, err := s.Info(context.Background())
-	if err != nil {
-		t.Fatalf("stream %s: %v", stream, err)
-	}
-	return info.State.Msgs
-}
-
 // TestWorkerCannotRedirectPulls: a worker names another family's
 // dead-letter subject, and the topic itself, as the reply subject of a
 // pull request on its own family. Within one account the server would
@@ -71,10 +57,10 @@ func TestWorkerCannotRedirectPulls(t *testing.T) {
 		return err == nil && info.Delivered.Stream >= n
 	}, "the hostile pulls were never served")
 	time.Sleep(time.Second)
-	if got := streamMsgs(t, ajs, sluice.DeadLetterStream("orders", "shipping")); got != 0 {
+	if got := harness.StreamMsgs(t, ajs, sluice.DeadLetterStream("orders", "shipping")); got != 0 {
 		t.Errorf("shipping's dead letters hold %d messages written by billing's worker", got)
 	}
-	if got := streamMsgs(t, ajs, sluice.StreamName("orders")); got != n {
+	if got := harness.StreamMsgs(t, ajs, sluice.StreamName("orders")); got != n {
 		t.Errorf("the topic holds %d messages, want %d: a pull was replayed into it", got, n)
 	}
 

@@ -82,15 +82,7 @@ func run(t *testing.T, w *sluice.Worker) (stop func()) {
 
 func (s stack) streamMsgs(t *testing.T, stream string) uint64 {
 	t.Helper()
-	st, err := s.js.Stream(context.Background(), stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.Msgs
+	return harness.StreamMsgs(t, s.js, stream)
 }
 
 // abandon takes the next delivery of family on topic `times` times and

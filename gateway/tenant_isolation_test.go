@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -35,6 +36,20 @@ func twoTenants(t *testing.T) (tenant.Config, map[string]string) {
 	return cfg, keys
 }
 
+// twoTenantStack is a broker with topic orders (family billing) and a
+// gateway in keys mode with twoTenants; it returns the bus connection, the
+// gateway and each tenant's key.
+func twoTenantStack(t *testing.T) (*nats.Conn, *httptest.Server, map[string]string) {
+	t.Helper()
+	topics := harness.Topics(harness.Topic("orders", "billing"))
+	nc := harness.Connect(t, harness.StartBroker(t, topics))
+	cfg := harness.GatewayConfig(topics)
+	var keys map[string]string
+	cfg.Auth, keys = twoTenants(t)
+	_, srv := harness.StartGateway(t, cfg, nc)
+	return nc, srv, keys
+}
+
 // TestTenantsKeepTheirOwnIdempotencyKeys: tenant B publishing, single and
 // in a batch, with the key and payload tenant A used is stored as B's own
 // message (202 duplicate:false, its own seq), never as A's duplicate; A's
@@ -42,13 +57,7 @@ func twoTenants(t *testing.T) (tenant.Config, map[string]string) {
 // worker give the key back as sent; the stored id and the Sluice-Tenant
 // header carry the tenant whatever the client sent.
 func TestTenantsKeepTheirOwnIdempotencyKeys(t *testing.T) {
-	topics := harness.Topics(harness.Topic("orders", "billing"))
-	b := harness.StartBroker(t, topics)
-	nc := harness.Connect(t, b)
-	cfg := harness.GatewayConfig(topics)
-	var keys map[string]string
-	cfg.Auth, keys = twoTenants(t)
-	_, srv := harness.StartGateway(t, cfg, nc)
+	nc, srv, keys := twoTenantStack(t)
 	url := srv.URL + "/v1/topics/orders/messages"
 	js, _ := jetstream.New(nc)
 
@@ -163,13 +172,7 @@ func TestOpenModeStoresNoTenant(t *testing.T) {
 // tenant's is not found (404) and stays; the ops tenant sees every one,
 // the tenant-less one too (a message published on the bus directly).
 func TestTenantsSeeOnlyTheirOwnDeadLetters(t *testing.T) {
-	topics := harness.Topics(harness.Topic("orders", "billing"))
-	b := harness.StartBroker(t, topics)
-	nc := harness.Connect(t, b)
-	cfg := harness.GatewayConfig(topics)
-	var keys map[string]string
-	cfg.Auth, keys = twoTenants(t)
-	_, srv := harness.StartGateway(t, cfg, nc)
+	nc, srv, keys := twoTenantStack(t)
 	var fixed atomic.Bool
 	seen := &deliveries{seen: map[string][]string{}}
 	harness.RunWorker(t, nc, "orders", "billing", func(_ context.Context, m *sluice.Message) error {

@@ -26,6 +26,13 @@ func startNode(t *testing.T, env []string, ready string, args ...string) (*proc,
 	t.Helper()
 	cmd := command(t, args...)
 	cmd.Env = append(cmd.Env, env...)
+	return startCmd(t, cmd, regexp.MustCompile(ready))
+}
+
+// startCmd starts cmd and returns it once a line of its log matches
+// ready, with the last submatch (or the whole match).
+func startCmd(t *testing.T, cmd *exec.Cmd, ready *regexp.Regexp) (*proc, string) {
+	t.Helper()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -34,13 +41,12 @@ func startNode(t *testing.T, env []string, ready string, args ...string) (*proc,
 		t.Fatal(err)
 	}
 	p := &proc{cmd: cmd, logs: &logBuffer{}, exited: make(chan error, 1)}
-	re := regexp.MustCompile(ready)
 	found := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			p.logs.add(sc.Text())
-			if m := re.FindStringSubmatch(sc.Text()); m != nil {
+			if m := ready.FindStringSubmatch(sc.Text()); m != nil {
 				select {
 				case found <- m[len(m)-1]:
 				default:
@@ -54,9 +60,9 @@ func startNode(t *testing.T, env []string, ready string, args ...string) (*proc,
 	case s := <-found:
 		return p, s
 	case err := <-p.exited:
-		t.Fatalf("%v exited: %v\n%s", args, err, p.logs.String())
+		t.Fatalf("%v exited: %v\n%s", cmd.Args, err, p.logs.String())
 	case <-time.After(60 * time.Second):
-		t.Fatalf("%v: no %q in 60s\n%s", args, ready, p.logs.String())
+		t.Fatalf("%v: no %q in 60s\n%s", cmd.Args, ready, p.logs.String())
 	}
 	return nil, ""
 }

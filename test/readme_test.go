@@ -1,20 +1,17 @@
 package test
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -233,56 +230,16 @@ func runDevUntilReady(t *testing.T, env, args []string) {
 	cmd.Dir = t.TempDir()
 	cmd.Env = append(append(os.Environ(), env...), "SLUICE_GATEWAY_LISTEN=127.0.0.1:0", "SLUICE_BROKER_LISTEN=127.0.0.1:-1",
 		"SLUICE_BROKER_DATA_DIR="+t.TempDir())
-	waitLogLine(t, cmd, devReady, 60*time.Second)
+	waitLogLine(t, cmd, devReady)
 }
 
-// waitLogLine starts cmd, waits up to timeout for a line of its stderr
-// matching re, then stops it with SIGTERM and wants a clean exit.
-func waitLogLine(t *testing.T, cmd *exec.Cmd, re *regexp.Regexp, timeout time.Duration) {
+// waitLogLine starts cmd, waits for a line of its stderr matching re,
+// then stops it with SIGTERM and wants a clean exit.
+func waitLogLine(t *testing.T, cmd *exec.Cmd, re *regexp.Regexp) {
 	t.Helper()
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	var logs logBuffer
-	ready := make(chan struct{})
-	exited := make(chan error, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		found := false
-		for sc.Scan() {
-			logs.add(sc.Text())
-			if !found && re.MatchString(sc.Text()) {
-				found = true
-				t.Logf("%v: %s", cmd.Args[1:], sc.Text())
-				close(ready)
-			}
-		}
-		_, _ = io.Copy(io.Discard, stderr)
-		exited <- cmd.Wait()
-	}()
-	select {
-	case <-ready:
-	case err := <-exited:
-		t.Fatalf("%v exited before ready: %v\n%s", cmd.Args, err, logs.String())
-	case <-time.After(timeout):
-		t.Fatalf("%v not ready after %v\n%s", cmd.Args, timeout, logs.String())
-	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("%v after SIGTERM: %v\n%s", cmd.Args, err, logs.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("%v: no exit 30s after SIGTERM\n%s", cmd.Args, logs.String())
-	}
+	p, _ := startCmd(t, cmd, re)
+	t.Logf("%v: ready", cmd.Args[1:])
+	p.stop(t)
 }
 
 // runGoBlocks compiles every Go block in one module of their own (each a
@@ -405,6 +362,6 @@ func loadYAMLBlock(t *testing.T, text string) {
 		cmd := exec.Command(sluiceBin, "broker", "--config", "sluice.yaml")
 		cmd.Dir = dir
 		cmd.Env = append(os.Environ(), "SLUICE_BROKER_LISTEN=127.0.0.1:-1", "SLUICE_BROKER_DATA_DIR="+t.TempDir())
-		waitLogLine(t, cmd, regexp.MustCompile(`broker ready`), 60*time.Second)
+		waitLogLine(t, cmd, regexp.MustCompile(`broker ready`))
 	}
 }
